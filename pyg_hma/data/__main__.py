@@ -1,0 +1,51 @@
+"""``python -m pyg_hma.data prepare --dataset NAME [--root DIR]``"""
+import argparse
+import json
+import sys
+import time
+
+from .registry import available_datasets, load_dataset
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m pyg_hma.data')
+    sub = parser.add_subparsers(dest='command', required=True)
+    prep = sub.add_parser('prepare', help='process a dataset into the cache '
+                          'and print its statistics and split sizes')
+    prep.add_argument('--dataset', required=True, nargs='+',
+                      help=f"one or more of: {', '.join(available_datasets())}")
+    prep.add_argument('--root', default=None, help='cache folder')
+    prep.add_argument('--mirror', default=None, help='offline mirror folder')
+    prep.add_argument('--seed', type=int, default=0)
+    prep.add_argument('--json', action='store_true', help='print JSON only')
+    sub.add_parser('list', help='list the dataset names')
+    args = parser.parse_args(argv)
+
+    if args.command == 'list':
+        print('\n'.join(available_datasets()))
+        return 0
+    for name in args.dataset:
+        start = time.perf_counter()
+        splits = load_dataset(name, root=args.root, mirror=args.mirror,
+                              seed=args.seed)
+        report = {
+            'dataset': splits.name,
+            'num_features': splits.num_features,
+            'num_classes': splits.num_classes,
+            'metric': splits.metric,
+            'splits': splits.sizes(),
+            **splits.info,
+            'seconds': round(time.perf_counter() - start, 2),
+        }
+        if args.json:
+            print(json.dumps(report, default=str))
+        else:
+            print(f'== {splits.name}')
+            for key, value in report.items():
+                print(f'  {key}: {value}')
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
