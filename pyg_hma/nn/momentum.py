@@ -1,0 +1,62 @@
+"""Momentum (EMA) copy of a backbone, MoCo-style."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class MomentumEncoder(nn.Module):
+    r"""A frozen copy of :obj:`module` whose parameters follow the online
+    module as an exponential moving average, as in MoCo:
+
+    .. math::
+        \theta_k \leftarrow m\,\theta_k + (1 - m)\,\theta_q
+
+    Buffers (e.g. BatchNorm running statistics) are copied from the online
+    module. The copy never receives gradients and its forward runs under
+    :func:`torch.no_grad`. It follows the train/eval mode of its parent, like
+    MoCo's key encoder.
+
+    Args:
+        module (torch.nn.Module): the online module to copy.
+        momentum (float, optional): :math:`m` in :math:`[0, 1]`; :obj:`0`
+            copies the online weights at every update. (default: :obj:`0.999`)
+    """
+    def __init__(self, module: nn.Module, momentum: float = 0.999):
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1] (got {momentum})")
+        self.momentum = momentum
+        self.module = copy.deepcopy(module)
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, online: nn.Module):
+        r"""One EMA step towards the parameters of :obj:`online`."""
+        params = list(self.module.parameters())
+        online_params = [p.detach() for p in online.parameters()]
+        if len(params) != len(online_params):
+            raise ValueError("MomentumEncoder.update got a module with a "
+                             "different set of parameters than its copy")
+        if params:
+            torch._foreach_mul_(params, self.momentum)
+            torch._foreach_add_(params, online_params,
+                                alpha=1.0 - self.momentum)
+        for buf, online_buf in zip(self.module.buffers(), online.buffers()):
+            buf.copy_(online_buf)
+
+    @torch.no_grad()
+    def copy_from(self, online: nn.Module):
+        r"""Sets the copy equal to :obj:`online` (e.g. after re-initialising
+        it)."""
+        self.module.load_state_dict(online.state_dict())
+
+    def forward(self, *args, **kwargs):
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.module.__class__.__name__}, '
+                f'momentum={self.momentum})')

@@ -1,0 +1,344 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyg_hma import HMAClassifier, HMAReadout, MomentumEncoder
+
+D, C = 24, 3
+
+
+def make(**kwargs):
+    kwargs.setdefault('memory_size', 10)
+    kwargs.setdefault('slots_per_class', 4)
+    kwargs.setdefault('label_dim', 8)
+    kwargs.setdefault('dropout', 0.0)
+    torch.manual_seed(0)
+    return HMAReadout(D, C, **kwargs)
+
+
+def fill_queue(readout, n=None, seed=1):
+    """Puts real rows into the queue (training-mode write, then eval)."""
+    g = torch.Generator().manual_seed(seed)
+    n = readout.memory_size if n is None else n
+    readout.write(torch.randn(n, D, generator=g),
+                  torch.randint(0, C, (n, ), generator=g))
+
+
+@pytest.mark.parametrize('out_channels,expected', [(None, C), (1, 1)])
+def test_output_shapes(out_channels, expected):
+    readout = make(out_channels=out_channels)
+    x = torch.randn(7, D)
+    assert readout(x).shape == (7, expected)
+    assert readout(x, y=torch.randint(0, C, (7, ))).shape == (7, expected)
+    readout.eval()
+    assert readout(x).shape == (7, expected)
+    assert readout(x[:1]).shape == (1, expected)
+
+
+def test_repr():
+    assert repr(make()) == (
+        'HMAReadout(24, 3, num_classes=3, memory_size=10, slots_per_class=4, '
+        "label_dim=8, heads=4, rma=True, abd=True, synthetic=True, "
+        "inference='batch')")
+
+
+def test_gradients_reach_slots_labels_and_attention():
+    readout = make()
+    fill_queue(readout)
+    x = torch.randn(6, D, requires_grad=True)
+    out = readout(x, y=torch.randint(0, C, (6, )))
+    F.cross_entropy(out, torch.randint(0, C, (6, ))).backward()
+    named = dict(readout.named_parameters())
+    for name in ['slots', 'label_emb.weight', 'rma_block.q_proj.weight',
+                 'rma_block.kv_proj.weight', 'sma_block.q_proj.weight',
+                 'sma_block.kv_proj.weight', 'lin.weight']:
+        grad = named[name].grad
+        assert grad is not None, name
+        assert torch.isfinite(grad).all(), name
+        assert grad.abs().sum() > 0, name
+    # Every class's label embedding is used (queue rows, slots), and the
+    # "unknown" row by every input.
+    assert (named['label_emb.weight'].grad.abs().sum(dim=1) > 0).all()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_slots_start_distinct_and_stay_distinct():
+    readout = make()
+    slots = readout.slots.detach()
+    for c in range(C):  # pairwise distinct within each class
+        dist = torch.cdist(slots[c], slots[c])
+        assert (dist + torch.eye(4)).min() > 1e-3
+    before = slots.clone()
+    opt = torch.optim.Adam(readout.parameters(), lr=1e-2)
+    for _ in range(5):
+        x, y = torch.randn(8, D), torch.randint(0, C, (8, ))
+        loss = F.cross_entropy(readout(x, y=y), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = readout.slots.detach()
+    assert not torch.allclose(before, after)  # they learn
+    # ... and each slot moved differently from its siblings.
+    delta = after - before
+    assert not torch.allclose(delta[:, 0], delta[:, 1])
+
+
+def test_eval_never_changes_buffers():
+    readout = make()
+    fill_queue(readout, n=4)
+    readout.eval()
+    before = {k: v.clone() for k, v in readout.state_dict().items()}
+    x, y = torch.randn(5, D), torch.randint(0, C, (5, ))
+    readout(x, y=y, key=torch.randn(5, D))
+    readout(x)
+    for k, v in readout.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_training_without_labels_does_not_write():
+    readout = make()
+    readout(torch.randn(5, D))
+    assert int(readout.queue_ptr) == 0
+    assert (readout.queue_labels == -1).all()
+
+
+def test_write_positions_with_wraparound():
+    readout = make(memory_size=10)
+    rows = []
+    for step, batch_size in enumerate([4, 4, 4, 3]):  # 4 does not divide 10
+        x = torch.randn(batch_size, D)
+        key = torch.randn(batch_size, D)
+        y = torch.randint(0, C, (batch_size, ))
+        readout(x, y=y, key=key)
+        rows.append((key, y))
+    keys = torch.cat([k for k, _ in rows])  # 15 rows written in order
+    labels = torch.cat([y for _, y in rows])
+    # Rows 0..14 go to positions 0..9, 0..4: the newest 10 rows remain.
+    expected_pos = torch.arange(15) % 10
+    for pos in range(10):
+        last = (expected_pos == pos).nonzero().max()
+        assert torch.equal(readout.queue_keys[pos], keys[last])
+        assert readout.queue_labels[pos] == labels[last]
+    assert int(readout.queue_ptr) == 15 % 10
+
+
+def test_write_batch_larger_than_queue():
+    readout = make(memory_size=10)
+    readout.write(torch.randn(3, D), torch.zeros(3, dtype=torch.long))
+    keys = torch.randn(23, D)
+    labels = torch.randint(0, C, (23, ))
+    readout.write(keys, labels)
+    # Stream positions 3..25; the newest 10 rows are stream rows 16..25,
+    # i.e. keys[13:23], at positions (16..25) % 10.
+    for i in range(13, 23):
+        pos = (3 + i) % 10
+        assert torch.equal(readout.queue_keys[pos], keys[i])
+        assert readout.queue_labels[pos] == labels[i]
+    assert int(readout.queue_ptr) == (3 + 23) % 10
+    assert (readout.queue_labels >= 0).all()
+
+
+def test_momentum_update_is_ema():
+    online = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5))
+    enc = MomentumEncoder(online, momentum=0.9)
+    old = [p.detach().clone() for p in enc.module.parameters()]
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(torch.randn_like(p))
+    online(torch.randn(8, 4))  # changes BatchNorm running stats
+    enc.update(online)
+    for o, k, q in zip(old, enc.module.parameters(), online.parameters()):
+        assert torch.allclose(k, 0.9 * o + 0.1 * q)
+        assert not k.requires_grad
+    for kb, qb in zip(enc.module.buffers(), online.buffers()):
+        assert torch.equal(kb, qb)
+
+
+def test_permutation_equivariance():
+    readout = make()
+    fill_queue(readout)
+    readout.eval()
+    x = torch.randn(9, D)
+    perm = torch.randperm(9)
+    assert torch.allclose(readout(x)[perm], readout(x[perm]), atol=1e-5)
+
+
+def test_independent_inference_ignores_batch_companions():
+    readout = make(inference='independent')
+    fill_queue(readout)
+    readout.eval()
+    x = torch.randn(20, D)
+    full = readout(x)
+    singles = torch.cat([readout(x[i:i + 1]) for i in range(20)])
+    sevens = torch.cat([readout(x[i:i + 7]) for i in range(0, 20, 7)])
+    perm = torch.randperm(20)
+    assert torch.allclose(full, singles, atol=1e-5)
+    assert torch.allclose(full, sevens, atol=1e-5)
+    assert torch.allclose(full[perm], readout(x[perm]), atol=1e-5)
+
+    # The paper's "batch" mode does depend on the companions.
+    readout.inference = 'batch'
+    batch_full = readout(x)
+    batch_singles = torch.cat([readout(x[i:i + 1]) for i in range(20)])
+    assert not torch.allclose(batch_full, batch_singles, atol=1e-3)
+
+
+def test_rma_switch_removes_queue_effect():
+    x = torch.randn(6, D)
+    for rma in (True, False):
+        readout = make(rma=rma)
+        readout.eval()
+        empty = readout(x)
+        if rma:
+            fill_queue(readout)
+            assert not torch.allclose(empty, readout(x), atol=1e-4)
+        else:
+            assert readout.rma_block is None
+            assert readout.queue_keys.numel() == 0
+            readout.train()
+            readout(x, y=torch.zeros(6, dtype=torch.long))  # no write
+            readout.eval()
+            assert torch.equal(empty, readout(x))
+
+
+def test_abd_switch_removes_batch_attention():
+    x = torch.randn(6, D)
+    for abd in (True, False):
+        readout = make(abd=abd, rma=False)  # training mode
+        full = readout(x)
+        single = torch.cat([readout(x[i:i + 1]) for i in range(6)])
+        assert torch.allclose(full, single, atol=1e-5) == (not abd)
+
+
+def test_synthetic_switch_removes_slots():
+    x = torch.randn(6, D)
+    with_slots = make(synthetic=True, abd=False, rma=False)
+    with_slots.eval()
+    out = with_slots(x)
+    with torch.no_grad():
+        with_slots.slots.add_(1.0)
+    assert not torch.allclose(out, with_slots(x), atol=1e-4)
+
+    no_slots = make(synthetic=False, abd=True, rma=False)
+    assert no_slots.slots is None
+    assert not any('slots' in n for n, _ in no_slots.named_parameters())
+    # No slots and no ABD: the SMA block is gone altogether.
+    assert make(synthetic=False, abd=False).sma_block is None
+
+
+def test_state_dict_round_trip_restores_outputs():
+    readout = make()
+    for _ in range(3):
+        readout(torch.randn(4, D), y=torch.randint(0, C, (4, )))
+    readout.eval()
+    x = torch.randn(5, D)
+    out = readout(x)
+    state = copy.deepcopy(readout.state_dict())
+    assert {'queue_keys', 'queue_labels', 'queue_ptr'} <= set(state)
+
+    torch.manual_seed(123)
+    fresh = HMAReadout(D, C, memory_size=10, slots_per_class=4, label_dim=8,
+                       dropout=0.0)
+    fresh.eval()
+    assert not torch.allclose(fresh(x), out)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh(x), out)
+    assert int(fresh.queue_ptr) == int(readout.queue_ptr)
+
+
+def test_reset_memory_and_parameters():
+    readout = make()
+    fill_queue(readout)
+    slots = readout.slots.detach().clone()
+    readout.reset_memory()
+    assert (readout.queue_labels == -1).all() and int(readout.queue_ptr) == 0
+    assert torch.equal(readout.slots, slots)
+    fill_queue(readout)
+    readout.reset_parameters()
+    assert not torch.equal(readout.slots, slots)
+    assert (readout.queue_labels == -1).all()
+
+
+def test_labels_never_enter_the_prediction():
+    readout = make()
+    fill_queue(readout)
+    x = torch.randn(6, D)
+    state = copy.deepcopy(readout.state_dict())
+    with_labels = readout(x, y=torch.randint(0, C, (6, )))
+    readout.load_state_dict(state)
+    other_labels = readout(x, y=torch.randint(0, C, (6, )))
+    readout.load_state_dict(state)
+    without = readout(x)
+    assert torch.equal(with_labels, without)
+    assert torch.equal(other_labels, without)
+
+
+def test_classifier_writes_momentum_keys():
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(5, D), torch.nn.ReLU())
+    model = HMAClassifier(encoder, make(), momentum=0.5)
+    inputs = torch.randn(4, 5)
+    y = torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        encoder[0].weight.add_(1.0)  # online and momentum copy now differ
+    expected_params = [0.5 * k + 0.5 * q for k, q in zip(
+        model.momentum_encoder.module.parameters(), encoder.parameters())]
+    model(inputs, y=y)
+    for p, e in zip(model.momentum_encoder.module.parameters(),
+                    expected_params):
+        assert torch.allclose(p, e)
+    keys = model.momentum_encoder(inputs)
+    assert torch.allclose(model.readout.queue_keys[:4], keys)
+    assert not torch.allclose(keys, encoder(inputs))
+    assert torch.equal(model.readout.queue_labels[:4], y)
+
+    # Optimisers see only the online parameters as trainable.
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert all(id(p) not in trainable
+               for p in model.momentum_encoder.parameters())
+    # Without real memory there is no momentum copy to maintain.
+    assert HMAClassifier(encoder, make(rma=False)).momentum_encoder is None
+
+
+def test_compiled_eval_forward_matches_eager():
+    readout = make(inference='independent')
+    fill_queue(readout)
+    readout.eval()
+    x = torch.randn(8, D)
+    compiled = torch.compile(readout)
+    assert torch.allclose(compiled(x), readout(x), atol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs,error,match', [
+    (dict(x=torch.randn(4, D + 1)), ValueError, r'shape \[B, 24\]'),
+    (dict(x=torch.randn(4)), ValueError, 'shape'),
+    (dict(x=torch.randn(0, D)), ValueError, 'empty batch'),
+    (dict(x=torch.randint(0, 3, (4, D))), TypeError, 'floating point'),
+    (dict(y=torch.tensor([0, 1, 3, 0])), ValueError, r'\[0, 2\].*\[0, 3\]'),
+    (dict(y=torch.tensor([0, -1, 1, 0])), ValueError, r'\[0, 2\]'),
+    (dict(y=torch.tensor([0., 1., 1., 0.])), TypeError, 'integer'),
+    (dict(y=torch.tensor([0, 1, 1])), ValueError, 'labels of shape'),
+    (dict(x=torch.full((4, D), float('nan'))), ValueError, 'NaN'),
+    (dict(key=torch.full((4, D), float('inf'))), ValueError, 'NaN or Inf'),
+    (dict(key=torch.randn(3, D)), ValueError, 'keys of shape'),
+])
+def test_bad_inputs_raise_clear_errors(kwargs, error, match):
+    readout = make()
+    args = dict(x=torch.randn(4, D), y=torch.tensor([0, 1, 2, 0]))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        readout(**args)
+    assert int(readout.queue_ptr) == 0  # nothing half-written
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(heads=5), 'divisible'),
+    (dict(inference='sometimes'), 'inference'),
+    (dict(head='middle'), 'head'),
+    (dict(memory_size=0), 'memory_size'),
+])
+def test_bad_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
