@@ -170,6 +170,10 @@ class HMAReadout(nn.Module):
             'queue_labels', torch.full((self.memory_size, ), -1,
                                        dtype=torch.long))
         self.register_buffer('queue_ptr', torch.zeros((), dtype=torch.long))
+        # Class of every slot row, fixed: kept out of the state_dict.
+        self.register_buffer(
+            'slot_labels', torch.arange(num_classes).repeat_interleave(
+                self.slots_per_class), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -248,9 +252,8 @@ class HMAReadout(nn.Module):
         """
         self._check(x, y, key)
         batch_size = x.size(0)
-        unknown = torch.full((batch_size, ), self.num_classes,
-                             dtype=torch.long, device=x.device)
-        z = self._label_tokens(x, unknown)
+        unknown = self.label_emb.weight[self.num_classes]
+        z = torch.cat([x, unknown.expand(batch_size, -1)], dim=-1)
         eye = torch.eye(batch_size, dtype=torch.bool, device=x.device)
 
         if self.rma_block is not None:
@@ -265,16 +268,16 @@ class HMAReadout(nn.Module):
         if self.sma_block is not None:
             tokens = [z]
             if self.slots is not None:
-                classes = torch.arange(self.num_classes, device=x.device)
-                slot_labels = classes.repeat_interleave(self.slots_per_class)
                 tokens.append(self._label_tokens(
-                    self.slots.reshape(-1, self.in_channels), slot_labels))
+                    self.slots.reshape(-1, self.in_channels),
+                    self.slot_labels))
             across = self.abd and (self.training
                                    or self.inference == 'batch')
             mask = None
             if not across:  # each sample sees itself and the slots only
-                num_slots = self.num_classes * self.slots_per_class
-                mask = torch.cat([eye, eye.new_ones(batch_size, num_slots)], 1)
+                mask = torch.cat([eye, eye.new_ones(batch_size,
+                                                    self.slot_labels.numel())],
+                                 dim=1)
             z = self.sma_block(torch.cat(tokens, dim=0), batch_size, mask)
 
         if self.head == 'feature':
