@@ -4,6 +4,7 @@ import json
 import sys
 import time
 
+from ._io import ChecksumError, MissingDataError
 from .registry import available_datasets, load_dataset
 
 
@@ -26,8 +27,13 @@ def main(argv=None) -> int:
         return 0
     for name in args.dataset:
         start = time.perf_counter()
-        splits = load_dataset(name, root=args.root, mirror=args.mirror,
-                              seed=args.seed)
+        try:
+            splits = load_dataset(name, root=args.root, mirror=args.mirror,
+                                  seed=args.seed)
+        except (MissingDataError, ChecksumError, KeyError) as error:
+            # A clear message, not a traceback: these are the user's to fix.
+            print(f'error: {name}: {error}', file=sys.stderr)
+            return 2
         report = {
             'dataset': splits.name,
             'num_features': splits.num_features,

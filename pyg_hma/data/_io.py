@@ -119,8 +119,10 @@ def mirror_file(relpath: str, mirror: Optional[PathLike] = None,
     if not path.is_file():
         raise MissingDataError(
             f"'{relpath}'{label} is missing from the offline mirror: looked "
-            f"for '{path}'. Copy the file there (see the mirror's README) or "
-            f"unset ${MIRROR_ENV} to download it.")
+            f"for '{path}'. Copy the file there (see the mirror's README); "
+            f"on a machine with internet access, run without a mirror (no "
+            f"${MIRROR_ENV} and no ../shared/data beside the project) to "
+            f"download it instead.")
     sums = _read_checksums(root)
     expected = sums.get(relpath)
     if expected is not None:
