@@ -1,0 +1,32 @@
+r"""The training engine (:func:`fit`) and the benchmark machinery shared by
+the runners in ``benchmarks/``."""
+from .benchmark import Protocol, main, run_benchmark
+from .engine import (BestTracker, FitResult, TrainConfig, evaluate, fit,
+                     predict, resolve_device, seed_everything)
+from .loaders import (LOADER_FACTORIES, TensorBatch, device_loader,
+                      get_loader_factory, pyg_loader)
+from .methods import OBJECTIVES, Criterion, objective_for
+from .metrics import compute_metric
+
+__all__ = [
+    'fit',
+    'TrainConfig',
+    'FitResult',
+    'BestTracker',
+    'evaluate',
+    'predict',
+    'seed_everything',
+    'resolve_device',
+    'Protocol',
+    'run_benchmark',
+    'main',
+    'pyg_loader',
+    'device_loader',
+    'get_loader_factory',
+    'LOADER_FACTORIES',
+    'TensorBatch',
+    'Criterion',
+    'OBJECTIVES',
+    'objective_for',
+    'compute_metric',
+]

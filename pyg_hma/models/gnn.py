@@ -1,0 +1,231 @@
+r"""The GNN backbones of OGB's molecule example and of CIGA.
+
+CIGA's ``models/conv.py`` is OGB's ``examples/graphproppred/mol/conv.py``
+with a linear node encoder for non-molecular inputs, so one implementation
+serves both:
+
+* OGB molecules (:obj:`atom_encoder=True, bond_encoder=True`): 5 layers, 300
+  dims, dropout 0.5, mean pooling, optionally a virtual node (GCN-v, GIN-v);
+* CIGA's TU size-shift and Graph-SST5/Twitter tasks: a linear node encoder,
+  no edge features, 3 layers, 32 (TU) or 128 (text) dims, mean or max
+  pooling.
+
+Each layer is ``conv -> BatchNorm -> ReLU (not after the last layer) ->
+dropout``, node representations are those of the last layer (``JK='last'``)
+and a global pooling gives one embedding per graph. Only PyG's own scatter
+is used, so the models run without ``torch-scatter``. The number of graphs is
+read from ``batch.num_graphs`` (a Python int) rather than from
+``batch.batch[-1].item()``, so a forward pass does not synchronise with the
+device.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import (MessagePassing, global_add_pool,
+                                global_max_pool, global_mean_pool)
+from torch_geometric.utils import degree
+
+from .encoders import AtomEncoder, BondEncoder
+
+POOLINGS = {'mean': global_mean_pool, 'max': global_max_pool,
+            'sum': global_add_pool}
+
+
+def graph_batch_info(data) -> tuple:
+    r"""Returns ``(batch_vector, num_graphs)`` of a PyG batch, or of a single
+    graph (no :obj:`batch` attribute) as a batch of one."""
+    batch = getattr(data, 'batch', None)
+    if batch is None:
+        return data.x.new_zeros(data.x.size(0), dtype=torch.long), 1
+    return batch, int(data.num_graphs)
+
+
+class GINConv(MessagePassing):
+    r"""OGB's GIN layer: :math:`\mathrm{MLP}((1 + \epsilon)\mathbf{x}_i +
+    \sum_{j} \mathrm{ReLU}(\mathbf{x}_j + \mathbf{e}_{ji}))`, with
+    :math:`\mathbf{e}_{ji} = 0` when there are no edge features.
+
+    Args:
+        emb_dim (int): node embedding size.
+        bond_encoder (bool, optional): embed OGB bond features.
+            (default: :obj:`False`)
+    """
+    def __init__(self, emb_dim: int, bond_encoder: bool = False):
+        super().__init__(aggr='add')
+        self.mlp = nn.Sequential(nn.Linear(emb_dim, 2 * emb_dim),
+                                 nn.BatchNorm1d(2 * emb_dim), nn.ReLU(),
+                                 nn.Linear(2 * emb_dim, emb_dim))
+        self.eps = nn.Parameter(torch.zeros(1))
+        self.edge_encoder = BondEncoder(emb_dim) if bond_encoder else None
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None) -> Tensor:
+        edge_emb = (self.edge_encoder(edge_attr)
+                    if self.edge_encoder is not None else None)
+        out = self.propagate(edge_index, x=x, edge_emb=edge_emb)
+        return self.mlp((1 + self.eps) * x + out)
+
+    def message(self, x_j: Tensor, edge_emb: Optional[Tensor]) -> Tensor:
+        return F.relu(x_j if edge_emb is None else x_j + edge_emb)
+
+
+class GCNConv(MessagePassing):
+    r"""OGB's GCN layer: symmetric-normalised sum of
+    :math:`\mathrm{ReLU}(\mathbf{W}\mathbf{x}_j + \mathbf{e}_{ji})` plus a
+    self term :math:`\mathrm{ReLU}(\mathbf{W}\mathbf{x}_i + \mathbf{r}) /
+    \deg_i`, with degrees counted with a self loop.
+
+    Args:
+        emb_dim (int): node embedding size.
+        bond_encoder (bool, optional): embed OGB bond features.
+            (default: :obj:`False`)
+    """
+    def __init__(self, emb_dim: int, bond_encoder: bool = False):
+        super().__init__(aggr='add')
+        self.linear = nn.Linear(emb_dim, emb_dim)
+        self.root_emb = nn.Embedding(1, emb_dim)
+        self.edge_encoder = BondEncoder(emb_dim) if bond_encoder else None
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None) -> Tensor:
+        x = self.linear(x)
+        edge_emb = (self.edge_encoder(edge_attr)
+                    if self.edge_encoder is not None else None)
+        row, col = edge_index
+        # +1 for the self loop, so deg >= 1 and deg^-1/2 is always finite
+        # (OGB's inf check would cost a device sync for nothing).
+        deg = degree(row, x.size(0), dtype=x.dtype) + 1
+        deg_inv_sqrt = deg.pow(-0.5)
+        norm = deg_inv_sqrt[row] * deg_inv_sqrt[col]
+        out = self.propagate(edge_index, x=x, edge_emb=edge_emb, norm=norm)
+        return out + F.relu(x + self.root_emb.weight) / deg.view(-1, 1)
+
+    def message(self, x_j: Tensor, edge_emb: Optional[Tensor],
+                norm: Tensor) -> Tensor:
+        h = x_j if edge_emb is None else x_j + edge_emb
+        return norm.view(-1, 1) * F.relu(h)
+
+
+class GNN(nn.Module):
+    r"""A GIN or GCN graph encoder as in OGB's molecule example and CIGA,
+    mapping a batch of graphs to pooled embeddings :math:`(B, \text{hidden})`.
+
+    Args:
+        in_channels (int, optional): node feature size for the linear node
+            encoder; ignored with :obj:`atom_encoder=True`.
+        hidden_channels (int, optional): embedding size. (default: :obj:`300`)
+        num_layers (int, optional): message-passing layers.
+            (default: :obj:`5`)
+        conv (str, optional): :obj:`"gin"` or :obj:`"gcn"`.
+            (default: :obj:`"gin"`)
+        virtual_node (bool, optional): add OGB's virtual node.
+            (default: :obj:`False`)
+        dropout (float, optional): dropout after every layer.
+            (default: :obj:`0.5`)
+        pooling (str, optional): :obj:`"mean"`, :obj:`"max"` or :obj:`"sum"`.
+            (default: :obj:`"mean"`)
+        residual (bool, optional): residual connections between layers.
+            (default: :obj:`False`)
+        atom_encoder (bool, optional): embed OGB's integer atom features
+            instead of a linear encoder. (default: :obj:`False`)
+        bond_encoder (bool, optional): embed OGB's integer bond features in
+            every layer; otherwise edge features are ignored.
+            (default: :obj:`False`)
+
+    Shapes:
+        - **input:** a PyG batch with :obj:`x`, :obj:`edge_index`,
+          :obj:`batch` (and :obj:`edge_attr` with :obj:`bond_encoder`)
+        - **output:** :math:`(B, \text{hidden\_channels})`
+    """
+    def __init__(self, in_channels: Optional[int] = None,
+                 hidden_channels: int = 300, num_layers: int = 5,
+                 conv: str = 'gin', virtual_node: bool = False,
+                 dropout: float = 0.5, pooling: str = 'mean',
+                 residual: bool = False, atom_encoder: bool = False,
+                 bond_encoder: bool = False):
+        super().__init__()
+        if conv not in ('gin', 'gcn'):
+            raise ValueError(f"conv must be 'gin' or 'gcn' (got '{conv}')")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {tuple(POOLINGS)} "
+                             f"(got '{pooling}')")
+        if num_layers < 1 or (virtual_node and num_layers < 2):
+            raise ValueError(f"num_layers must be >= 1 (>= 2 with a virtual "
+                             f"node), got {num_layers}")
+        if not atom_encoder and (in_channels is None or in_channels < 1):
+            raise ValueError("in_channels must be a positive int unless "
+                             "atom_encoder=True")
+        self.in_channels = in_channels
+        self.hidden_channels = self.out_channels = hidden_channels
+        self.num_layers = num_layers
+        self.conv = conv
+        self.virtual_node = virtual_node
+        self.dropout = dropout
+        self.pooling = pooling
+        self.residual = residual
+        self.atom_encoder = atom_encoder
+        self.uses_edge_attr = bond_encoder
+
+        self.node_encoder = (AtomEncoder(hidden_channels) if atom_encoder
+                             else nn.Linear(in_channels, hidden_channels))
+        Conv = GINConv if conv == 'gin' else GCNConv
+        self.convs = nn.ModuleList(
+            Conv(hidden_channels, bond_encoder) for _ in range(num_layers))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(hidden_channels) for _ in range(num_layers))
+        if virtual_node:
+            self.vn_emb = nn.Embedding(1, hidden_channels)
+            self.vn_mlps = nn.ModuleList(
+                nn.Sequential(nn.Linear(hidden_channels, 2 * hidden_channels),
+                              nn.BatchNorm1d(2 * hidden_channels), nn.ReLU(),
+                              nn.Linear(2 * hidden_channels, hidden_channels),
+                              nn.BatchNorm1d(hidden_channels), nn.ReLU())
+                for _ in range(num_layers - 1))
+        self.pool = POOLINGS[pooling]
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for module in self.modules():
+            if module is not self and hasattr(module, 'reset_parameters'):
+                module.reset_parameters()
+        if self.virtual_node:
+            nn.init.zeros_(self.vn_emb.weight)  # OGB starts it at 0
+
+    def forward(self, data) -> Tensor:
+        x, edge_index = data.x, data.edge_index
+        edge_attr = data.edge_attr if self.uses_edge_attr else None
+        batch, num_graphs = graph_batch_info(data)
+        if not self.atom_encoder and not x.is_floating_point():
+            x = x.float()
+
+        h = self.node_encoder(x)
+        vn = (self.vn_emb.weight.expand(num_graphs, -1)
+              if self.virtual_node else None)
+        for i in range(self.num_layers):
+            if vn is not None:
+                h = h + vn[batch]
+            h_in = h
+            h = self.norms[i](self.convs[i](h, edge_index, edge_attr))
+            if i < self.num_layers - 1:
+                h = F.relu(h)
+            h = F.dropout(h, self.dropout, training=self.training)
+            if self.residual:
+                h = h + h_in
+            if vn is not None and i < self.num_layers - 1:
+                # Message from the graph's nodes (input of this layer) to its
+                # virtual node, as in OGB.
+                vn_in = global_add_pool(h_in, batch, num_graphs) + vn
+                vn_new = F.dropout(self.vn_mlps[i](vn_in), self.dropout,
+                                   training=self.training)
+                vn = vn + vn_new if self.residual else vn_new
+        return self.pool(h, batch, num_graphs)
+
+    def __repr__(self) -> str:
+        vn = ', virtual_node=True' if self.virtual_node else ''
+        return (f'{self.__class__.__name__}({self.conv}, '
+                f'{self.hidden_channels}, num_layers={self.num_layers}, '
+                f'pooling={self.pooling}{vn})')

@@ -1,0 +1,396 @@
+r"""Protocols and the command line shared by the benchmark runners.
+
+A runner (``benchmarks/ood.py``, ``ogb_mol.py``, ``tu_id.py``) is a table of
+:class:`Protocol` objects, one per dataset, and a call to :func:`main`. For
+every dataset, backbone, seed and method it trains with
+:func:`~pyg_hma.train.engine.fit`, writes one JSON file per run and a
+summary (markdown and CSV) per dataset and backbone, and prints the summary.
+
+Layout of the output folder (``--out``)::
+
+    OUT/DATASET/BACKBONE/METHOD/seedS.json   # one finished run
+    OUT/DATASET/BACKBONE/METHOD/seedS.log    # its per-epoch log
+    OUT/DATASET/BACKBONE/METHOD/seedS.ckpt   # while it runs
+                                             # (--keep-checkpoints keeps it)
+    OUT/DATASET/BACKBONE/summary.md, summary.csv
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import inspect
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from ..models import BACKBONES, HMA_VARIANTS, METHODS, build_model
+from .engine import TrainConfig, device_name, fingerprint, fit, resolve_device
+from .loaders import LOADER_FACTORIES, random_subset
+from .results import (RESULT_FORMAT, RESULT_KIND, backbone_label, load_paper,
+                      method_label, package_versions, read_result,
+                      write_json, write_summary)
+
+
+@dataclass
+class Protocol:
+    r"""The default protocol of one dataset.
+
+    Args:
+        train: the optimisation protocol.
+        backbone: default backbone (a :obj:`pyg_hma.models.BACKBONES` name).
+        table: the paper's table of this dataset (``None``: not in it).
+        seeds: default number of seeds (``0 .. seeds-1``).
+        methods: methods run when ``--method`` is not given.
+        table_methods: the methods of the paper's table (``--method all``).
+        backbone_kwargs: backbone arguments (hidden size, layers, ...).
+        hma: :class:`~pyg_hma.HMAReadout` arguments (memory size, ...).
+        momentum: EMA momentum of HMA's key encoder.
+        dataset_kwargs: extra arguments of :func:`pyg_hma.data.load_dataset`.
+        quick: ``--quick`` settings: ``epochs``, ``seeds``, ``train_size``,
+            ``eval_size`` (subset sizes), ``backbone_kwargs`` (e.g. a smaller
+            width) and any :class:`TrainConfig` field.
+        note: a sentence on where the protocol comes from.
+    """
+    train: TrainConfig
+    backbone: str
+    table: Optional[int] = None
+    seeds: int = 10
+    methods: Tuple[str, ...] = ('erm', 'hma')
+    table_methods: Tuple[str, ...] = ('erm', 'hma')
+    backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
+    hma: Dict[str, Any] = field(default_factory=dict)
+    momentum: float = 0.999
+    dataset_kwargs: Dict[str, Any] = field(default_factory=dict)
+    quick: Dict[str, Any] = field(default_factory=dict)
+    note: str = ''
+
+    def replace(self, **changes) -> 'Protocol':
+        return dataclasses.replace(self, **changes)
+
+
+QUICK_DEFAULTS = dict(epochs=3, seeds=2, train_size=256, eval_size=128)
+
+
+def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
+    r"""``'10'`` -> 0..9; ``'3-6'`` -> 3..6; ``'0,4,7'`` -> those."""
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        if ',' in text:
+            seeds = [int(s) for s in text.split(',') if s.strip()]
+        elif '-' in text.lstrip('-'):
+            lo, hi = text.split('-', 1)
+            seeds = list(range(int(lo), int(hi) + 1))
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(
+            f"--seeds expects a count (10), a range (3-6) or a list (0,4,7) "
+            f"of non-negative seeds, got '{text}'")
+    return seeds
+
+
+def build_parser(runner: str, protocols: Mapping[str, Protocol],
+                 description: str = '') -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f'{runner}.py', description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--dataset', nargs='+', required=True,
+                   metavar='NAME', help=f"one or more of: "
+                   f"{', '.join(protocols)}")
+    p.add_argument('--method', nargs='+', metavar='NAME',
+                   help=f"methods to run (default: the protocol's, e.g. erm "
+                   f"hma); 'all' runs the paper table's methods. Choices: "
+                   f"{', '.join(METHODS)}")
+    p.add_argument('--backbone', nargs='+', metavar='NAME',
+                   help=f"backbones (default: the protocol's). Choices: "
+                   f"{', '.join(BACKBONES)}")
+    p.add_argument('--pooling', choices=('mean', 'max', 'sum'),
+                   help="override the GNN's global pooling")
+    p.add_argument('--seeds', type=parse_seeds, metavar='N|A-B|A,B,..',
+                   help="seeds: a count (seeds 0..N-1), a range or a list "
+                   "(default: the protocol's count)")
+    p.add_argument('--epochs', type=int, help='maximum epochs')
+    p.add_argument('--batch-size', type=int)
+    p.add_argument('--lr', type=float)
+    p.add_argument('--patience', type=int,
+                   help='early-stopping patience (0 turns it off)')
+    p.add_argument('--device', default='auto',
+                   help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument('--threads', type=int, default=1,
+                   help='CPU threads of torch (default 1: small graph '
+                   'batches run faster single-threaded, and much faster '
+                   'when the machine is shared; 0 keeps torch\'s default)')
+    p.add_argument('--loader', default='pyg', choices=list(LOADER_FACTORIES),
+                   help="batching: PyG's DataLoader (pyg) or the "
+                   "device-resident loader (device)")
+    p.add_argument('--out', type=Path,
+                   help=f'output folder (default results/{runner}, or '
+                   f'results/quick/{runner} with --quick)')
+    p.add_argument('--root', help='dataset cache folder (default '
+                   '$PYG_HMA_ROOT or ~/.cache/pyg_hma)')
+    p.add_argument('--mirror', help='offline data mirror (default '
+                   '$PYG_HMA_MIRROR or ../shared/data when present)')
+    p.add_argument('--quick', action='store_true',
+                   help='tiny real run for smoke tests: few epochs, a '
+                   'subset of the data, 2 seeds')
+    p.add_argument('--resume', action='store_true',
+                   help='skip finished runs and continue interrupted ones '
+                   'from their checkpoints')
+    p.add_argument('--keep-checkpoints', action='store_true',
+                   help='keep each run\'s last checkpoint')
+    p.add_argument('--quiet', action='store_true',
+                   help='no progress output (the summary is still printed)')
+    p.add_argument('--verbose', action='store_true',
+                   help='print every epoch')
+    return p
+
+
+def _drop_unsupported(backbone: str, kwargs: Dict[str, Any]) -> List[str]:
+    # A protocol's backbone arguments may not all apply when --backbone picks
+    # another family (e.g. `pooling` for the image MLP).
+    if backbone not in BACKBONES:
+        raise SystemExit(f"Unknown backbone '{backbone}'; choose from "
+                         f"{', '.join(BACKBONES)}")
+    cls, fixed = BACKBONES[backbone]
+    accepted = set(inspect.signature(cls.__init__).parameters) - set(fixed)
+    dropped = sorted(k for k in kwargs if k not in accepted)
+    for key in dropped:
+        del kwargs[key]
+    return dropped
+
+
+def _backbone_dir(backbone: str, kwargs: Mapping[str, Any]) -> str:
+    pooling = kwargs.get('pooling')
+    return f'{backbone}-{pooling}' if pooling in ('max', 'sum') else backbone
+
+
+def _input_shape(splits) -> Optional[Tuple[int, ...]]:
+    if splits.task != 'image':
+        return None
+    return tuple(int(s) for s in splits.train[0][0].shape)
+
+
+def _num_tasks(splits) -> int:
+    sample = splits.train[0]
+    y = sample[1] if isinstance(sample, (tuple, list)) else sample.y
+    return int(y.numel())
+
+
+def _quick_subset(splits, quick: Mapping[str, Any], seed: int):
+    tests = {k: random_subset(v, quick['eval_size'], seed)
+             for k, v in splits.tests.items()}
+    return dataclasses.replace(
+        splits, train=random_subset(splits.train, quick['train_size'], seed),
+        val=random_subset(splits.val, quick['eval_size'], seed),
+        test=tests if isinstance(splits.test, dict) else tests['test'])
+
+
+class _Printer:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, *lines: str):
+        if not self.quiet:
+            for line in lines:
+                print(line, file=sys.stderr, flush=True)
+
+
+def run_benchmark(args: argparse.Namespace, runner: str,
+                  protocols: Mapping[str, Protocol]) -> List[dict]:
+    r"""Runs everything :obj:`args` asks for; returns the result records."""
+    from ..data import load_dataset
+
+    unknown = [d for d in args.dataset if d not in protocols]
+    if unknown:
+        raise SystemExit(f"{runner}.py: unknown dataset(s) {unknown}; choose "
+                         f"from {', '.join(protocols)}")
+    if args.threads and args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    out_root = args.out or Path('results') / (
+        f'quick/{runner}' if args.quick else runner)
+    say = _Printer(args.quiet)
+    progress = not args.quiet and sys.stderr.isatty()
+    paper = load_paper()
+    versions = package_versions()
+    all_records: List[dict] = []
+
+    for dataset in args.dataset:
+        proto = protocols[dataset]
+        quick = {**QUICK_DEFAULTS, **proto.quick} if args.quick else None
+        methods = args.method or list(proto.methods)
+        if 'all' in methods:
+            methods = list(proto.table_methods)
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise SystemExit(f"{runner}.py: unknown method(s) {bad}; choose "
+                             f"from {', '.join(METHODS)} or 'all'")
+        train_changes = {k: v for k, v in (quick or {}).items()
+                         if k in TrainConfig.__dataclass_fields__}
+        for key in ('epochs', 'batch_size', 'lr'):
+            if getattr(args, key) is not None:
+                train_changes[key] = getattr(args, key)
+        if args.patience is not None:
+            train_changes['patience'] = args.patience or None
+        cfg = dataclasses.replace(proto.train, **train_changes)
+        seeds = args.seeds or list(range(quick['seeds'] if quick
+                                         else proto.seeds))
+
+        for backbone in args.backbone or [proto.backbone]:
+            bb_kwargs = dict(proto.backbone_kwargs)
+            if quick:
+                bb_kwargs.update(quick.get('backbone_kwargs', {}))
+            if args.pooling:
+                bb_kwargs['pooling'] = args.pooling
+            dropped = _drop_unsupported(backbone, bb_kwargs)
+            if dropped:
+                say(f'[{runner}] note: backbone {backbone} takes no '
+                    f"{', '.join(dropped)}; the protocol's values are unused")
+            folder = out_root / dataset / _backbone_dir(backbone, bb_kwargs)
+            bb_label = backbone_label(backbone, bb_kwargs.get('pooling'))
+            paper_bb = backbone_label(
+                proto.backbone, proto.backbone_kwargs.get('pooling'))
+            records: List[dict] = []
+            say(f'[{runner}] {dataset} / {bb_label}: methods '
+                f"{', '.join(methods)}; seeds {seeds}; up to {cfg.epochs} "
+                f'epochs; device {device}; output {folder}')
+            for seed in seeds:
+                splits = None
+                for method in methods:
+                    run_id = dict(runner=runner, dataset=dataset,
+                                  backbone=backbone, backbone_kwargs=bb_kwargs,
+                                  hma=proto.hma if method in HMA_VARIANTS
+                                  else None, momentum=proto.momentum,
+                                  dataset_kwargs=proto.dataset_kwargs,
+                                  quick=quick)
+                    ident = fingerprint({'run': run_id, 'method': method,
+                                         'seed': seed,
+                                         'train': cfg.to_dict()})
+                    stem = folder / method / f'seed{seed}'
+                    json_path = stem.with_suffix('.json')
+                    if args.resume:
+                        rec = read_result(json_path)
+                        if rec is not None and rec.get('run_fingerprint') \
+                                == ident:
+                            records.append(rec)
+                            say(f'  {method_label(method)} seed {seed}: '
+                                f'finished earlier, kept')
+                            continue
+                    if splits is None:
+                        splits = load_dataset(dataset, root=args.root,
+                                              mirror=args.mirror, seed=seed,
+                                              **proto.dataset_kwargs)
+                        if quick:
+                            splits = _quick_subset(splits, quick, seed)
+                    rec = _run_one(splits, dataset, backbone, bb_kwargs,
+                                   method, seed, cfg, proto, device, args,
+                                   stem, run_id, ident, progress)
+                    rec.update(runner=runner, table=proto.table,
+                               backbone_label=bb_label,
+                               paper_backbone=paper_bb,
+                               quick=bool(args.quick), versions=versions)
+                    write_json(json_path, rec)
+                    ckpt = stem.with_suffix('.ckpt')
+                    if ckpt.exists() and not args.keep_checkpoints:
+                        ckpt.unlink()
+                    records.append(rec)
+                    say(f"  {method_label(method)} seed {seed}: val "
+                        f"{rec['val']:.4f} {rec['primary_test']} "
+                        f"{rec['test'][rec['primary_test']]:.4f} (best epoch "
+                        f"{rec['selected_epoch']} of {rec['epochs_run']}, "
+                        f"{rec['wall_time_s']:.0f} s)")
+            md = write_summary(folder, records, paper)
+            print(md, flush=True)
+            all_records += records
+    return all_records
+
+
+def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
+             proto, device, args, stem: Path, run_id, ident, progress
+             ) -> dict:
+    num_tasks = _num_tasks(splits)
+    if cfg.loss == 'ce' and num_tasks != 1:
+        raise ValueError(f'{dataset}: cross entropy needs one label per '
+                         f'sample, found {num_tasks}')
+    if method in HMA_VARIANTS and num_tasks != 1:
+        raise ValueError(f'{dataset} has {num_tasks} tasks per sample; HMA '
+                         f'supports single-task classification only')
+    out_channels = num_tasks if cfg.loss == 'bce' else None
+    input_shape = _input_shape(splits)
+    # Validation inside HMAReadout costs device syncs every step; the
+    # engine's inputs are well formed.
+    hma_kwargs = {**proto.hma, 'check_inputs': False}
+
+    def model_fn():
+        return build_model(backbone, method, num_classes=splits.num_classes,
+                           num_features=splits.num_features,
+                           input_shape=input_shape,
+                           out_channels=out_channels,
+                           backbone_kwargs=bb_kwargs, hma_kwargs=hma_kwargs,
+                           momentum=proto.momentum)
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    log_file = stem.with_suffix('.log')
+    ckpt = stem.with_suffix('.ckpt')
+    if not args.resume:
+        log_file.unlink(missing_ok=True)
+        ckpt.unlink(missing_ok=True)
+    start = time.perf_counter()
+    res = fit(model_fn, splits, method, cfg, seed=seed, device=device,
+              loader=args.loader, checkpoint=ckpt, resume=args.resume,
+              run_id=run_id, progress=progress, verbose=args.verbose,
+              log_file=log_file)
+    primary = 'test' if 'test' in res.test else next(iter(res.test))
+    return {
+        'kind': RESULT_KIND, 'format': RESULT_FORMAT,
+        'dataset': dataset, 'backbone': backbone, 'method': method,
+        'method_label': method_label(method), 'seed': seed,
+        'metric': splits.metric, 'primary_test': primary,
+        'val': res.val, 'test': res.test,
+        'selected_epoch': res.selected_epoch, 'epochs_run': res.epochs_run,
+        'stopped_early': res.stopped_early,
+        'wall_time_s': res.wall_time_s,
+        'process_time_s': time.perf_counter() - start,
+        'resumed_from_epoch': res.resumed_from,
+        'skipped_batches': res.skipped_batches,
+        'num_parameters': res.num_parameters,
+        'device': str(device), 'device_name': device_name(device),
+        'threads': torch.get_num_threads(),
+        'config': {
+            'train': cfg.to_dict(), 'backbone_kwargs': bb_kwargs,
+            'hma': (hma_kwargs if method in HMA_VARIANTS else None),
+            'hma_variant': HMA_VARIANTS.get(method),
+            'momentum': proto.momentum if method in HMA_VARIANTS else None,
+            'dataset_kwargs': proto.dataset_kwargs, 'loader': args.loader,
+            'quick': run_id['quick'], 'out_channels': out_channels,
+            'input_shape': input_shape,
+        },
+        'run_fingerprint': ident,
+        'dataset_info': {'sizes': splits.sizes(),
+                         'num_features': splits.num_features,
+                         'num_classes': splits.num_classes,
+                         'protocol': splits.info.get('protocol')},
+        'protocol_note': proto.note,
+        'history': res.history,
+        'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None, *, runner: str,
+         protocols: Mapping[str, Protocol], description: str = '') -> int:
+    r"""The command line of a runner; returns the exit status."""
+    parser = build_parser(runner, protocols, description)
+    args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error('--epochs must be positive')
+    run_benchmark(args, runner, protocols)
+    return 0

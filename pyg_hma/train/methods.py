@@ -1,0 +1,253 @@
+r"""Training objectives of the benchmark methods.
+
+Every method is a backbone plus a head (:func:`pyg_hma.models.build_model`)
+trained with one of these objectives:
+
+* ``erm``, and every HMA variant (``rma``, ``abd``, ``abd+syn``, ``abd+rma``,
+  ``hma``): the mean task loss. The labels are passed to the model as
+  ``model(batch, y=...)``; an HMA model writes them into its queue, a linear
+  head ignores them.
+* ``irm``: IRMv1 (Arjovsky et al., 2019): the mean loss plus
+  :math:`\lambda` times the mean over environments of the squared gradient of
+  the environment's risk with respect to a dummy scale :math:`w = 1` on the
+  logits. :math:`\lambda` is 1 for the first ``penalty_anneal_epochs`` epochs
+  and ``penalty_weight`` after; when it exceeds 1 the whole loss is divided
+  by it (IRM's annealing).
+* ``vrex``: V-REx (Krueger et al., 2021): the mean loss plus :math:`\lambda`
+  times the variance of the environment risks, annealed the same way.
+* ``dropedge``: ERM on batches from which a share ``drop_ratio`` of the
+  (undirected) edges is removed (Rong et al., 2020).
+* ``dropnode``: ERM on batches from which a share ``drop_ratio`` of the
+  nodes is removed with their edges.
+* ``mmixup``: Manifold Mixup at the graph level (Wang et al., 2021): the
+  pooled embeddings of a batch and of a permutation of it are mixed with
+  :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` before the linear head,
+  and the loss mixes both labels with the same :math:`\lambda`.
+
+**Environments** for IRM and V-REx come from the batch's :obj:`env`
+attribute when the dataset provides one (Colored MNIST's two colour
+environments). Graph datasets have none; CIGA then draws, for each training
+step, a Bernoulli(1/2) environment for every position of the shuffled
+training order (``env_idx = sigmoid(randn(N)) > 0.5`` indexed by position),
+so a graph's environment is random and changes from epoch to epoch. We do the
+same: every graph of a batch gets a fresh random environment in
+:math:`\{0, 1\}` from the global RNG (whose state is checkpointed).
+
+All randomness comes from the global torch RNG, so a run is reproducible from
+its seed and resumable from a checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models import HMA_VARIANTS, LINEAR_HEAD_METHODS
+
+Extras = Dict[str, Tensor]
+
+
+class Criterion:
+    r"""The task loss, per sample, with label handling in one place.
+
+    Args:
+        kind: ``'ce'`` (cross entropy over :math:`C` logits, integer labels)
+            or ``'bce'`` (binary cross entropy with logits over :math:`T`
+            tasks; NaN targets are unlabelled and ignored, as in OGB).
+    """
+    def __init__(self, kind: str):
+        if kind not in ('ce', 'bce'):
+            raise ValueError(f"loss must be 'ce' or 'bce' (got '{kind}')")
+        self.kind = kind
+
+    def per_sample(self, logits: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+        r"""Returns the summed loss of each sample and its number of labelled
+        targets (:math:`(B)` each)."""
+        if self.kind == 'ce':
+            loss = F.cross_entropy(logits, y.view(-1).long(),
+                                   reduction='none')
+            return loss, torch.ones_like(loss)
+        target = y.view(logits.size(0), -1).to(logits.dtype)
+        labelled = target == target  # NaN marks a missing label
+        loss = F.binary_cross_entropy_with_logits(
+            logits, torch.nan_to_num(target), reduction='none')
+        loss = loss * labelled
+        return loss.sum(dim=1), labelled.sum(dim=1).to(loss.dtype)
+
+    def mean(self, logits: Tensor, y: Tensor) -> Tensor:
+        loss, weight = self.per_sample(logits, y)
+        return loss.sum() / weight.sum().clamp_min(1.0)
+
+    def tokens(self, y: Tensor) -> Tensor:
+        r"""Integer class labels for HMA's queue (single-task only)."""
+        if self.kind == 'bce':
+            return torch.nan_to_num(y.view(-1).float()).long()
+        return y.view(-1).long()
+
+
+@dataclass
+class StepContext:
+    r"""What an objective may read besides the batch."""
+    epoch: int  # 1-based
+    penalty_weight: float = 1.0
+    penalty_anneal_epochs: int = 0
+    drop_ratio: float = 0.2
+    mixup_alpha: float = 1.0
+
+    def penalty_lambda(self) -> float:
+        return (self.penalty_weight if self.epoch > self.penalty_anneal_epochs
+                else 1.0)
+
+
+class Objective:
+    r"""Computes ``(loss, logits, extras)`` for one training batch;
+    :obj:`extras` are scalars logged as epoch means."""
+    name = 'erm'
+
+    def __call__(self, model: nn.Module, batch, crit: Criterion,
+                 ctx: StepContext) -> Tuple[Tensor, Tensor, Extras]:
+        logits = model(batch, y=crit.tokens(batch.y))
+        return crit.mean(logits, batch.y), logits, {}
+
+
+class _EnvObjective(Objective):
+    num_envs = 2
+
+    @staticmethod
+    def environments(batch, num: int) -> Tensor:
+        env = getattr(batch, 'env', None)
+        if env is not None:
+            return env.view(-1).long()
+        return torch.randint(0, 2, (num, ), device=batch.y.device)
+
+    def _risks(self, loss: Tensor, weight: Tensor, env: Tensor):
+        onehot = F.one_hot(env, self.num_envs).to(loss.dtype)  # [B, E]
+        counts = weight @ onehot
+        risks = (loss @ onehot) / counts.clamp_min(1.0)
+        return risks, counts > 0
+
+    def _combine(self, erm: Tensor, penalty: Tensor, ctx: StepContext):
+        lam = ctx.penalty_lambda()
+        loss = erm + lam * penalty
+        if lam > 1.0:  # IRM: keep the gradient scale of the annealed loss
+            loss = loss / lam
+        return loss
+
+
+class IRM(_EnvObjective):
+    name = 'irm'
+
+    def __call__(self, model, batch, crit, ctx):
+        logits = model(batch)
+        env = self.environments(batch, logits.size(0))
+        # One dummy scale per environment: the gradient of the summed env
+        # risks w.r.t. scale[e] is the gradient of risk e alone.
+        scale = torch.ones(self.num_envs, device=logits.device,
+                           requires_grad=True)
+        loss, weight = crit.per_sample(logits * scale[env].view(-1, 1),
+                                       batch.y)
+        risks, _ = self._risks(loss, weight, env)
+        grad, = torch.autograd.grad(risks.sum(), scale, create_graph=True)
+        penalty = grad.pow(2).mean()
+        erm = loss.sum() / weight.sum().clamp_min(1.0)
+        return self._combine(erm, penalty, ctx), logits, {'penalty': penalty}
+
+
+class VREx(_EnvObjective):
+    name = 'vrex'
+
+    def __call__(self, model, batch, crit, ctx):
+        logits = model(batch)
+        env = self.environments(batch, logits.size(0))
+        loss, weight = crit.per_sample(logits, batch.y)
+        risks, present = self._risks(loss, weight, env)
+        present = present.to(risks.dtype)
+        mean = (risks * present).sum() / present.sum().clamp_min(1.0)
+        penalty = (((risks - mean) ** 2) * present).sum() / \
+            present.sum().clamp_min(1.0)
+        erm = loss.sum() / weight.sum().clamp_min(1.0)
+        return self._combine(erm, penalty, ctx), logits, {'penalty': penalty}
+
+
+def _shallow_copy(batch):
+    return copy.copy(batch)
+
+
+class DropEdge(Objective):
+    name = 'dropedge'
+
+    def __call__(self, model, batch, crit, ctx):
+        from torch_geometric.utils import dropout_edge
+        out = _shallow_copy(batch)
+        # TU graphs store both directions of every edge; drop them together.
+        out.edge_index, edge_id = dropout_edge(batch.edge_index,
+                                               p=ctx.drop_ratio,
+                                               force_undirected=True)
+        if getattr(batch, 'edge_attr', None) is not None:
+            out.edge_attr = batch.edge_attr[edge_id]
+        return super().__call__(model, out, crit, ctx)
+
+
+class DropNode(Objective):
+    name = 'dropnode'
+
+    def __call__(self, model, batch, crit, ctx):
+        from torch_geometric.utils import dropout_node
+        out = _shallow_copy(batch)
+        edge_index, edge_mask, node_mask = dropout_node(
+            batch.edge_index, p=ctx.drop_ratio, num_nodes=batch.x.size(0),
+            relabel_nodes=True)
+        out.edge_index = edge_index
+        out.x = batch.x[node_mask]
+        out.batch = batch.batch[node_mask]
+        if getattr(batch, 'edge_attr', None) is not None:
+            out.edge_attr = batch.edge_attr[edge_mask]
+        # A graph that lost all its nodes pools to zeros (pooling is sized by
+        # batch.num_graphs), so every label keeps its prediction.
+        return super().__call__(model, out, crit, ctx)
+
+
+class ManifoldMixup(Objective):
+    name = 'mmixup'
+
+    def __call__(self, model, batch, crit, ctx):
+        if not (hasattr(model, 'encoder') and hasattr(model, 'head')):
+            raise TypeError('mmixup needs a model with a linear head '
+                            '(model.encoder and model.head)')
+        h = model.encoder(batch)
+        # Drawn on the CPU from the global RNG: no device synchronisation.
+        lam = float(torch.distributions.Beta(ctx.mixup_alpha,
+                                             ctx.mixup_alpha).sample())
+        perm = torch.randperm(h.size(0), device=h.device)
+        logits = model.head(lam * h + (1.0 - lam) * h[perm])
+        y = batch.y
+        loss = lam * crit.mean(logits, y) + (1.0 - lam) * crit.mean(
+            logits, y.view(h.size(0), -1)[perm].view_as(y))
+        return loss, logits, {}
+
+
+OBJECTIVES: Dict[str, Objective] = {
+    'erm': Objective(),
+    'irm': IRM(),
+    'vrex': VREx(),
+    'dropedge': DropEdge(),
+    'dropnode': DropNode(),
+    'mmixup': ManifoldMixup(),
+}
+if set(OBJECTIVES) != set(LINEAR_HEAD_METHODS):  # keep the two lists in step
+    raise RuntimeError('pyg_hma.train.methods.OBJECTIVES and '
+                       'pyg_hma.models.LINEAR_HEAD_METHODS disagree')
+
+
+def objective_for(method: str) -> Objective:
+    r"""The objective that trains :obj:`method` (HMA variants use ERM's)."""
+    if method in HMA_VARIANTS:
+        return OBJECTIVES['erm']
+    if method not in OBJECTIVES:
+        raise ValueError(f"Unknown method '{method}'; choose one of "
+                         f"{', '.join(list(OBJECTIVES) + list(HMA_VARIANTS))}")
+    return OBJECTIVES[method]

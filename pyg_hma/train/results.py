@@ -1,0 +1,373 @@
+r"""Result files, summaries over seeds and the paper's published numbers.
+
+Every finished run (one method, one seed) is one JSON file with
+``"kind": "pyg_hma.result"``. Summaries group them by
+``(table, dataset, backbone, method)`` and give mean ± standard deviation
+over seeds (sample standard deviation, ``ddof=1``) of the test score at the
+best-validation epoch, on the paper's scale (ROC-AUC and accuracy in
+percent, MCC raw), next to the paper's number labelled "paper".
+
+The paper's numbers are read from ``$PYG_HMA_PAPER`` or, by default,
+``../shared/paper/graph_results.csv`` beside the project root (columns
+``table,metric,dataset,backbone,method,mean,std``). When neither exists the
+paper column is left out and the summary says so.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..data._io import PROJECT_ROOT, atomic_path
+from .metrics import METRIC_LABELS, scale_for_table
+
+RESULT_KIND = 'pyg_hma.result'
+RESULT_FORMAT = 1
+PAPER_ENV = 'PYG_HMA_PAPER'
+
+# Our method names -> the paper's (graph_results.csv) spelling.
+METHOD_LABELS = OrderedDict([
+    ('erm', 'ERM'), ('irm', 'IRM'), ('vrex', 'V-REx'),
+    ('dropedge', 'DropEdge'), ('dropnode', 'DropNode'), ('mmixup', 'M-Mixup'),
+    ('rma', 'RMA'), ('abd', 'ABD'), ('abd+syn', 'ABD+SYN'),
+    ('abd+rma', 'ABD+RMA'), ('hma', 'HMA'),
+])
+BACKBONE_LABELS = {
+    'gcn': 'GCN', 'gin': 'GIN', 'gcn-v': 'GCN-v', 'gin-v': 'GIN-v',
+    'gin-gmixup': 'GIN', 'mlp': 'MLP', 'cnn': 'CNN',
+}
+TABLE_TITLES = {
+    3: 'Table 3: OGB molecules, scaffold split (ROC-AUC x100)',
+    4: 'Table 4: TU in distribution, G-Mixup protocol (accuracy %)',
+    5: 'Table 5: Graph-SST5 / Graph-Twitter, degree shift (accuracy %)',
+    6: 'Table 6: TU size shift (Matthews correlation)',
+}
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def backbone_label(backbone: str, pooling: Optional[str] = None) -> str:
+    label = BACKBONE_LABELS.get(backbone, backbone)
+    return f'{label} ({pooling} pool)' if pooling == 'max' else label
+
+
+# --------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------
+
+def package_versions() -> Dict[str, Optional[str]]:
+    r"""Versions of the packages that determine a result."""
+    from importlib import metadata
+    out: Dict[str, Optional[str]] = {'python': platform.python_version()}
+    for name in ('pyg_hma', 'torch', 'torch_geometric', 'numpy',
+                 'scikit-learn', 'ogb', 'rdkit'):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    import torch
+    out['torch_cuda'] = torch.version.cuda
+    return out
+
+
+def write_json(path: os.PathLike, obj: Any):
+    r"""Writes :obj:`obj` as JSON atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump(obj, f, indent=1, sort_keys=False, default=_jsonable)
+            f.write('\n')
+
+
+def _jsonable(obj):
+    if hasattr(obj, 'item'):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
+
+
+def read_result(path: os.PathLike) -> Optional[dict]:
+    r"""The result in :obj:`path`, or ``None`` when it is not a complete
+    result file of this package."""
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get('kind') != RESULT_KIND:
+        return None
+    return rec
+
+
+def find_results(folders: Iterable[os.PathLike]) -> List[dict]:
+    r"""All result files below :obj:`folders` (recursively), each with its
+    path under ``'_path'``."""
+    out = []
+    for folder in folders:
+        folder = Path(folder)
+        files = ([folder] if folder.is_file()
+                 else sorted(folder.rglob('*.json')))
+        for file in files:
+            rec = read_result(file)
+            if rec is not None:
+                rec['_path'] = str(file)
+                out.append(rec)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Paper numbers
+# --------------------------------------------------------------------------
+
+def paper_csv_path() -> Path:
+    env = os.environ.get(PAPER_ENV)
+    if env:
+        return Path(env).expanduser()
+    return PROJECT_ROOT.parent / 'shared' / 'paper' / 'graph_results.csv'
+
+
+def load_paper(path: Optional[os.PathLike] = None) -> Optional[List[dict]]:
+    r"""The paper's rows, or ``None`` when the file does not exist."""
+    path = Path(path) if path is not None else paper_csv_path()
+    if not path.is_file():
+        return None
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    need = {'table', 'metric', 'dataset', 'backbone', 'method', 'mean', 'std'}
+    if rows and not need <= set(rows[0]):
+        raise ValueError(f"'{path}' lacks columns "
+                         f"{sorted(need - set(rows[0]))}")
+    return rows
+
+
+def paper_number(paper: Optional[List[dict]], table: Optional[int],
+                 dataset: str, backbone: str, method: str
+                 ) -> Optional[Tuple[float, float]]:
+    r"""The paper's ``(mean, std)`` for one cell, or ``None``.
+
+    Args:
+        backbone: the paper's backbone label (e.g. ``'GIN-v'``); table 6
+            lists no backbone and matches any.
+        method: the paper's method label (e.g. ``'V-REx'``).
+    """
+    if paper is None or table is None:
+        return None
+    for row in paper:
+        if (int(row['table']) == int(table) and row['dataset'] == dataset
+                and row['method'] == method
+                and row['backbone'] in ('', backbone)):
+            return float(row['mean']), float(row['std'])
+    return None
+
+
+# --------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return float('nan'), float('nan')
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, float('nan')
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+    return mean, math.sqrt(var)
+
+
+def _group_key(rec: dict) -> tuple:
+    return (rec.get('table'), rec['dataset'], rec['backbone_label'],
+            rec['method'])
+
+
+def aggregate(records: Sequence[dict], paper: Optional[List[dict]] = None
+              ) -> List[dict]:
+    r"""One summary row per ``(table, dataset, backbone, method)``, scores
+    on the paper's scale."""
+    groups: Dict[tuple, List[dict]] = OrderedDict()
+    for rec in sorted(records, key=lambda r: (
+            str(r.get('table')), r['dataset'], r['backbone_label'],
+            list(METHOD_LABELS).index(r['method'])
+            if r['method'] in METHOD_LABELS else 99, r['seed'])):
+        groups.setdefault(_group_key(rec), []).append(rec)
+    rows = []
+    for (table, dataset, bb_label, method), recs in groups.items():
+        metric = recs[0]['metric']
+        scale = lambda v: scale_for_table(metric, v)  # noqa: E731
+        test_names = list(recs[0]['test'])
+        row = OrderedDict(
+            table=table, dataset=dataset, metric=metric, backbone=bb_label,
+            method=method, method_label=method_label(method),
+            seeds=len(recs), seed_list=[r['seed'] for r in recs],
+            primary_test=recs[0]['primary_test'])
+        row['val_mean'], row['val_std'] = mean_std(
+            [scale(r['val']) for r in recs])
+        for name in test_names:
+            row[f'{name}_mean'], row[f'{name}_std'] = mean_std(
+                [scale(r['test'][name]) for r in recs if name in r['test']])
+        row['test_names'] = test_names
+        paper_bb = recs[0].get('paper_backbone') or bb_label
+        cell = (paper_number(paper, table, dataset, bb_label,
+                             method_label(method))
+                if bb_label == paper_bb or table != 6 else None)
+        row['paper_mean'], row['paper_std'] = cell if cell else (None, None)
+        row['selected_epoch_mean'] = mean_std(
+            [r['selected_epoch'] for r in recs])[0]
+        row['epochs_run_mean'] = mean_std([r['epochs_run'] for r in recs])[0]
+        row['wall_time_s_mean'] = mean_std(
+            [r['wall_time_s'] for r in recs])[0]
+        row['device'] = recs[0].get('device_name', recs[0].get('device'))
+        rows.append(row)
+    return rows
+
+
+def fmt(mean: Optional[float], std: Optional[float], metric: str) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return '-'
+    digits = 3 if metric == 'mcc' else 2
+    if std is None or math.isnan(std):
+        return f'{mean:.{digits}f}'
+    return f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds is None or math.isnan(seconds):
+        return '-'
+    if seconds < 120:
+        return f'{seconds:.0f} s'
+    return f'{seconds / 60:.1f} min'
+
+
+def summary_markdown(rows: Sequence[dict], paper_available: bool = True
+                     ) -> str:
+    r"""A markdown table per ``(dataset, backbone)`` of :func:`aggregate`'s
+    rows."""
+    blocks = []
+    by_cell: Dict[tuple, List[dict]] = OrderedDict()
+    for row in rows:
+        by_cell.setdefault((row['table'], row['dataset'], row['backbone']),
+                           []).append(row)
+    for (table, dataset, backbone), group in by_cell.items():
+        metric = group[0]['metric']
+        tests = group[0]['test_names']
+        primary = group[0]['primary_test']
+        where = f'paper table {table}' if table else 'not in the paper'
+        head = (f'**{dataset}**, backbone {backbone}, '
+                f'{METRIC_LABELS[metric]} ({where}); mean ± std over seeds, '
+                f'test at the best-validation epoch')
+        show_paper = paper_available and table is not None
+        cols = ['method', 'seeds', 'val'] + [
+            t if len(tests) > 1 else 'test' for t in tests]
+        if show_paper:
+            cols.append('paper' + (f' ({primary})' if len(tests) > 1 else ''))
+        cols += ['best epoch / epochs', 'time per run']
+        lines = [head, '', '| ' + ' | '.join(cols) + ' |',
+                 '|' + '---|' * len(cols)]
+        for r in group:
+            cells = [r['method_label'], str(r['seeds']),
+                     fmt(r['val_mean'], r['val_std'], metric)]
+            cells += [fmt(r[f'{t}_mean'], r[f'{t}_std'], metric)
+                      for t in tests]
+            if show_paper:
+                cells.append(fmt(r['paper_mean'], r['paper_std'], metric))
+            cells.append(f"{r['selected_epoch_mean']:.0f} / "
+                         f"{r['epochs_run_mean']:.0f}")
+            cells.append(_fmt_time(r['wall_time_s_mean']))
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        blocks.append('\n'.join(lines))
+    if not paper_available:
+        blocks.append(f'(No paper numbers: {paper_csv_path()} not found; set '
+                      f'${PAPER_ENV} to the graph_results.csv file.)')
+    return '\n\n'.join(blocks) + '\n'
+
+
+CSV_FIELDS = ('table', 'dataset', 'metric', 'backbone', 'method',
+              'method_label', 'seeds', 'val_mean', 'val_std', 'test',
+              'test_mean', 'test_std', 'paper_mean', 'paper_std',
+              'selected_epoch_mean', 'epochs_run_mean', 'wall_time_s_mean',
+              'device')
+
+
+def summary_csv(rows: Sequence[dict]) -> str:
+    r"""CSV of :func:`aggregate`'s rows: one line per test split."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator='\n')
+    writer.writeheader()
+    for r in rows:
+        for t in r['test_names']:
+            line = {k: r.get(k) for k in CSV_FIELDS}
+            line['test'] = t
+            line['test_mean'], line['test_std'] = r[f'{t}_mean'], \
+                r[f'{t}_std']
+            if t != r['primary_test']:
+                line['paper_mean'] = line['paper_std'] = None
+            writer.writerow(line)
+    return buf.getvalue()
+
+
+def write_summary(folder: os.PathLike, records: Sequence[dict],
+                  paper: Optional[List[dict]] = None) -> str:
+    r"""Writes ``summary.md`` and ``summary.csv`` into :obj:`folder` and
+    returns the markdown."""
+    rows = aggregate(records, paper)
+    md = summary_markdown(rows, paper_available=paper is not None)
+    folder = Path(folder)
+    with atomic_path(folder / 'summary.md') as tmp:
+        tmp.write_text(md)
+    with atomic_path(folder / 'summary.csv') as tmp:
+        tmp.write_text(summary_csv(rows))
+    return md
+
+
+def report_markdown(records: Sequence[dict],
+                    paper: Optional[List[dict]] = None) -> str:
+    r"""One markdown table per paper table: rows are (backbone, method),
+    columns each dataset's score and the paper's."""
+    rows = aggregate(records, paper)
+    by_table: Dict[Any, List[dict]] = OrderedDict()
+    for row in sorted(rows, key=lambda r: (r['table'] is None,
+                                           r['table'] or 0)):
+        by_table.setdefault(row['table'], []).append(row)
+    blocks = []
+    for table, group in by_table.items():
+        title = TABLE_TITLES.get(table, 'Not in the paper')
+        datasets = list(OrderedDict.fromkeys(r['dataset'] for r in group))
+        keys = list(OrderedDict.fromkeys((r['backbone'], r['method'])
+                                         for r in group))
+        has_paper = paper is not None and table is not None
+        primary = {r['dataset']: r['primary_test'] for r in group}
+        cols = ['backbone', 'method']
+        for d in datasets:
+            split = '' if primary[d] == 'test' else f' {primary[d]}'
+            cols.append(f'{d}{split} (seeds)')
+            if has_paper:
+                cols.append(f'{d} paper')
+        lines = [f'### {title}', '', '| ' + ' | '.join(cols) + ' |',
+                 '|' + '---|' * len(cols)]
+        index = {(r['backbone'], r['method'], r['dataset']): r for r in group}
+        for backbone, method in keys:
+            cells = [backbone, method_label(method)]
+            for d in datasets:
+                r = index.get((backbone, method, d))
+                if r is None:
+                    cells += [''] * (2 if has_paper else 1)
+                    continue
+                t = r['primary_test']
+                score = fmt(r[f'{t}_mean'], r[f'{t}_std'], r['metric'])
+                cells.append(f"{score} ({r['seeds']})")
+                if has_paper:
+                    cells.append(fmt(r['paper_mean'], r['paper_std'],
+                                     r['metric']))
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        blocks.append('\n'.join(lines))
+    if paper is None:
+        blocks.append(f'(No paper numbers: {paper_csv_path()} not found.)')
+    return '\n\n'.join(blocks) + '\n'

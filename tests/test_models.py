@@ -1,0 +1,149 @@
+"""Backbones and build_model: batching correctness and the one head switch."""
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from pyg_hma import HMAClassifier
+from pyg_hma.models import (BACKBONES, HMA_VARIANTS, LINEAR_HEAD_METHODS,
+                            METHODS, LinearClassifier, build_backbone,
+                            build_model)
+from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
+from pyg_hma.train.loaders import TensorBatch
+
+GNN_BACKBONES = ('gcn', 'gin', 'gcn-v', 'gin-v', 'gin-gmixup')
+
+
+def random_graphs(num, num_features=5, seed=0, ogb=False):
+    gen = torch.Generator().manual_seed(seed)
+    graphs = []
+    for _ in range(num):
+        n = int(torch.randint(3, 9, (1, ), generator=gen))
+        src = torch.randint(0, n, (2 * n, ), generator=gen)
+        dst = torch.randint(0, n, (2 * n, ), generator=gen)
+        edge_index = torch.cat([torch.stack([src, dst]),
+                                torch.stack([dst, src])], dim=1)
+        if ogb:
+            x = torch.stack([torch.randint(0, d, (n, ), generator=gen)
+                             for d in ATOM_FEATURE_DIMS], 1)
+            e = torch.stack([torch.randint(0, d, (edge_index.size(1), ),
+                                           generator=gen)
+                             for d in BOND_FEATURE_DIMS], 1)
+        else:
+            x = torch.randn(n, num_features, generator=gen)
+            e = None
+        graphs.append(Data(x=x, edge_index=edge_index, edge_attr=e,
+                           y=torch.tensor([0])))
+    return graphs
+
+
+def test_encoder_vocabularies_match_ogb():
+    features = pytest.importorskip('ogb.utils.features')
+    assert tuple(features.get_atom_feature_dims()) == ATOM_FEATURE_DIMS
+    assert tuple(features.get_bond_feature_dims()) == BOND_FEATURE_DIMS
+
+
+@pytest.mark.parametrize('name', GNN_BACKBONES)
+def test_graph_embedding_does_not_depend_on_its_batch(name):
+    # In eval mode a graph's embedding must be the same alone and inside a
+    # batch: catches pooling/virtual-node bookkeeping across graphs.
+    torch.manual_seed(0)
+    kwargs = {} if name == 'gin-gmixup' else dict(hidden_channels=16,
+                                                  num_layers=3)
+    model = build_backbone(name, num_features=5, **kwargs).eval()
+    graphs = random_graphs(6)
+    together = model(Batch.from_data_list(graphs))
+    assert together.shape == (6, model.out_channels)
+    for i, g in enumerate(graphs):
+        alone = model(Batch.from_data_list([g]))
+        assert torch.allclose(alone[0], together[i], atol=1e-5)
+    # A batch in another order gives the same rows in that order.
+    perm = [3, 1, 5, 0, 2, 4]
+    shuffled = model(Batch.from_data_list([graphs[i] for i in perm]))
+    assert torch.allclose(shuffled, together[perm], atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ('gcn', 'gin', 'gcn-v', 'gin-v'))
+def test_ogb_encoders_use_bond_features(name):
+    torch.manual_seed(0)
+    model = build_backbone(name, hidden_channels=16, num_layers=2,
+                           atom_encoder=True, bond_encoder=True).eval()
+    batch = Batch.from_data_list(random_graphs(4, ogb=True))
+    out = model(batch)
+    assert out.shape == (4, 16) and torch.isfinite(out).all()
+    changed = batch.clone()
+    changed.edge_attr = (changed.edge_attr + 1) % torch.tensor(
+        BOND_FEATURE_DIMS)
+    assert not torch.allclose(model(changed), out)
+
+
+def test_pooling_choice_matters():
+    torch.manual_seed(0)
+    mean = build_backbone('gin', num_features=5, hidden_channels=8,
+                          num_layers=2, pooling='mean')
+    torch.manual_seed(0)
+    mx = build_backbone('gin', num_features=5, hidden_channels=8,
+                        num_layers=2, pooling='max')
+    batch = Batch.from_data_list(random_graphs(3))
+    a, b = mean.eval()(batch), mx.eval()(batch)
+    assert (b >= a - 1e-6).all() and not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize('name,shape', [('mlp', (2, 14, 14)),
+                                        ('cnn', (2, 28, 28))])
+def test_image_backbones(name, shape):
+    model = build_model(name, 'hma', num_classes=2, input_shape=shape,
+                        out_channels=1)
+    batch = TensorBatch(torch.rand(5, *shape), torch.randint(0, 2, (5, )))
+    model.train()
+    out = model(batch, y=batch.y)
+    assert out.shape == (5, 1)
+    assert int((model.readout.queue_labels >= 0).sum()) == 5
+
+
+def test_irm_mlp_initialisation():
+    model = build_backbone('mlp', input_shape=(2, 14, 14))
+    assert model.out_channels == 256
+    for lin in (model.lin1, model.lin2):
+        assert torch.count_nonzero(lin.bias) == 0
+    assert model.lin1.in_features == 2 * 14 * 14
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_build_model_attaches_the_right_head(method):
+    model = build_model('gcn', method, num_classes=3, num_features=5,
+                        backbone_kwargs=dict(hidden_channels=12,
+                                             num_layers=2))
+    if method in LINEAR_HEAD_METHODS:
+        assert isinstance(model, LinearClassifier)
+        assert model.head.out_features == 3
+    else:
+        assert isinstance(model, HMAClassifier)
+        readout = model.readout
+        flags = dict(rma=readout.rma, abd=readout.abd,
+                     synthetic=readout.synthetic)
+        assert flags == HMA_VARIANTS[method]
+        # The momentum copy exists exactly when there is a queue to write.
+        assert (model.momentum_encoder is not None) == readout.rma
+        # ...and is never trained by the optimizer.
+        frozen = [p for p in model.parameters() if not p.requires_grad]
+        assert bool(frozen) == readout.rma
+    assert model.encoder.out_channels == 12
+    batch = Batch.from_data_list(random_graphs(4))
+    assert model.eval()(batch).shape == (4, 3)
+
+
+def test_build_model_errors():
+    with pytest.raises(ValueError, match="Unknown method 'hmaa'"):
+        build_model('gcn', 'hmaa', num_classes=2, num_features=3)
+    with pytest.raises(ValueError, match="Unknown backbone 'gat'"):
+        build_model('gat', 'erm', num_classes=2, num_features=3)
+    with pytest.raises(ValueError, match='may not set'):
+        build_model('gcn', 'abd', num_classes=2, num_features=3,
+                    hma_kwargs=dict(rma=True))
+    with pytest.raises(ValueError, match='fixes'):
+        build_backbone('gcn-v', num_features=3, virtual_node=False)
+    with pytest.raises(ValueError, match='input_shape'):
+        build_backbone('cnn')
+    with pytest.raises(ValueError, match='pooling'):
+        build_backbone('gin', num_features=3, pooling='median')
+    assert set(BACKBONES) >= set(GNN_BACKBONES)

@@ -1,0 +1,171 @@
+"""Every runner's --quick mode end to end, its result files, --resume and
+the report built from them."""
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyg_hma.data import find_mirror
+from pyg_hma.train.benchmark import parse_seeds
+from pyg_hma.train.results import (find_results, load_paper, paper_number,
+                                   report_markdown)
+
+BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+
+pytestmark = pytest.mark.skipif(
+    find_mirror() is None, reason='needs the offline data mirror '
+    '(../shared/data)')
+
+
+def runner(name):
+    spec = importlib.util.spec_from_file_location(f'bench_{name}',
+                                                  BENCH / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)  # the runners set 1 thread
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp('runners')
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    # Shared with test_engine.py: each dataset is processed once per session.
+    return tmp_path_factory.getbasetemp() / 'pyg_hma_data'
+
+
+# (runner, dataset, methods, backbone folder)
+QUICK_RUNS = [
+    ('ood', 'PROTEINS', ['erm', 'hma'], 'gin-max'),
+    ('ood', 'CMNIST', ['irm', 'abd+rma'], 'mlp'),
+    ('ogb_mol', 'ogbg-molbace', ['erm', 'hma'], 'gin'),
+    ('tu_id', 'IMDB-BINARY', ['dropnode', 'mmixup'], 'gin-gmixup'),
+]
+
+
+@pytest.fixture(scope='module')
+def quick_results(workdir, data_root):
+    out = {}
+    for name, dataset, methods, folder in QUICK_RUNS:
+        argv = ['--dataset', dataset, '--quick', '--quiet', '--method',
+                *methods, '--root', str(data_root), '--out',
+                str(workdir / name)]
+        assert runner(name).main(argv) == 0
+        out[dataset] = workdir / name / dataset / folder
+    return out
+
+
+REQUIRED = ('dataset', 'backbone', 'method', 'seed', 'config', 'versions',
+            'history', 'selected_epoch', 'val', 'test', 'wall_time_s',
+            'device', 'metric', 'table')
+
+
+@pytest.mark.parametrize('name,dataset,methods,folder', QUICK_RUNS)
+def test_quick_run_writes_one_valid_json_per_seed(quick_results, name,
+                                                  dataset, methods, folder):
+    path = quick_results[dataset]
+    for method in methods:
+        for seed in (0, 1):
+            rec = json.loads((path / method / f'seed{seed}.json').read_text())
+            assert all(key in rec for key in REQUIRED)
+            assert (rec['dataset'], rec['method'], rec['seed']) == \
+                (dataset, method, seed)
+            assert rec['quick'] is True
+            assert rec['versions']['torch'] == torch.__version__
+            hist = rec['history']
+            assert len(hist) == rec['epochs_run'] >= 1
+            assert [h['epoch'] for h in hist] == list(
+                range(1, len(hist) + 1))
+            best = hist[rec['selected_epoch'] - 1]
+            # The reported scores are the selected epoch's, and that epoch has
+            # the best validation score.
+            assert best['val'] == rec['val'] == max(h['val'] for h in hist)
+            assert best['test'] == rec['test']
+            assert all(math.isfinite(h['train_loss']) for h in hist)
+            # No checkpoint left behind by a finished run.
+            assert not (path / method / f'seed{seed}.ckpt').exists()
+    rows = list(csv.DictReader(open(path / 'summary.csv')))
+    tests = 2 if dataset == 'CMNIST' else 1  # CMNIST: reversed and gray
+    assert len(rows) == len(methods) * tests
+    assert {r['seeds'] for r in rows} == {'2'}
+    md = (path / 'summary.md').read_text()
+    assert md.count('\n| ') == len(methods) + 1  # header + one row each
+
+
+def test_summary_scales_and_paper_numbers(quick_results):
+    path = quick_results['ogbg-molbace']
+    rows = {r['method']: r for r in csv.DictReader(
+        open(path / 'summary.csv'))}
+    seeds = [json.loads((path / 'erm' / f'seed{s}.json').read_text())
+             for s in (0, 1)]
+    mean = sum(r['test']['test'] for r in seeds) / 2 * 100  # ROC-AUC x100
+    assert float(rows['erm']['test_mean']) == pytest.approx(mean)
+    paper = load_paper()
+    if paper is not None:
+        assert float(rows['hma']['paper_mean']) == 77.18  # table 3, GIN, HMA
+        assert 'paper' in (path / 'summary.md').read_text()
+
+
+def test_resume_keeps_finished_runs(quick_results, workdir, data_root):
+    path = quick_results['PROTEINS'] / 'erm' / 'seed0.json'
+    before = json.loads(path.read_text())['finished_at']
+    stamp = path.stat().st_mtime_ns
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'erm',
+            '--root', str(data_root), '--out', str(workdir / 'ood'),
+            '--resume']
+    assert runner('ood').main(argv) == 0
+    assert path.stat().st_mtime_ns == stamp
+    assert json.loads(path.read_text())['finished_at'] == before
+
+
+def test_report_builds_from_result_folders(quick_results, workdir, capsys):
+    report = runner('report')
+    # Quick runs are excluded unless asked for.
+    assert report.main([str(workdir)]) == 1
+    out_file = workdir / 'report.md'
+    assert report.main([str(workdir), '--include-quick', '--out',
+                        str(out_file)]) == 0
+    text = out_file.read_text()
+    assert '### Table 3' in text and '### Table 4' in text
+    assert '### Table 6' in text and '### Not in the paper' in text
+    records = [r for r in find_results([workdir])]
+    assert len(records) == 2 * sum(len(m) for _, _, m, _ in QUICK_RUNS)
+    if load_paper() is not None:
+        # Table 6 lists PROTEINS' ERM at 0.19 (paper: GIN, max pooling).
+        assert '0.190 ± 0.070' in text
+        assert ' paper |' not in report_markdown(records, None)
+
+
+def test_paper_lookup_and_seed_parsing(tmp_path):
+    paper = [dict(table='6', metric='mcc', dataset='NCI1', backbone='',
+                  method='V-REx', mean='0.15', std='0.04'),
+             dict(table='3', metric='rocauc_x100', dataset='ogbg-molhiv',
+                  backbone='GIN-v', method='HMA', mean='75.83', std='1.23')]
+    assert paper_number(paper, 6, 'NCI1', 'GCN', 'V-REx') == (0.15, 0.04)
+    assert paper_number(paper, 3, 'ogbg-molhiv', 'GIN-v', 'HMA') == \
+        (75.83, 1.23)
+    assert paper_number(paper, 3, 'ogbg-molhiv', 'GIN', 'HMA') is None
+    assert parse_seeds('3') == [0, 1, 2]
+    assert parse_seeds('2-4') == [2, 3, 4]
+    assert parse_seeds('5,1') == [5, 1]
+    with pytest.raises(Exception, match='--seeds'):
+        parse_seeds('x')
+
+
+def test_unknown_dataset_is_a_clear_error(workdir):
+    with pytest.raises(SystemExit, match="unknown dataset"):
+        runner('ood').main(['--dataset', 'nci1', '--quick', '--out',
+                            str(workdir / 'bad')])
