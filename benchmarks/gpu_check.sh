@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The speed benchmark on a GPU machine, in one command.
+#
+# The GPU image has torch and torch-geometric but no ogb, RDKit or spaCy and
+# no internet, so the datasets travel as plain tensors. Prepare them here:
+#
+#   python benchmarks/speed.py --export-gpu-data .gpu_data              # molhiv, NCI1
+#   python benchmarks/speed.py --export-gpu-data .gpu_data \
+#       --export-datasets Graph-SST5 --root DIR_WITH_GRAPH_SST5          # if cached elsewhere
+#
+# then copy the repository with the ignored folder .gpu_data/ and run
+#
+#   bash benchmarks/gpu_check.sh                 # on the GPU (device cuda)
+#   bash benchmarks/gpu_check.sh --device cpu --quick   # rehearsal on a CPU
+#
+# Datasets without a file in .gpu_data/ fall back to --synthetic graphs.
+# Every result is printed and written as JSON to $OUT (if set, e.g. by the
+# device runner) or results/gpu_check/. Each benchmark has its own time cap
+# (scaled by CAP_SCALE, default 1), so one slow configuration cannot eat the
+# others' time; all caps together stay under 9 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE=cuda
+QUICK=()
+DATA=${GPU_DATA:-.gpu_data}
+OUTDIR=${OUT:-results/gpu_check}
+CAP_SCALE=${CAP_SCALE:-1}
+PY=${PYTHON:-python3}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --device) DEVICE=$2; shift 2 ;;
+        --quick) QUICK=(--quick); shift ;;
+        --data) DATA=$2; shift 2 ;;
+        --out) OUTDIR=$2; shift 2 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$OUTDIR"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+echo "== machine"
+date -u
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+"$PY" - <<EOF
+import os, torch, torch_geometric
+print('torch', torch.__version__, 'cuda', torch.version.cuda,
+      'PyG', torch_geometric.__version__, 'cpus', os.cpu_count())
+if '$DEVICE'.startswith('cuda'):
+    assert torch.cuda.is_available(), 'CUDA is not available'
+    print('device', torch.cuda.get_device_name(0))
+EOF
+[ $? -eq 0 ] || exit 1
+
+status=0
+bench() {  # bench CAP_S NAME DATASET BACKBONE [speed.py arguments...]
+    local cap=$(( $1 * CAP_SCALE )) name=$2 dataset=$3 backbone=$4; shift 4
+    local src=(--synthetic)
+    [ -f "$DATA/$dataset.pt" ] && src=(--gpu-data "$DATA")
+    echo
+    echo "== $name: $dataset $backbone ${src[*]} $*"
+    local t0=$SECONDS
+    timeout "$cap" "$PY" benchmarks/speed.py --dataset "$dataset" \
+        --backbone "$backbone" --device "$DEVICE" "${src[@]}" \
+        --out "$OUTDIR/speed_$name.json" "${QUICK[@]}" "$@"
+    local rc=$?
+    echo "== $name: exit $rc after $((SECONDS - t0)) s"
+    [ $rc -eq 0 ] || status=1
+}
+
+# The headline: OGB's GIN on ogbg-molhiv, all methods, both paths, whole
+# epochs of ERM and HMA (fast path ~1000 steps each).
+bench 200 molhiv_gin ogbg-molhiv GIN --steps 150 --warmup 20 --eval-repeats 2
+bench 130 molhiv_ginv ogbg-molhiv GIN-v --methods erm rma hma hma-online-keys \
+    --steps 150 --warmup 20 --eval-repeats 1
+bench 60 nci1_gcn NCI1 GCN --steps 200 --warmup 20 --epochs 3
+bench 80 sst5_gcn Graph-SST5 GCN --steps 200 --warmup 20 --epochs 2
+# Where the time of an HMA step goes (each part synchronised).
+bench 60 molhiv_gin_breakdown ogbg-molhiv GIN --breakdown --steps 50 \
+    --warmup 10 --max-graphs 4096
+
+echo
+echo "== results in $OUTDIR"
+ls -l "$OUTDIR"
+exit $status
