@@ -86,9 +86,13 @@ def toy_graphs(num_graphs=23, seed=0):
     return graphs
 
 
-def test_matches_from_data_list_on_any_order():
+@pytest.mark.parametrize('packed', [False, True])
+def test_matches_from_data_list_on_any_order(packed):
     graphs = toy_graphs()
     loader = DeviceGraphLoader(graphs, batch_size=4)
+    # Off the CPU the index arrays travel packed in one buffer; exercise
+    # that path here too (without pinning, which needs CUDA).
+    loader._pack = packed
     for index in ([0, 1, 2], [22, 3, 3, 0, 8], [5], list(range(23))[::-1]):
         ours = loader.collate(torch.tensor(index))
         ref = Batch.from_data_list([graphs[i] for i in index])
