@@ -41,9 +41,8 @@ class MomentumEncoder(nn.Module):
             raise ValueError("MomentumEncoder.update got a module with a "
                              "different set of parameters than its copy")
         if params:
-            torch._foreach_mul_(params, self.momentum)
-            torch._foreach_add_(params, online_params,
-                                alpha=1.0 - self.momentum)
+            # theta_k + (1 - m) (theta_q - theta_k), one fused call.
+            torch._foreach_lerp_(params, online_params, 1.0 - self.momentum)
         for buf, online_buf in zip(self.module.buffers(), online.buffers()):
             buf.copy_(online_buf)
 

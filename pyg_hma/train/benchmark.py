@@ -129,9 +129,11 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    help='CPU threads of torch (default 1: small graph '
                    'batches run faster single-threaded, and much faster '
                    'when the machine is shared; 0 keeps torch\'s default)')
-    p.add_argument('--loader', default='pyg', choices=list(LOADER_FACTORIES),
-                   help="batching: PyG's DataLoader (pyg) or the "
-                   "device-resident loader (device)")
+    p.add_argument('--loader', default='device',
+                   choices=list(LOADER_FACTORIES),
+                   help="batching: the device-resident loader (device, "
+                   "default: the same batches as PyG's DataLoader, gathered "
+                   "on the device) or PyG's DataLoader (pyg)")
     p.add_argument('--out', type=Path,
                    help=f'output folder (default results/{runner}, or '
                    f'results/quick/{runner} with --quick)')

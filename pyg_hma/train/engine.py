@@ -214,6 +214,16 @@ def fingerprint(obj: Any) -> str:
 # Loops
 # --------------------------------------------------------------------------
 
+def _adam(params, **kwargs) -> torch.optim.Adam:
+    # The fused kernel updates every parameter in one call (several times
+    # faster per step for these small models); older torch builds lack it on
+    # CPU, so fall back to the default implementation there.
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, **kwargs)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader, device: torch.device):
     r"""Eval-mode logits and targets of a whole split (on the CPU)."""
@@ -302,8 +312,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     seed_everything(seed)
     model = model_fn().to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay)
+    optimizer = _adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
                  if cfg.lr_step else None)
