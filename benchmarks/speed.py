@@ -516,8 +516,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     bench = load_bench_data(args, preset)
     train, val = bench.train, bench.val
-    if args.max_graphs:
-        train = [train[i] for i in range(min(len(train), args.max_graphs))]
+    train = first_graphs(train, args.max_graphs)
     eval_graphs = args.eval_graphs or (args.max_graphs // 2
                                        if args.max_graphs else None)
     if eval_graphs:
@@ -779,14 +778,20 @@ def _timing_hooks(model, device, times: Dict[str, List[float]]):
             delattr(obj, attr)  # back to the class's method
 
 
+def first_graphs(graphs, limit):
+    """The first `limit` graphs (all of them when `limit` is falsy)."""
+    if not limit:
+        return graphs
+    return [graphs[i] for i in range(min(len(graphs), limit))]
+
+
 def breakdown(args) -> dict:
     """Median time of every part of an ERM and an HMA step on the fast path,
     the two models' steps interleaved (so machine load hits both alike)."""
     preset = args.preset
     bench = load_bench_data(args, preset)
     train = bench.train
-    if args.max_graphs:
-        train = [train[i] for i in range(min(len(train), args.max_graphs))]
+    train = first_graphs(train, args.max_graphs)
     device = args.device
     clip = None if bench.task == 'bce' else 1.0
     runs = {}
@@ -836,8 +841,7 @@ def profile(args, method: str) -> str:
     preset = args.preset
     bench = load_bench_data(args, preset)
     train = bench.train
-    if args.max_graphs:
-        train = [train[i] for i in range(min(len(train), args.max_graphs))]
+    train = first_graphs(train, args.max_graphs)
     device = args.device
     model, opt = build(args, preset, bench, method, 'fast')
     stream = Stream(make_loader('fast', train, args.batch_size, True, device,
