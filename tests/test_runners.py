@@ -131,6 +131,33 @@ def test_resume_keeps_finished_runs(quick_results, workdir, data_root):
     assert json.loads(path.read_text())['finished_at'] == before
 
 
+def test_parallel_runs_match_sequential_runs(quick_results, workdir,
+                                             data_root, tmp_path):
+    # --jobs trains the seeds x methods in worker processes; every run seeds
+    # itself and loads its own split, so its numbers must be the very same
+    # as those of the sequential fixture run (same seeds, same settings).
+    out = tmp_path / 'ood_jobs'  # not under workdir: the report test
+    # counts the result files there
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'erm',
+            'hma', '--root', str(data_root), '--out', str(out), '--jobs', '2']
+    assert runner('ood').main(argv) == 0
+    for method in ('erm', 'hma'):
+        for seed in (0, 1):
+            name = f'PROTEINS/gin-max/{method}/seed{seed}.json'
+            seq = json.loads((workdir / 'ood' / name).read_text())
+            par = json.loads((out / name).read_text())
+            assert par['run_fingerprint'] == seq['run_fingerprint']
+            assert [h['train_loss'] for h in par['history']] == \
+                [h['train_loss'] for h in seq['history']]
+            assert (par['val'], par['test']) == (seq['val'], seq['test'])
+
+    rows = list(csv.DictReader(open(out / 'PROTEINS/gin-max/summary.csv')))
+    assert [r['method'] for r in rows] == ['erm', 'hma']
+    assert [r['seeds'] for r in rows] == ['2', '2']
+    with pytest.raises(SystemExit):
+        runner('ood').main(argv[:-1] + ['0'])
+
+
 def test_report_builds_from_result_folders(quick_results, workdir, capsys):
     report = runner('report')
     # Quick runs are excluded unless asked for.

@@ -134,6 +134,11 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    help="batching: the device-resident loader (device, "
                    "default: the same batches as PyG's DataLoader, gathered "
                    "on the device) or PyG's DataLoader (pyg)")
+    p.add_argument('--jobs', type=int, default=1, metavar='N',
+                   help='train N runs (seeds x methods) at once, each in its '
+                   'own process with --threads threads; on a GPU they share '
+                   'the card, which a single small-graph run leaves mostly '
+                   'idle (default 1: one after the other, in this process)')
     p.add_argument('--out', type=Path,
                    help=f'output folder (default results/{runner}, or '
                    f'results/quick/{runner} with --quick)')
@@ -209,8 +214,6 @@ class _Printer:
 def run_benchmark(args: argparse.Namespace, runner: str,
                   protocols: Mapping[str, Protocol]) -> List[dict]:
     r"""Runs everything :obj:`args` asks for; returns the result records."""
-    from ..data import load_dataset
-
     unknown = [d for d in args.dataset if d not in protocols]
     if unknown:
         raise SystemExit(f"{runner}.py: unknown dataset(s) {unknown}; choose "
@@ -221,6 +224,7 @@ def run_benchmark(args: argparse.Namespace, runner: str,
     out_root = args.out or Path('results') / (
         f'quick/{runner}' if args.quick else runner)
     say = _Printer(args.quiet)
+    workers = max(1, getattr(args, 'jobs', 1) or 1)
     progress = not args.quiet and sys.stderr.isatty()
     paper = load_paper()
     versions = package_versions()
@@ -261,12 +265,13 @@ def run_benchmark(args: argparse.Namespace, runner: str,
             bb_label = backbone_label(backbone, bb_kwargs.get('pooling'))
             paper_bb = backbone_label(
                 proto.backbone, proto.backbone_kwargs.get('pooling'))
-            records: List[dict] = []
             say(f'[{runner}] {dataset} / {bb_label}: methods '
                 f"{', '.join(methods)}; seeds {seeds}; up to {cfg.epochs} "
-                f'epochs; device {device}; output {folder}')
+                f'epochs; device {device}; output {folder}'
+                + (f'; {workers} runs at once' if workers > 1 else ''))
+            finished: Dict[Tuple[int, str], dict] = {}
+            jobs: List[_Job] = []
             for seed in seeds:
-                splits = None
                 for method in methods:
                     run_id = dict(runner=runner, dataset=dataset,
                                   backbone=backbone, backbone_kwargs=bb_kwargs,
@@ -278,42 +283,126 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                                          'seed': seed,
                                          'train': cfg.to_dict()})
                     stem = folder / method / f'seed{seed}'
-                    json_path = stem.with_suffix('.json')
                     if args.resume:
-                        rec = read_result(json_path)
+                        rec = read_result(stem.with_suffix('.json'))
                         if rec is not None and rec.get('run_fingerprint') \
                                 == ident:
-                            records.append(rec)
+                            finished[seed, method] = rec
                             say(f'  {method_label(method)} seed {seed}: '
                                 f'finished earlier, kept')
                             continue
-                    if splits is None:
-                        splits = load_dataset(dataset, root=args.root,
-                                              mirror=args.mirror, seed=seed,
-                                              **proto.dataset_kwargs)
-                        if quick:
-                            splits = _quick_subset(splits, quick, seed)
-                    rec = _run_one(splits, dataset, backbone, bb_kwargs,
-                                   method, seed, cfg, proto, device, args,
-                                   stem, run_id, ident, progress)
-                    rec.update(runner=runner, table=proto.table,
-                               backbone_label=bb_label,
-                               paper_backbone=paper_bb,
-                               quick=bool(args.quick), versions=versions)
-                    write_json(json_path, rec)
-                    ckpt = stem.with_suffix('.ckpt')
-                    if ckpt.exists() and not args.keep_checkpoints:
-                        ckpt.unlink()
-                    records.append(rec)
-                    say(f"  {method_label(method)} seed {seed}: val "
-                        f"{rec['val']:.4f} {rec['primary_test']} "
-                        f"{rec['test'][rec['primary_test']]:.4f} (best epoch "
-                        f"{rec['selected_epoch']} of {rec['epochs_run']}, "
-                        f"{rec['wall_time_s']:.0f} s)")
+                    jobs.append(_Job(
+                        runner=runner, dataset=dataset, backbone=backbone,
+                        bb_kwargs=bb_kwargs, method=method, seed=seed,
+                        cfg=cfg, proto=proto, quick=quick, device=device,
+                        args=args, stem=stem, run_id=run_id, ident=ident,
+                        progress=progress and workers <= 1,
+                        meta=dict(runner=runner, table=proto.table,
+                                  backbone_label=bb_label,
+                                  paper_backbone=paper_bb,
+                                  quick=bool(args.quick), versions=versions)))
+            for job, rec in _execute(jobs, workers, args.threads):
+                finished[job.seed, job.method] = rec
+                say(f"  {method_label(job.method)} seed {job.seed}: val "
+                    f"{rec['val']:.4f} {rec['primary_test']} "
+                    f"{rec['test'][rec['primary_test']]:.4f} (best epoch "
+                    f"{rec['selected_epoch']} of {rec['epochs_run']}, "
+                    f"{rec['wall_time_s']:.0f} s)")
+            # Seed-major order whatever order the runs finished in.
+            records = [finished[seed, method] for seed in seeds
+                       for method in methods]
             md = write_summary(folder, records, paper)
             print(md, flush=True)
             all_records += records
+    _SPLITS_CACHE.clear()
     return all_records
+
+
+@dataclass
+class _Job:
+    r"""One (dataset, backbone, method, seed) run, self-contained so that a
+    worker process can run it."""
+    runner: str
+    dataset: str
+    backbone: str
+    bb_kwargs: Dict[str, Any]
+    method: str
+    seed: int
+    cfg: TrainConfig
+    proto: Protocol
+    quick: Optional[Dict[str, Any]]
+    device: torch.device
+    args: argparse.Namespace
+    stem: Path
+    run_id: Dict[str, Any]
+    ident: str
+    progress: bool
+    meta: Dict[str, Any]
+
+
+# A worker (or the main process) loads a split once per (dataset, seed).
+_SPLITS_CACHE: Dict[tuple, Any] = {}
+
+
+def _splits_for(job: _Job):
+    from ..data import load_dataset
+    key = (job.dataset, job.seed, job.args.root, job.args.mirror,
+           repr(job.proto.dataset_kwargs), repr(job.quick))
+    if key not in _SPLITS_CACHE:
+        _SPLITS_CACHE.clear()  # keep one dataset in memory, not all seeds
+        splits = load_dataset(job.dataset, root=job.args.root,
+                              mirror=job.args.mirror, seed=job.seed,
+                              **job.proto.dataset_kwargs)
+        if job.quick:
+            splits = _quick_subset(splits, job.quick, job.seed)
+        _SPLITS_CACHE[key] = splits
+    return _SPLITS_CACHE[key]
+
+
+def _run_job(job: _Job) -> dict:
+    r"""Trains one run, writes its JSON (atomically) and returns it."""
+    rec = _run_one(_splits_for(job), job.dataset, job.backbone, job.bb_kwargs,
+                   job.method, job.seed, job.cfg, job.proto, job.device,
+                   job.args, job.stem, job.run_id, job.ident, job.progress)
+    rec.update(job.meta)
+    write_json(job.stem.with_suffix('.json'), rec)
+    ckpt = job.stem.with_suffix('.ckpt')
+    if ckpt.exists() and not job.args.keep_checkpoints:
+        ckpt.unlink()
+    return rec
+
+
+def _init_worker(threads: int):
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _execute(jobs: Sequence[_Job], workers: int, threads: int):
+    r"""Yields ``(job, record)`` for every job: in this process one after
+    the other, or with :obj:`workers` > 1 in that many worker processes
+    (``spawn``, so CUDA works in them), in the order they finish.
+
+    Every run seeds itself and loads its own split, so a run's numbers do
+    not depend on which process trains it or on what ran before it there.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield job, _run_job(job)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                mp_context=mp.get_context('spawn'),
+                                initializer=_init_worker,
+                                initargs=(threads, )) as pool:
+        futures = {pool.submit(_run_job, job): job for job in jobs}
+        try:
+            for future in cf.as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
@@ -394,5 +483,7 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error('--epochs must be positive')
+    if args.jobs < 1:
+        parser.error('--jobs must be positive')
     run_benchmark(args, runner, protocols)
     return 0
