@@ -35,6 +35,44 @@ POOLINGS = {'mean': global_mean_pool, 'max': global_max_pool,
             'sum': global_add_pool}
 
 
+def masked_batch_norm(bn: nn.BatchNorm1d, x: Tensor,
+                      mask: Optional[Tensor] = None) -> Tensor:
+    r""":obj:`bn` applied to :obj:`x` with its training statistics computed
+    over the rows where :obj:`mask` is ``True`` only (padded batches, see
+    :mod:`pyg_hma.data.padding`). The running statistics are updated as
+    :class:`torch.nn.BatchNorm1d` does (unbiased variance); without a mask,
+    or in eval mode, this is ``bn(x)``. Shapes stay static: the count of real
+    rows is a tensor, never read on the host."""
+    if mask is None or not bn.training:
+        return bn(x)
+    weight = mask.to(x.dtype).unsqueeze(-1)
+    count = weight.sum()
+    mean = (x * weight).sum(0) / count
+    centred = x - mean
+    var = (centred.square() * weight).sum(0) / count
+    if bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = (bn.momentum if bn.momentum is not None
+                        else 1.0 / bn.num_batches_tracked)
+            bn.running_mean.lerp_(mean.detach(), momentum)
+            unbiased = var.detach() * count / (count - 1).clamp(min=1.0)
+            bn.running_var.lerp_(unbiased, momentum)
+    out = centred * torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        out = out * bn.weight + bn.bias
+    return out
+
+
+def _sequential(modules: nn.Sequential, x: Tensor,
+                mask: Optional[Tensor]) -> Tensor:
+    # `modules(x)`, with each BatchNorm restricted to the rows of `mask`.
+    for module in modules:
+        x = (masked_batch_norm(module, x, mask)
+             if isinstance(module, nn.BatchNorm1d) else module(x))
+    return x
+
+
 def graph_batch_info(data) -> tuple:
     r"""Returns ``(batch_vector, num_graphs)`` of a PyG batch, or of a single
     graph (no :obj:`batch` attribute) as a batch of one."""
@@ -63,11 +101,12 @@ class GINConv(MessagePassing):
         self.edge_encoder = BondEncoder(emb_dim) if bond_encoder else None
 
     def forward(self, x: Tensor, edge_index: Tensor,
-                edge_attr: Optional[Tensor] = None) -> Tensor:
+                edge_attr: Optional[Tensor] = None,
+                node_mask: Optional[Tensor] = None) -> Tensor:
         edge_emb = (self.edge_encoder(edge_attr)
                     if self.edge_encoder is not None else None)
         out = self.propagate(edge_index, x=x, edge_emb=edge_emb)
-        return self.mlp((1 + self.eps) * x + out)
+        return _sequential(self.mlp, (1 + self.eps) * x + out, node_mask)
 
     def message(self, x_j: Tensor, edge_emb: Optional[Tensor]) -> Tensor:
         return F.relu(x_j if edge_emb is None else x_j + edge_emb)
@@ -91,7 +130,9 @@ class GCNConv(MessagePassing):
         self.edge_encoder = BondEncoder(emb_dim) if bond_encoder else None
 
     def forward(self, x: Tensor, edge_index: Tensor,
-                edge_attr: Optional[Tensor] = None) -> Tensor:
+                edge_attr: Optional[Tensor] = None,
+                node_mask: Optional[Tensor] = None) -> Tensor:
+        # `node_mask` is accepted for a uniform call; GCN has no BatchNorm.
         x = self.linear(x)
         edge_emb = (self.edge_encoder(edge_attr)
                     if self.edge_encoder is not None else None)
@@ -136,11 +177,18 @@ class GNN(nn.Module):
             every layer; otherwise edge features are ignored.
             (default: :obj:`False`)
 
+    Padded batches (:mod:`pyg_hma.data.padding`, for static shapes) are
+    supported: the padding graph is pooled apart and dropped, and BatchNorm
+    statistics skip the padding nodes.
+
     Shapes:
         - **input:** a PyG batch with :obj:`x`, :obj:`edge_index`,
-          :obj:`batch` (and :obj:`edge_attr` with :obj:`bond_encoder`)
+          :obj:`batch` (and :obj:`edge_attr` with :obj:`bond_encoder`;
+          :obj:`node_mask` when padded)
         - **output:** :math:`(B, \text{hidden\_channels})`
     """
+    supports_padding = True
+
     def __init__(self, in_channels: Optional[int] = None,
                  hidden_channels: int = 300, num_layers: int = 5,
                  conv: str = 'gin', virtual_node: bool = False,
@@ -199,17 +247,25 @@ class GNN(nn.Module):
         x, edge_index = data.x, data.edge_index
         edge_attr = data.edge_attr if self.uses_edge_attr else None
         batch, num_graphs = graph_batch_info(data)
+        node_mask = getattr(data, 'node_mask', None)
+        # A padded batch's padding nodes form one more graph (dropped below);
+        # its row is masked out of the virtual node's BatchNorm.
+        size = num_graphs + (node_mask is not None)
+        graph_mask = None
+        if node_mask is not None and self.virtual_node:
+            graph_mask = torch.arange(size, device=x.device) < num_graphs
         if not self.atom_encoder and not x.is_floating_point():
             x = x.float()
 
         h = self.node_encoder(x)
-        vn = (self.vn_emb.weight.expand(num_graphs, -1)
+        vn = (self.vn_emb.weight.expand(size, -1)
               if self.virtual_node else None)
         for i in range(self.num_layers):
             if vn is not None:
                 h = h + vn[batch]
             h_in = h
-            h = self.norms[i](self.convs[i](h, edge_index, edge_attr))
+            h = self.convs[i](h, edge_index, edge_attr, node_mask=node_mask)
+            h = masked_batch_norm(self.norms[i], h, node_mask)
             if i < self.num_layers - 1:
                 h = F.relu(h)
             h = F.dropout(h, self.dropout, training=self.training)
@@ -218,11 +274,13 @@ class GNN(nn.Module):
             if vn is not None and i < self.num_layers - 1:
                 # Message from the graph's nodes (input of this layer) to its
                 # virtual node, as in OGB.
-                vn_in = global_add_pool(h_in, batch, num_graphs) + vn
-                vn_new = F.dropout(self.vn_mlps[i](vn_in), self.dropout,
+                vn_in = global_add_pool(h_in, batch, size) + vn
+                vn_new = F.dropout(_sequential(self.vn_mlps[i], vn_in,
+                                               graph_mask), self.dropout,
                                    training=self.training)
                 vn = vn + vn_new if self.residual else vn_new
-        return self.pool(h, batch, num_graphs)
+        out = self.pool(h, batch, size)
+        return out[:num_graphs] if size != num_graphs else out
 
     def __repr__(self) -> str:
         vn = ', virtual_node=True' if self.virtual_node else ''

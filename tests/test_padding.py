@@ -1,0 +1,182 @@
+"""Padded (static-shape) batches give the same outputs, losses, gradients,
+BatchNorm statistics and HMA queue writes as the original batches."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.data import Batch, Data
+from torch_geometric.loader import DataLoader
+
+from pyg_hma.data.device_loader import DeviceGraphLoader
+from pyg_hma.data.padding import PaddedLoader, batch_sizes, pad_batch
+from pyg_hma.models import build_model
+from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
+from pyg_hma.models.gnn import masked_batch_norm
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def molecules(num, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    graphs = []
+    for i in range(num):
+        n = int(torch.randint(3, 12, (1, ), generator=gen))
+        e = int(torch.randint(2, 3 * n, (1, ), generator=gen))
+        x = torch.stack([torch.randint(d, (n, ), generator=gen)
+                         for d in ATOM_FEATURE_DIMS], 1)
+        edge_attr = torch.stack([torch.randint(d, (e, ), generator=gen)
+                                 for d in BOND_FEATURE_DIMS], 1)
+        graphs.append(Data(x=x, edge_index=torch.randint(n, (2, e),
+                                                         generator=gen),
+                           edge_attr=edge_attr, y=torch.tensor([[i % 2]])))
+    return graphs
+
+
+def featured_graphs(num, features=5, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    graphs = []
+    for i in range(num):
+        n = int(torch.randint(2, 10, (1, ), generator=gen))
+        graphs.append(Data(x=torch.randn(n, features, generator=gen),
+                           edge_index=torch.randint(n, (2, 2 * n),
+                                                    generator=gen),
+                           y=torch.tensor([i % 3])))
+    return graphs
+
+
+def test_pad_batch_layout():
+    batch = Batch.from_data_list(molecules(4))
+    nodes, edges = batch_sizes(batch)
+    assert (nodes, edges) == (batch.num_nodes, batch.edge_index.size(1))
+    padded = pad_batch(batch, nodes + 5, edges + 7)
+    assert padded.num_graphs == 4
+    assert padded.x.shape == (nodes + 5, 9)
+    assert torch.equal(padded.x[:nodes], batch.x)
+    assert (padded.x[nodes:] == 0).all()
+    assert torch.equal(padded.edge_index[:, :edges], batch.edge_index)
+    assert (padded.edge_index[:, edges:] == nodes).all()  # self loops
+    assert padded.edge_attr.shape == (edges + 7, 3)
+    assert (padded.edge_attr[edges:] == 0).all()
+    assert torch.equal(padded.batch[:nodes], batch.batch)
+    assert (padded.batch[nodes:] == 4).all()  # the padding graph
+    assert padded.node_mask.sum() == nodes and padded.node_mask[:nodes].all()
+    assert torch.equal(padded.y, batch.y)  # graph-level: untouched
+    # The original batch is not modified.
+    assert batch.x.size(0) == nodes and 'node_mask' not in batch
+    with pytest.raises(ValueError, match='one padding node'):
+        pad_batch(batch, nodes, edges)  # no room for the padding graph
+    with pytest.raises(ValueError, match='budget too small'):
+        pad_batch(batch, nodes + 1, edges - 1)
+
+
+def test_padded_loader_rounds_up_to_few_shapes():
+    graphs = molecules(200)
+    loader = PaddedLoader(DeviceGraphLoader(graphs, 16, shuffle=True,
+                                            generator=torch.Generator()
+                                            .manual_seed(0)),
+                          node_step=64, edge_step=128)
+    shapes, count = set(), 0
+    for batch in loader:
+        n, e = batch.x.size(0), batch.edge_index.size(1)
+        assert n % 64 == 0 and e % 128 == 0
+        assert batch.node_mask.sum() < n  # at least one padding node
+        shapes.add((n, e))
+        count += 1
+    assert count == len(loader) == 13
+    assert len(shapes) < count  # batches share shapes
+    with pytest.raises(ValueError, match='positive'):
+        PaddedLoader(loader.loader, node_step=0)
+
+
+@pytest.mark.parametrize('momentum', [0.1, None])
+def test_masked_batch_norm_equals_batch_norm_on_real_rows(momentum):
+    x = torch.randn(10, 4)
+    mask = torch.tensor([True] * 7 + [False] * 3)
+    ref = nn.BatchNorm1d(4, momentum=momentum)
+    ours = nn.BatchNorm1d(4, momentum=momentum)
+    for _ in range(2):
+        expected = ref(x[:7])
+        out = masked_batch_norm(ours, x, mask)
+        torch.testing.assert_close(out[:7], expected)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    assert ours.num_batches_tracked == ref.num_batches_tracked == 2
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(masked_batch_norm(ours, x, mask), ref(x))
+
+
+CASES = [  # backbone, backbone kwargs, graphs, task
+    ('gin', dict(hidden_channels=16, num_layers=3, atom_encoder=True,
+                 bond_encoder=True), molecules, 'bce'),
+    ('gin-v', dict(hidden_channels=16, num_layers=3, atom_encoder=True,
+                   bond_encoder=True), molecules, 'bce'),
+    ('gcn', dict(hidden_channels=16, num_layers=3, pooling='mean'),
+     featured_graphs, 'ce'),
+    ('gin', dict(hidden_channels=16, num_layers=2, pooling='max'),
+     featured_graphs, 'ce'),
+]
+
+
+def _loss(out, y, task):
+    if task == 'bce':
+        return F.binary_cross_entropy_with_logits(out, y.float())
+    return F.cross_entropy(out, y.view(-1))
+
+
+@pytest.mark.parametrize('method', ['erm', 'hma'])
+@pytest.mark.parametrize('backbone,kwargs,make,task', CASES)
+def test_padded_training_equals_unpadded(backbone, kwargs, make, task,
+                                         method):
+    graphs = make(48)
+    num_classes = 2 if task == 'bce' else 3
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(build_model(
+            backbone, method, num_classes=num_classes, num_features=5,
+            out_channels=1 if task == 'bce' else None,
+            backbone_kwargs=dict(kwargs, dropout=0.0),
+            hma_kwargs=None if method == 'erm' else dict(
+                memory_size=20, slots_per_class=2, label_dim=4, heads=2,
+                dropout=0.0)))
+    plain, padded = models
+    assert padded.encoder.supports_padding
+    # SGD, not Adam: a bias right before a BatchNorm has a zero gradient up
+    # to rounding, which Adam would blow up to steps of size lr.
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+    loader = DataLoader(graphs, batch_size=12, shuffle=False)
+    for step, batch in enumerate(loader):  # 4 steps: the queue wraps around
+        nodes, edges = batch_sizes(batch)
+        pbatch = pad_batch(batch, nodes + 9, edges + 13)
+        y = batch.y.view(-1).long()
+        losses = []
+        for model, opt, data in ((plain, opts[0], batch),
+                                 (padded, opts[1], pbatch)):
+            opt.zero_grad()
+            out = model(data, y=y)
+            assert out.shape[0] == 12
+            loss = _loss(out, data.y, task)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-5,
+                                   atol=1e-6)
+    for (name, a), b in zip(plain.state_dict().items(),
+                            padded.state_dict().values()):
+        # Parameters after 4 steps, BatchNorm running statistics and
+        # HMA's queue (momentum keys written from padded batches).
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    for model in models:
+        model.eval()
+    with torch.no_grad():
+        batch = next(iter(loader))
+        nodes, edges = batch_sizes(batch)
+        torch.testing.assert_close(
+            padded(pad_batch(batch, nodes + 3, edges)), plain(batch),
+            rtol=1e-4, atol=1e-5)
