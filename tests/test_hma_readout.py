@@ -302,6 +302,24 @@ def test_classifier_writes_momentum_keys():
     assert HMAClassifier(encoder, make(rma=False)).momentum_encoder is None
 
 
+def test_classifier_without_momentum_writes_online_embeddings():
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(5, D), torch.nn.ReLU())
+    model = HMAClassifier(encoder, make(), momentum=None)
+    assert model.momentum_encoder is None
+    assert 'momentum_encoder' not in ''.join(model.state_dict())
+    inputs = torch.randn(4, 5)
+    y = torch.tensor([0, 1, 2, 1])
+    model(inputs, y=y)
+    queue = model.readout.queue_keys
+    assert torch.allclose(queue[:4], encoder(inputs))
+    assert not queue[:4].requires_grad
+    assert torch.equal(model.readout.queue_labels[:4], y)
+    model.eval()
+    model(inputs, y=y)  # eval: no write
+    assert (model.readout.queue_labels[4:] == -1).all()
+
+
 def test_compiled_eval_forward_matches_eager():
     readout = make(inference='independent')
     fill_queue(readout)

@@ -158,6 +158,23 @@ def test_parallel_runs_match_sequential_runs(quick_results, workdir,
         runner('ood').main(argv[:-1] + ['0'])
 
 
+def test_momentum_flag_reaches_the_model(workdir, data_root, tmp_path):
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--seeds', '0-0', '--epochs', '1', '--root', str(data_root),
+            '--out', str(tmp_path), '--momentum', 'none']
+    assert runner('ood').main(argv) == 0
+    rec = json.loads(
+        (tmp_path / 'PROTEINS/gin-max/hma/seed0.json').read_text())
+    assert rec['config']['momentum'] is None
+    assert runner('ood').main(argv[:-1] + ['0.5']) == 0
+    rec2 = json.loads(
+        (tmp_path / 'PROTEINS/gin-max/hma/seed0.json').read_text())
+    assert rec2['config']['momentum'] == 0.5
+    assert rec2['run_fingerprint'] != rec['run_fingerprint']
+    with pytest.raises(SystemExit):
+        runner('ood').main(argv[:-1] + ['1.5'])
+
+
 def test_report_builds_from_result_folders(quick_results, workdir, capsys):
     report = runner('report')
     # Quick runs are excluded unless asked for.

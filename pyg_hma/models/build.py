@@ -94,7 +94,7 @@ def build_model(backbone: str, method: str = 'erm', *, num_classes: int,
                 out_channels: Optional[int] = None,
                 backbone_kwargs: Optional[Dict[str, Any]] = None,
                 hma_kwargs: Optional[Dict[str, Any]] = None,
-                momentum: float = 0.999) -> nn.Module:
+                momentum: Optional[float] = 0.999) -> nn.Module:
     r"""Builds a backbone with the head that :obj:`method` trains.
 
     Linear-head methods (:obj:`LINEAR_HEAD_METHODS`) get a
@@ -115,7 +115,8 @@ def build_model(backbone: str, method: str = 'erm', *, num_classes: int,
         hma_kwargs: keyword arguments of :class:`~pyg_hma.HMAReadout`
             (``memory_size``, ``slots_per_class``, ``label_dim``, ``heads``,
             ...); not allowed to set the variant's switches.
-        momentum: EMA momentum of HMA's key encoder.
+        momentum: EMA momentum of HMA's key encoder (``None``: no key
+            encoder; the queue receives the online embeddings).
     """
     if method not in METHODS:
         raise ValueError(f"Unknown method '{method}'; choose one of "

@@ -1,6 +1,8 @@
 """Backbone + momentum copy + HMA readout in one module."""
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 from .hma_readout import HMAReadout
@@ -25,20 +27,28 @@ class HMAClassifier(nn.Module):
     readout has no real memory (:obj:`rma=False`) the momentum copy is
     skipped.
 
+    With :obj:`momentum=None` there is no key encoder: the queue receives
+    the online encoder's own (detached) embeddings of the batch. This is
+    **not** the paper's MoCo-style memory (keys then drift with the online
+    weights), but it saves the key encoder's forward pass, which is a third
+    to a half of a training step (see ``docs/performance.md``).
+
     Args:
         encoder (torch.nn.Module): maps its inputs to embeddings
             :math:`(B, d)`.
         readout (HMAReadout): the readout, with :obj:`in_channels = d`.
-        momentum (float, optional): EMA momentum of the key encoder.
+        momentum (float, optional): EMA momentum of the key encoder;
+            :obj:`None` writes the online embeddings instead.
             (default: :obj:`0.999`)
     """
     def __init__(self, encoder: nn.Module, readout: HMAReadout,
-                 momentum: float = 0.999):
+                 momentum: Optional[float] = 0.999):
         super().__init__()
         self.encoder = encoder
         self.readout = readout
         self.momentum_encoder = (MomentumEncoder(encoder, momentum)
-                                 if readout.rma else None)
+                                 if readout.rma and momentum is not None
+                                 else None)
 
     def reset_parameters(self):
         if hasattr(self.encoder, 'reset_parameters'):

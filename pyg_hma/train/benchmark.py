@@ -49,7 +49,8 @@ class Protocol:
         table_methods: the methods of the paper's table (``--method all``).
         backbone_kwargs: backbone arguments (hidden size, layers, ...).
         hma: :class:`~pyg_hma.HMAReadout` arguments (memory size, ...).
-        momentum: EMA momentum of HMA's key encoder.
+        momentum: EMA momentum of HMA's key encoder (``None``: no key
+            encoder, the online embeddings are written).
         dataset_kwargs: extra arguments of :func:`pyg_hma.data.load_dataset`.
         quick: ``--quick`` settings: ``epochs``, ``seeds``, ``train_size``,
             ``eval_size`` (subset sizes), ``backbone_kwargs`` (e.g. a smaller
@@ -64,7 +65,7 @@ class Protocol:
     table_methods: Tuple[str, ...] = ('erm', 'hma')
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
     hma: Dict[str, Any] = field(default_factory=dict)
-    momentum: float = 0.999
+    momentum: Optional[float] = 0.999
     dataset_kwargs: Dict[str, Any] = field(default_factory=dict)
     quick: Dict[str, Any] = field(default_factory=dict)
     note: str = ''
@@ -98,6 +99,19 @@ def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
     return seeds
 
 
+def _momentum(text: str) -> Optional[float]:
+    if text.strip().lower() == 'none':
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"--momentum expects a number in [0, 1] or 'none', got '{text}'")
+    return value
+
+
 def build_parser(runner: str, protocols: Mapping[str, Protocol],
                  description: str = '') -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -119,6 +133,12 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    help="seeds: a count (seeds 0..N-1), a range or a list "
                    "(default: the protocol's count)")
     p.add_argument('--epochs', type=int, help='maximum epochs')
+    p.add_argument('--momentum', type=_momentum, metavar='M|none',
+                   default=argparse.SUPPRESS,
+                   help="EMA momentum of HMA's key encoder (default: the "
+                   "protocol's, 0.999); 'none' writes the online encoder's "
+                   "own embeddings into the queue (no key encoder: cheaper, "
+                   "not the paper's method)")
     p.add_argument('--batch-size', type=int)
     p.add_argument('--lr', type=float)
     p.add_argument('--patience', type=int,
@@ -232,6 +252,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
 
     for dataset in args.dataset:
         proto = protocols[dataset]
+        if hasattr(args, 'momentum'):  # given on the command line
+            proto = proto.replace(momentum=args.momentum)
         quick = {**QUICK_DEFAULTS, **proto.quick} if args.quick else None
         methods = args.method or list(proto.methods)
         if 'all' in methods:
