@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..models import BACKBONES, HMA_VARIANTS, METHODS, build_model
-from .engine import TrainConfig, device_name, fingerprint, fit, resolve_device
+from .engine import (COMPILE_MODES, TrainConfig, device_name, fingerprint,
+                     fit, resolve_device)
 from .loaders import LOADER_FACTORIES, random_subset
 from .results import (RESULT_FORMAT, RESULT_KIND, backbone_label, load_paper,
                       method_label, package_versions, read_result,
@@ -112,6 +113,18 @@ def _momentum(text: str) -> Optional[float]:
     return value
 
 
+def _pad_steps(text: str) -> Tuple[int, int]:
+    try:
+        nodes, edges = (int(v) for v in text.split(','))
+    except ValueError:
+        nodes = edges = 0
+    if nodes < 1 or edges < 1:
+        raise argparse.ArgumentTypeError(
+            f"--pad expects two positive integers NODES,EDGES (e.g. 128,256), "
+            f"got '{text}'")
+    return nodes, edges
+
+
 def build_parser(runner: str, protocols: Mapping[str, Protocol],
                  description: str = '') -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -154,6 +167,15 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    help="batching: the device-resident loader (device, "
                    "default: the same batches as PyG's DataLoader, gathered "
                    "on the device) or PyG's DataLoader (pyg)")
+    p.add_argument('--pad', type=_pad_steps, metavar='NODES,EDGES',
+                   help='pad every graph batch to node and edge counts that '
+                   'are multiples of these (e.g. 128,256): static shapes for '
+                   '--compile (default: no padding)')
+    p.add_argument('--compile', choices=COMPILE_MODES,
+                   help="torch.compile the model: 'reduce-overhead' uses CUDA "
+                   "graphs on a GPU (use it with --pad); on a CPU compiling "
+                   "did not make these small models faster "
+                   "(docs/performance.md)")
     p.add_argument('--jobs', type=int, default=1, metavar='N',
                    help='train N runs (seeds x methods) at once, each in its '
                    'own process with --threads threads; on a GPU they share '
@@ -459,7 +481,9 @@ def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
         ckpt.unlink(missing_ok=True)
     start = time.perf_counter()
     res = fit(model_fn, splits, method, cfg, seed=seed, device=device,
-              loader=args.loader, checkpoint=ckpt, resume=args.resume,
+              loader=args.loader, pad=getattr(args, 'pad', None),
+              compile=getattr(args, 'compile', None), checkpoint=ckpt,
+              resume=args.resume,
               run_id=run_id, progress=progress, verbose=args.verbose,
               log_file=log_file)
     primary = 'test' if 'test' in res.test else next(iter(res.test))
@@ -484,6 +508,8 @@ def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
             'hma_variant': HMA_VARIANTS.get(method),
             'momentum': proto.momentum if method in HMA_VARIANTS else None,
             'dataset_kwargs': proto.dataset_kwargs, 'loader': args.loader,
+            'pad': getattr(args, 'pad', None),
+            'compile': getattr(args, 'compile', None),
             'quick': run_id['quick'], 'out_channels': out_channels,
             'input_shape': input_shape,
         },

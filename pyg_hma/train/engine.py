@@ -270,9 +270,35 @@ def _format_epoch(rec: dict, epochs: int, metric: str) -> str:
             f"{rec['time_s']:.1f}s")
 
 
+# Methods that rebuild the graphs of a batch (so a padded batch would lose
+# its padding bookkeeping, and shapes change anyway).
+_GRAPH_EDITING_METHODS = ('dropedge', 'dropnode')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune')
+
+
+def _check_static_options(model: nn.Module, method: str, pad, compile_mode):
+    if pad is not None:
+        if len(pad) != 2 or min(pad) < 1:
+            raise ValueError(f'pad must be (node_step, edge_step) with '
+                             f'positive steps, got {pad!r}')
+        encoder = getattr(model, 'encoder', model)
+        if not getattr(encoder, 'supports_padding', False):
+            raise ValueError(f'pad: the backbone {type(encoder).__name__} '
+                             f'does not support padded batches (the GNNs of '
+                             f'pyg_hma.models do)')
+        if method in _GRAPH_EDITING_METHODS:
+            raise ValueError(f"pad: method '{method}' edits the graphs of "
+                             f"each batch, which padding does not allow")
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {COMPILE_MODES} or None "
+                         f"(got '{compile_mode}')")
+
+
 def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         cfg: TrainConfig, *, seed: int = 0, device: Any = 'cpu',
-        loader: Any = 'pyg', checkpoint: Optional[os.PathLike] = None,
+        loader: Any = 'pyg', pad: Optional[Sequence[int]] = None,
+        compile: Optional[str] = None,
+        checkpoint: Optional[os.PathLike] = None,
         resume: bool = False, run_id: Optional[dict] = None,
         progress: bool = False, verbose: bool = False,
         log_file: Optional[os.PathLike] = None,
@@ -290,6 +316,15 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         device: ``'cpu'``, ``'cuda'``, ``'auto'`` or a :class:`torch.device`.
         loader: ``'pyg'``, ``'device'`` or a loader factory (see
             :mod:`pyg_hma.train.loaders`).
+        pad: ``(node_step, edge_step)``: pad every graph batch to node and
+            edge counts that are multiples of these
+            (:class:`~pyg_hma.data.padding.PaddedLoader`), so that a compiled
+            model sees a few static shapes. Without dropout the results equal
+            the unpadded ones; dropout draws differ.
+        compile: ``torch.compile`` the model with this mode (``'default'``,
+            ``'reduce-overhead'``: CUDA graphs on a GPU, best with
+            :obj:`pad`; ``'max-autotune'``). The checkpoint holds the
+            uncompiled model's state.
         checkpoint: file written (atomically) after every epoch.
         resume: continue from :obj:`checkpoint` when it exists.
         run_id: JSON-able description of the run; a checkpoint written for
@@ -311,6 +346,12 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
 
     seed_everything(seed)
     model = model_fn().to(device)
+    _check_static_options(model, method, pad, compile)
+    # `model` owns the state (optimizer, checkpoints); `net` is what runs.
+    net = model
+    if compile is not None:
+        net = torch.compile(model, mode=compile,
+                            dynamic=False if pad is not None else None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(
@@ -340,12 +381,20 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         _set_rng_state(state['rng'])
 
     generator = torch.Generator()
-    train_loader = factory(splits.train, batch_size=cfg.batch_size,
-                           shuffle=True, device=device, generator=generator)
+
+    def make_loader(split, **kwargs):
+        out = factory(split, device=device, **kwargs)
+        if pad is not None:
+            from ..data.padding import PaddedLoader
+            out = PaddedLoader(out, *pad)
+        return out
+
+    train_loader = make_loader(splits.train, batch_size=cfg.batch_size,
+                               shuffle=True, generator=generator)
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     eval_loaders = {
-        name: factory(split, batch_size=eval_bs, shuffle=False, device=device,
-                      generator=None)
+        name: make_loader(split, batch_size=eval_bs, shuffle=False,
+                          generator=None)
         for name, split in [('val', splits.val), *splits.tests.items()]
     }
 
@@ -390,7 +439,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                     skipped += 1
                     continue
                 optimizer.zero_grad(set_to_none=True)
-                loss, logits, extras = objective(model, batch, crit, ctx)
+                loss, logits, extras = objective(net, batch, crit, ctx)
                 loss.backward()
                 if cfg.clip_grad_norm is not None:
                     nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
@@ -419,7 +468,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                        torch.cat(train_ys).cpu(), splits.name)}
             for key, value in extra_sums.items():
                 rec[key] = float(value) / seen
-            scores = {name: evaluate(model, dl, metric, device, splits.name)
+            scores = {name: evaluate(net, dl, metric, device, splits.name)
                       for name, dl in eval_loaders.items()}
             rec['val'] = scores.pop('val')
             rec['test'] = scores
