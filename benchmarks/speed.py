@@ -12,7 +12,13 @@ warm-up), on two data paths:
   (:class:`~pyg_hma.data.device_loader.DeviceGraphLoader`), no host
   synchronisation inside a step (losses accumulated on the device, a masked
   loss without boolean indexing, ``HMAReadout(check_inputs=False)``), fused
-  Adam (on CPU and CUDA) and ``zero_grad(set_to_none=True)``.
+  Adam (on CPU and CUDA) and ``zero_grad(set_to_none=True)``;
+* ``static`` (optional, ``--paths ... static``): the ``fast`` path with every
+  batch padded to node and edge counts that are multiples of ``--pad``
+  (:class:`~pyg_hma.data.padding.PaddedLoader`) and the whole model
+  ``torch.compile``-d with ``--static-mode`` (default ``reduce-overhead``,
+  i.e. CUDA graphs, on a GPU; ``default`` on a CPU). Compilation and graph
+  recording happen in the warm-up (give it 30+ steps).
 
 Reported per path and method: median milliseconds per training step (data
 loading included), seconds per training epoch (whole epochs, also
@@ -63,6 +69,7 @@ from torch_geometric.loader import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyg_hma.data.device_loader import DeviceGraphLoader  # noqa: E402
+from pyg_hma.data.padding import PaddedLoader  # noqa: E402
 from pyg_hma.models import build_model  # noqa: E402
 from pyg_hma.models.encoders import (ATOM_FEATURE_DIMS,  # noqa: E402
                                      BOND_FEATURE_DIMS)
@@ -72,7 +79,8 @@ HMA_METHODS = ('rma', 'abd', 'abd+syn', 'abd+rma', 'hma')
 # (detached) embeddings into the queue instead of a momentum encoder's.
 ONLINE_KEYS = 'hma-online-keys'
 ALL_METHODS = ('erm', ) + HMA_METHODS + (ONLINE_KEYS, )
-PATHS = ('pyg', 'fast')
+PATHS = ('pyg', 'fast')  # the default; 'static' on request
+ALL_PATHS = PATHS + ('static', )
 
 
 # Datasets ####################################################################
@@ -324,7 +332,7 @@ def load_gpu_data(folder: Path, name: str, preset: Preset, seed: int) -> Bench:
 def build(args, preset: Preset, bench: Bench, method: str, path: str):
     torch.manual_seed(args.seed)  # every method starts from the same backbone
     hma_kwargs = dict(preset.hma_kwargs)
-    if path == 'fast':
+    if path != 'pyg':
         hma_kwargs['check_inputs'] = False
     model = build_model(
         args.backbone, 'hma' if method == ONLINE_KEYS else method,
@@ -340,7 +348,12 @@ def build(args, preset: Preset, bench: Bench, method: str, path: str):
         model.readout = torch.compile(model.readout, dynamic=False)
     elif path == 'fast' and args.compile == 'model':
         model = torch.compile(model)
-    if path == 'fast':
+    elif path == 'static':
+        # Padded batches come in a few shapes: after the first recompile
+        # (automatic dynamic shapes) one compiled graph serves them all, and
+        # with 'reduce-overhead' one CUDA graph is recorded per shape.
+        model = torch.compile(model, mode=args.static_mode)
+    if path != 'pyg':
         # One fused kernel per step; also on the CPU, where it is 3-5x
         # faster than the default per-parameter loop (and than foreach).
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
@@ -397,17 +410,21 @@ def make_step(model, optimizer, task: str, path: str, device,
         totals['loss'] += loss.detach() * batch.num_graphs
         totals['graphs'] += batch.num_graphs
 
-    step = step_fast if path == 'fast' else step_pyg
+    step = step_pyg if path == 'pyg' else step_fast
     step.totals = totals
     return step
 
 
 _DEVICE_LOADERS: Dict[tuple, tuple] = {}
+PAD = (256, 512)  # --pad: node and edge steps of the static path
 
 
 def make_loader(path: str, graphs, batch_size: int, shuffle: bool, device,
                 seed: int, drop_last: bool = False):
     gen = torch.Generator().manual_seed(seed)
+    if path == 'static':
+        return PaddedLoader(make_loader('fast', graphs, batch_size, shuffle,
+                                        device, seed, drop_last), *PAD)
     if path == 'fast':
         # Flattening 33k molecules takes a second or two: build once per
         # split and share the device tensors between the methods' loaders.
@@ -635,11 +652,12 @@ def run(args) -> dict:
             res['step_ratio'] = res['step_ms'] / erm['step_ms']
             if res['epoch_s'] and erm['epoch_s']:
                 res['epoch_ratio'] = res['epoch_s'] / erm['epoch_s']
-    if 'pyg' in results and 'fast' in results:
-        for method in results['fast']:
-            results['fast'][method]['speedup_vs_pyg'] = (
-                results['pyg'][method]['step_ms'] /
-                results['fast'][method]['step_ms'])
+    for path in ('fast', 'static'):
+        if 'pyg' in results and path in results:
+            for method in results[path]:
+                results[path][method]['speedup_vs_pyg'] = (
+                    results['pyg'][method]['step_ms'] /
+                    results[path][method]['step_ms'])
 
     return {
         'dataset': bench.name,
@@ -703,7 +721,7 @@ def print_table(report: dict) -> None:
                         if 'erm' in per)
     print(f'loader alone, ms per batch: {loaders}')
     mem = 'peak MiB' if env['device'].startswith('cuda') else 'RSS HWM MiB'
-    head = (f"{'path':5} {'method':16} {'ms/step':>8} {'x ERM':>6} "
+    head = (f"{'path':6} {'method':16} {'ms/step':>8} {'x ERM':>6} "
             f"{'s/epoch':>8} {'x ERM':>6} {'eval g/s batch':>15} "
             f"{'indep.':>9} {mem:>12} {'vs pyg':>7}")
     print(head)
@@ -714,7 +732,7 @@ def print_table(report: dict) -> None:
             nan = float('nan')
             epoch = r['epoch_s'] or nan
             epoch_ratio = r.get('epoch_ratio', 1.0 if r['epoch_s'] else nan)
-            print(f"{path:5} {method:16} {r['step_ms']:8.2f} "
+            print(f"{path:6} {method:16} {r['step_ms']:8.2f} "
                   f"{r.get('step_ratio', 1.0):6.3f} "
                   f"{epoch:8.2f} {epoch_ratio:6.3f} "
                   f"{ev.get('batch', float('nan')):15.0f} "
@@ -880,7 +898,15 @@ def parse_args(argv=None):
                    choices=list(ALL_METHODS),
                    help='methods timed over whole epochs (default: erm hma)')
     p.add_argument('--paths', nargs='+', default=list(PATHS),
-                   choices=list(PATHS))
+                   choices=list(ALL_PATHS),
+                   help='pyg, fast (default: both) and static')
+    p.add_argument('--pad', default='256,512', metavar='NODES,EDGES',
+                   help='static path: pad batches to multiples of these '
+                   'node and edge counts (default 256,512)')
+    p.add_argument('--static-mode', default=None,
+                   choices=('default', 'reduce-overhead', 'max-autotune'),
+                   help='static path: torch.compile mode (default: '
+                   'reduce-overhead on CUDA, default on CPU)')
     p.add_argument('--batch-size', type=int, default=None,
                    help='default: 32 (8 with --quick)')
     p.add_argument('--eval-batch-size', type=int, default=None,
@@ -923,6 +949,15 @@ def parse_args(argv=None):
     p.add_argument('--out', default=None, help='write the JSON report here')
     args = p.parse_args(argv)
     args.device = torch.device(args.device)
+    global PAD
+    try:
+        PAD = tuple(int(v) for v in args.pad.split(','))
+        assert len(PAD) == 2 and min(PAD) > 0
+    except (ValueError, AssertionError):
+        p.error(f"--pad expects NODES,EDGES (positive), got '{args.pad}'")
+    if args.static_mode is None:
+        args.static_mode = ('reduce-overhead' if args.device.type == 'cuda'
+                            else 'default')
     if args.threads:
         torch.set_num_threads(args.threads)
     args.preset = preset = PRESETS[args.dataset]
