@@ -69,6 +69,7 @@ from torch_geometric.loader import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyg_hma.data.device_loader import DeviceGraphLoader  # noqa: E402
+from pyg_hma.data.exported import compact_int  # noqa: E402
 from pyg_hma.data.padding import PaddedLoader  # noqa: E402
 from pyg_hma.models import build_model  # noqa: E402
 from pyg_hma.models.encoders import (ATOM_FEATURE_DIMS,  # noqa: E402
@@ -217,37 +218,25 @@ def load_bench_data(args, preset: Preset) -> Bench:
 
 # Plain tensor export for the GPU machine (no ogb, RDKit or spaCy there) #####
 
-def _compact(t: torch.Tensor) -> torch.Tensor:
-    """The smallest integer dtype that holds ``t`` (files must stay small)."""
-    if t.is_floating_point() or t.numel() == 0:
-        return t
-    low, high = int(t.min()), int(t.max())
-    for dtype in (torch.uint8, torch.int16, torch.int32):
-        info = torch.iinfo(dtype)
-        if info.min <= low and high <= info.max:
-            return t.to(dtype)
-    return t
-
-
 def _export_split(graphs, features: str) -> dict:
     graphs = [graphs[i] for i in range(len(graphs))]
     out = {
         'num_nodes': torch.tensor([g.num_nodes for g in graphs]),
         'num_edges': torch.tensor([g.edge_index.size(1) for g in graphs]),
-        'edge_index': _compact(torch.cat([g.edge_index for g in graphs], 1)),
+        'edge_index': compact_int(torch.cat([g.edge_index for g in graphs], 1)),
         'y': torch.cat([g.y for g in graphs]),
         'features': features,
     }
     x = torch.cat([g.x for g in graphs])
     if features == 'long':
-        out['x'] = _compact(x)
+        out['x'] = compact_int(x)
     elif features == 'onehot':
         if not torch.equal(x.sum(1), torch.ones(x.size(0))):
             raise ValueError('one-hot export of features that are not one-hot')
-        out['x'] = _compact(x.argmax(1))
+        out['x'] = compact_int(x.argmax(1))
     out['num_features'] = x.size(1)  # 'random': only the size travels
     if graphs[0].edge_attr is not None:
-        out['edge_attr'] = _compact(torch.cat([g.edge_attr for g in graphs]))
+        out['edge_attr'] = compact_int(torch.cat([g.edge_attr for g in graphs]))
     return out
 
 

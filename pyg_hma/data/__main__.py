@@ -1,4 +1,5 @@
-"""``python -m pyg_hma.data prepare --dataset NAME [--root DIR]``"""
+"""``python -m pyg_hma.data prepare --dataset NAME [--root DIR]``,
+``python -m pyg_hma.data export --dataset NAME --seeds N --out DIR``"""
 import argparse
 import json
 import sys
@@ -19,12 +20,23 @@ def main(argv=None) -> int:
     prep.add_argument('--mirror', default=None, help='offline mirror folder')
     prep.add_argument('--seed', type=int, default=0)
     prep.add_argument('--json', action='store_true', help='print JSON only')
+    exp = sub.add_parser('export', help='write the processed splits of some '
+                         'seeds as plain-tensor files that load with torch '
+                         'and PyG only (pyg_hma.data.exported)')
+    exp.add_argument('--dataset', required=True, nargs='+')
+    exp.add_argument('--seeds', type=int, default=1,
+                     help='export seeds 0..N-1 (default 1)')
+    exp.add_argument('--out', required=True, help='output folder')
+    exp.add_argument('--root', default=None, help='cache folder')
+    exp.add_argument('--mirror', default=None, help='offline mirror folder')
     sub.add_parser('list', help='list the dataset names')
     args = parser.parse_args(argv)
 
     if args.command == 'list':
         print('\n'.join(available_datasets()))
         return 0
+    if args.command == 'export':
+        return _export(args)
     for name in args.dataset:
         start = time.perf_counter()
         try:
@@ -50,6 +62,24 @@ def main(argv=None) -> int:
             for key, value in report.items():
                 print(f'  {key}: {value}')
         sys.stdout.flush()
+    return 0
+
+
+def _export(args) -> int:
+    from .exported import exported_file, save_exported
+    for name in args.dataset:
+        for seed in range(args.seeds):
+            try:
+                splits = load_dataset(name, root=args.root,
+                                      mirror=args.mirror, seed=seed)
+                path = save_exported(splits, exported_file(args.out, name,
+                                                           seed))
+            except (MissingDataError, ChecksumError, KeyError,
+                    TypeError) as error:
+                print(f'error: {name}: {error}', file=sys.stderr)
+                return 2
+            size = path.stat().st_size / 2**20
+            print(f'{path} ({size:.1f} MiB; {splits.sizes()})', flush=True)
     return 0
 
 

@@ -75,18 +75,23 @@ def available_datasets() -> Sequence[str]:
     return tuple(_LOADERS)
 
 
-def _resolve(name: str) -> Callable[..., DatasetSplits]:
+def _check_name(name: str):
     if name not in _LOADERS:
         close = [n for n in _LOADERS if n.lower() == name.lower()]
         hint = f" Did you mean '{close[0]}'?" if close else ''
         raise KeyError(f"Unknown dataset '{name}'.{hint} Available: "
                        f"{', '.join(_LOADERS)}")
+
+
+def _resolve(name: str) -> Callable[..., DatasetSplits]:
+    _check_name(name)
     module, fn = _LOADERS[name].split(':')
     return getattr(importlib.import_module(module), fn)
 
 
 def load_dataset(name: str, root: Optional[PathLike] = None,
                  mirror: Optional[PathLike] = None, seed: int = 0,
+                 exported: Optional[PathLike] = None,
                  **kwargs) -> DatasetSplits:
     """Loads (processing on first use) a benchmark dataset and its splits.
 
@@ -96,5 +101,14 @@ def load_dataset(name: str, root: Optional[PathLike] = None,
         mirror: offline mirror folder (default ``$PYG_HMA_MIRROR``, else
             ``../shared/data`` beside the project when present, else download).
         seed: seed of the split where the protocol shuffles.
+        exported: a folder of exported splits (default
+            ``$PYG_HMA_EXPORTED``): read ``NAME-seedS.pt`` from it instead of
+            processing (see :mod:`pyg_hma.data.exported`; loader arguments
+            in :obj:`kwargs` must be those of the export).
     """
+    from .exported import default_exported_dir, exported_file, load_exported
+    exported = exported or default_exported_dir()
+    if exported is not None:
+        _check_name(name)  # without importing the dataset's loader
+        return load_exported(exported_file(exported, name, seed))
     return _resolve(name)(name, root=root, mirror=mirror, seed=seed, **kwargs)

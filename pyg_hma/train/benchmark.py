@@ -188,6 +188,10 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    '$PYG_HMA_ROOT or ~/.cache/pyg_hma)')
     p.add_argument('--mirror', help='offline data mirror (default '
                    '$PYG_HMA_MIRROR or ../shared/data when present)')
+    p.add_argument('--exported', metavar='DIR',
+                   help='read the splits exported with `python -m '
+                   'pyg_hma.data export` from DIR (default $PYG_HMA_EXPORTED; '
+                   'for machines without ogb, RDKit or the raw data)')
     p.add_argument('--quick', action='store_true',
                    help='tiny real run for smoke tests: few epochs, a '
                    'subset of the data, 2 seeds')
@@ -390,13 +394,14 @@ _SPLITS_CACHE: Dict[tuple, Any] = {}
 
 def _splits_for(job: _Job):
     from ..data import load_dataset
-    key = (job.dataset, job.seed, job.args.root, job.args.mirror,
+    exported = getattr(job.args, 'exported', None)
+    key = (job.dataset, job.seed, job.args.root, job.args.mirror, exported,
            repr(job.proto.dataset_kwargs), repr(job.quick))
     if key not in _SPLITS_CACHE:
         _SPLITS_CACHE.clear()  # keep one dataset in memory, not all seeds
         splits = load_dataset(job.dataset, root=job.args.root,
                               mirror=job.args.mirror, seed=job.seed,
-                              **job.proto.dataset_kwargs)
+                              exported=exported, **job.proto.dataset_kwargs)
         if job.quick:
             splits = _quick_subset(splits, job.quick, job.seed)
         _SPLITS_CACHE[key] = splits
