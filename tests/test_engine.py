@@ -1,6 +1,7 @@
 """The training engine: learning, best-validation selection, early stopping,
 exact resumption, and the objectives of the baselines."""
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -304,6 +305,27 @@ def test_drop_objectives_give_valid_smaller_batches(proteins, objective):
     # The input batch itself is left alone.
     assert batch.edge_index.size(1) == sum(
         proteins.train[i].edge_index.size(1) for i in range(16))
+
+
+def test_rocauc_without_ogb_or_sklearn_matches_sklearn(monkeypatch):
+    import sys
+    from sklearn.metrics import roc_auc_score
+    from pyg_hma.train import metrics
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (200, 2), generator=gen).float()
+    y[::7, 1] = float('nan')  # unlabelled entries
+    # Rounded scores: many ties, which both must interpolate alike.
+    logits = (torch.randn(200, 2, generator=gen) * 2).round() / 2
+    expected = [roc_auc_score(y[y[:, t] == y[:, t], t].numpy(),
+                              logits[y[:, t] == y[:, t], t].numpy())
+                for t in range(2)]
+    reference = metrics.rocauc(y, logits, 'ogbg-molhiv-2tasks')
+    assert reference == pytest.approx(sum(expected) / 2, abs=1e-12)
+    monkeypatch.setattr(metrics, '_evaluator', lambda name: None)
+    monkeypatch.setitem(sys.modules, 'sklearn.metrics', None)  # no sklearn
+    assert metrics.rocauc(y, logits) == pytest.approx(reference, abs=1e-12)
+    one_class = torch.zeros(10, 1)
+    assert math.isnan(metrics.rocauc(one_class, torch.randn(10, 1)))
 
 
 def test_mcc_without_sklearn_matches_sklearn(monkeypatch):
