@@ -224,6 +224,19 @@ def _adam(params, **kwargs) -> torch.optim.Adam:
         return torch.optim.Adam(params, **kwargs)
 
 
+def _new_step():
+    # With CUDA graphs (compile mode 'reduce-overhead') the outputs of a
+    # replay live in memory that the next replay reuses: mark where a step
+    # begins, and keep only copies of outputs (see _kept).
+    mark = getattr(torch.compiler, 'cudagraph_mark_step_begin', None)
+    if mark is not None:
+        mark()
+
+
+def _kept(t: Tensor) -> Tensor:
+    return t.detach().clone()
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader, device: torch.device):
     r"""Eval-mode logits and targets of a whole split (on the CPU)."""
@@ -231,7 +244,8 @@ def predict(model: nn.Module, loader, device: torch.device):
     logits, ys = [], []
     for batch in loader:
         batch = as_batch(batch, device)
-        logits.append(model(batch))
+        _new_step()
+        logits.append(_kept(model(batch)))
         ys.append(batch.y)
     if not logits:
         return torch.empty(0), torch.empty(0)
@@ -439,6 +453,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                     skipped += 1
                     continue
                 optimizer.zero_grad(set_to_none=True)
+                if compile is not None:
+                    _new_step()
                 loss, logits, extras = objective(net, batch, crit, ctx)
                 loss.backward()
                 if cfg.clip_grad_norm is not None:
@@ -450,7 +466,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                         value.detach() * n
                 seen += n
                 steps += 1
-                train_logits.append(logits.detach())
+                train_logits.append(_kept(logits))
                 train_ys.append(batch.y)
             if scheduler is not None:
                 lr = scheduler.get_last_lr()[0]
