@@ -72,6 +72,7 @@ from pyg_hma.data.device_loader import DeviceGraphLoader  # noqa: E402
 from pyg_hma.data.exported import compact_int  # noqa: E402
 from pyg_hma.data.padding import PaddedLoader  # noqa: E402
 from pyg_hma.models import build_model  # noqa: E402
+from pyg_hma.train.engine import compile_model  # noqa: E402
 from pyg_hma.models.encoders import (ATOM_FEATURE_DIMS,  # noqa: E402
                                      BOND_FEATURE_DIMS)
 
@@ -340,8 +341,9 @@ def build(args, preset: Preset, bench: Bench, method: str, path: str):
     elif path == 'static':
         # Padded batches come in a few shapes: after the first recompile
         # (automatic dynamic shapes) one compiled graph serves them all, and
-        # with 'reduce-overhead' one CUDA graph is recorded per shape.
-        model = torch.compile(model, mode=args.static_mode)
+        # with 'reduce-overhead' one CUDA graph is recorded per shape. HMA
+        # models are compiled per part (see compile_model for why).
+        compile_model(model, args.static_mode)
     if path != 'pyg':
         # One fused kernel per step; also on the CPU, where it is 3-5x
         # faster than the default per-parameter loop (and than foreach).
@@ -352,10 +354,12 @@ def build(args, preset: Preset, bench: Bench, method: str, path: str):
 
 
 def make_step(model, optimizer, task: str, path: str, device,
-              clip: Optional[float]) -> Callable:
+              clip: Optional[float], record: bool = False) -> Callable:
     """One training step on a batch; returns nothing, so that the ``fast``
-    path never waits for the device."""
-    totals = {'loss': torch.zeros((), device=device), 'graphs': 0}
+    path never waits for the device. With :obj:`record`, every step's loss
+    is kept (on the device) in ``step.totals['losses']``."""
+    totals = {'loss': torch.zeros((), device=device), 'graphs': 0,
+              'losses': []}
 
     def labels(batch):
         # HMA writes integer labels into its queue; the loss reads floats.
@@ -400,6 +404,8 @@ def make_step(model, optimizer, task: str, path: str, device,
         optimizer.step()
         totals['loss'] += loss.detach() * batch.num_graphs
         totals['graphs'] += batch.num_graphs
+        if record:
+            totals['losses'].append(loss.detach().clone())
 
     step = step_pyg if path == 'pyg' else step_fast
     step.totals = totals
@@ -797,6 +803,58 @@ def first_graphs(graphs, limit):
     return [graphs[i] for i in range(min(len(graphs), limit))]
 
 
+def check_static(args, tolerance: float = 5e-3,
+                 early_tolerance: float = 1e-4) -> dict:
+    """The static path (padded batches, compiled model, CUDA graphs on a GPU)
+    trains like the eager fast path: ERM and HMA without dropout (whose
+    draws would cover the padding too) from the same initial weights on the
+    same batches. The per-step losses must agree within
+    :obj:`early_tolerance` (relative) over the first 5 steps, where only
+    float rounding separates them (a missed queue write or BatchNorm update
+    shows here), and within :obj:`tolerance` over all steps, as Adam and
+    gradient clipping slowly amplify rounding differences. Raises
+    SystemExit otherwise."""
+    preset = args.preset
+    no_dropout = replace(
+        preset, backbone_kwargs={**preset.backbone_kwargs, 'dropout': 0.0},
+        hma_kwargs={**preset.hma_kwargs, 'dropout': 0.0})
+    bench = load_bench_data(args, preset)
+    train = first_graphs(bench.train, args.max_graphs)
+    device = args.device
+    clip = None if bench.task == 'bce' else 1.0
+    drop_last = len(train) % args.batch_size == 1
+    report = {}
+    for method in ('erm', 'hma'):
+        losses = {}
+        for path in ('fast', 'static'):
+            model, opt = build(args, no_dropout, bench, method, path)
+            step = make_step(model, opt, bench.task, path, device, clip,
+                             record=True)
+            stream = Stream(make_loader(path, train, args.batch_size, True,
+                                        device, args.seed, drop_last))
+            for _ in range(args.steps):
+                step(next(stream))
+            losses[path] = torch.stack(step.totals['losses']).double().cpu()
+        diff = ((losses['static'] - losses['fast']).abs()
+                / losses['fast'].abs().clamp(min=1e-6))
+        report[method] = {'steps': args.steps,
+                          'first_step_rel_diff': float(diff[0]),
+                          'max_rel_diff_first_5': float(diff[:5].max()),
+                          'max_rel_diff': float(diff.max()),
+                          'first_losses': losses['fast'][:3].tolist()}
+        print(f"{method}: {args.steps} steps, loss relative difference "
+              f"static vs fast: first step {float(diff[0]):.2e}, first 5 "
+              f"steps {float(diff[:5].max()):.2e}, all {float(diff.max()):.2e}")
+    bad = [m for m, r in report.items()
+           if not (r['max_rel_diff'] <= tolerance
+                   and r['max_rel_diff_first_5'] <= early_tolerance)]
+    if bad:
+        raise SystemExit(f'static path differs from the fast path for {bad} '
+                         f'(tolerances {early_tolerance} over 5 steps, '
+                         f'{tolerance} over all)')
+    return report
+
+
 def breakdown(args) -> dict:
     """Median time of every part of an ERM and an HMA step on the fast path,
     the two models' steps interleaved (so machine load hits both alike)."""
@@ -933,6 +991,9 @@ def parse_args(argv=None):
                    help='a few steps on a small subset (seconds; for CI)')
     p.add_argument('--breakdown', action='store_true',
                    help='time the parts of an ERM and an HMA step instead')
+    p.add_argument('--check-static', action='store_true',
+                   help='check that the static path trains like the fast '
+                   'path (no dropout, same batches; --steps steps) and exit')
     p.add_argument('--profile', default=None, choices=list(ALL_METHODS),
                    help='print a torch.profiler table for this method')
     p.add_argument('--export-gpu-data', default=None, metavar='DIR',
@@ -982,7 +1043,9 @@ def main(argv=None) -> dict:
         export_gpu_data(Path(args.export_gpu_data), args.export_datasets,
                         args)
         return {}
-    if args.breakdown:
+    if args.check_static:
+        report = {'check_static': check_static(args)}
+    elif args.breakdown:
         report = {'breakdown': breakdown(args)}
     elif args.profile:
         report = {'profile': profile(args, args.profile)}

@@ -286,3 +286,16 @@ def test_speed_benchmark_quick_report(tmp_path):
                                                    erm['epoch_s'])
         assert set(hma['eval_graphs_per_s']) == {'batch', 'independent'}
         assert set(erm['eval_graphs_per_s']) == {'batch'}
+
+
+def test_speed_check_static_passes_on_equal_training(tmp_path):
+    # The static path (padded batches + torch.compile) trains like the fast
+    # path; the check reports the loss differences and would exit otherwise.
+    speed = _speed_module()
+    report = speed.main(['--synthetic', '--dataset', 'NCI1', '--check-static',
+                         '--steps', '6', '--max-graphs', '96',
+                         '--batch-size', '16'])['check_static']
+    for method in ('erm', 'hma'):
+        assert report[method]['steps'] == 6
+        assert report[method]['max_rel_diff_first_5'] <= 1e-4
+        assert len(report[method]['first_losses']) == 3

@@ -308,6 +308,32 @@ def _check_static_options(model: nn.Module, method: str, pad, compile_mode):
                          f"(got '{compile_mode}')")
 
 
+def compile_model(model: nn.Module, mode: str = 'default',
+                  dynamic: Optional[bool] = None) -> nn.Module:
+    r"""Compiles :obj:`model` in place (``nn.Module.compile``: its state-dict
+    keys do not change) and returns it.
+
+    An HMA model is compiled per part (backbone, readout, momentum copy), not
+    as one graph: with torch 2.13's Inductor on the CPU, one graph over a
+    padded backbone *and* the RMA block gave wrong backbone gradients
+    (``aot_eager`` and the parts compiled apart were right; found by
+    ``benchmarks/speed.py --check-static``; the configuration that showed
+    it is ``test_speed_check_static_passes_on_equal_training`` in
+    ``tests/test_device_loader.py``). The cost is a graph break between the
+    parts.
+    """
+    kwargs = dict(mode=mode, dynamic=dynamic)
+    parts = [getattr(model, name, None)
+             for name in ('encoder', 'readout', 'momentum_encoder')]
+    if parts[1] is None:  # no HMA readout: one graph
+        model.compile(**kwargs)
+        return model
+    for part in parts:
+        if part is not None:
+            part.compile(**kwargs)
+    return model
+
+
 def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         cfg: TrainConfig, *, seed: int = 0, device: Any = 'cpu',
         loader: Any = 'pyg', pad: Optional[Sequence[int]] = None,
@@ -337,8 +363,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
             the unpadded ones; dropout draws differ.
         compile: ``torch.compile`` the model with this mode (``'default'``,
             ``'reduce-overhead'``: CUDA graphs on a GPU, best with
-            :obj:`pad`; ``'max-autotune'``). The checkpoint holds the
-            uncompiled model's state.
+            :obj:`pad`; ``'max-autotune'``), in place and per part (see
+            :func:`compile_model`); checkpoints are unchanged.
         checkpoint: file written (atomically) after every epoch.
         resume: continue from :obj:`checkpoint` when it exists.
         run_id: JSON-able description of the run; a checkpoint written for
@@ -361,11 +387,9 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     seed_everything(seed)
     model = model_fn().to(device)
     _check_static_options(model, method, pad, compile)
-    # `model` owns the state (optimizer, checkpoints); `net` is what runs.
-    net = model
     if compile is not None:
-        net = torch.compile(model, mode=compile,
-                            dynamic=False if pad is not None else None)
+        compile_model(model, compile,
+                      dynamic=False if pad is not None else None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(
@@ -455,7 +479,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                 optimizer.zero_grad(set_to_none=True)
                 if compile is not None:
                     _new_step()
-                loss, logits, extras = objective(net, batch, crit, ctx)
+                loss, logits, extras = objective(model, batch, crit, ctx)
                 loss.backward()
                 if cfg.clip_grad_norm is not None:
                     nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
@@ -484,7 +508,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                        torch.cat(train_ys).cpu(), splits.name)}
             for key, value in extra_sums.items():
                 rec[key] = float(value) / seen
-            scores = {name: evaluate(net, dl, metric, device, splits.name)
+            scores = {name: evaluate(model, dl, metric, device, splits.name)
                       for name, dl in eval_loaders.items()}
             rec['val'] = scores.pop('val')
             rec['test'] = scores
