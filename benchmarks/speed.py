@@ -337,7 +337,7 @@ def build(args, preset: Preset, bench: Bench, method: str, path: str):
         # Shapes depend on the batch size only: one graph per batch size.
         model.readout = torch.compile(model.readout, dynamic=False)
     elif path == 'fast' and args.compile == 'model':
-        model = torch.compile(model)
+        compile_model(model)  # per part for HMA, see compile_model
     elif path == 'static':
         # Padded batches come in a few shapes: after the first recompile
         # (automatic dynamic shapes) one compiled graph serves them all, and
@@ -804,16 +804,17 @@ def first_graphs(graphs, limit):
 
 
 def check_static(args, tolerance: float = 5e-3,
-                 early_tolerance: float = 1e-4) -> dict:
+                 early_tolerance: float = 1e-3) -> dict:
     """The static path (padded batches, compiled model, CUDA graphs on a GPU)
     trains like the eager fast path: ERM and HMA without dropout (whose
     draws would cover the padding too) from the same initial weights on the
     same batches. The per-step losses must agree within
     :obj:`early_tolerance` (relative) over the first 5 steps, where only
-    float rounding separates them (a missed queue write or BatchNorm update
-    shows here), and within :obj:`tolerance` over all steps, as Adam and
-    gradient clipping slowly amplify rounding differences. Raises
-    SystemExit otherwise."""
+    float rounding separates them (on a CPU they agree to about 1e-5; a
+    missed queue write, BatchNorm update or wrong gradient shows as 1e-2),
+    and within :obj:`tolerance` over all steps, as Adam and gradient
+    clipping slowly amplify rounding (and on a GPU, atomic-add order)
+    differences. Raises SystemExit otherwise."""
     preset = args.preset
     no_dropout = replace(
         preset, backbone_kwargs={**preset.backbone_kwargs, 'dropout': 0.0},

@@ -12,14 +12,7 @@ from pyg_hma.data.device_loader import DeviceGraphLoader
 from pyg_hma.models import build_model
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # The models here are tiny: with two OpenMP threads on a busy 2-core
-    # machine a step can take 30x longer than with one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def assert_same_batch(ours, ref):
