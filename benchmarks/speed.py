@@ -337,12 +337,11 @@ def build(args, preset: Preset, bench: Bench, method: str, path: str):
         # Shapes depend on the batch size only: one graph per batch size.
         model.readout = torch.compile(model.readout, dynamic=False)
     elif path == 'fast' and args.compile == 'model':
-        compile_model(model)  # per part for HMA, see compile_model
+        compile_model(model)
     elif path == 'static':
         # Padded batches come in a few shapes: after the first recompile
         # (automatic dynamic shapes) one compiled graph serves them all, and
-        # with 'reduce-overhead' one CUDA graph is recorded per shape. HMA
-        # models are compiled per part (see compile_model for why).
+        # with 'reduce-overhead' one CUDA graph is recorded per shape.
         compile_model(model, args.static_mode)
     if path != 'pyg':
         # One fused kernel per step; also on the CPU, where it is 3-5x

@@ -45,11 +45,15 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: Tensor,
     rows is a tensor, never read on the host."""
     if mask is None or not bn.training:
         return bn(x)
-    weight = mask.to(x.dtype).unsqueeze(-1)
+    # The masked sums are matrix-vector products on purpose: written as
+    # `(x * w).sum(0)`, torch 2.13's Inductor (CPU) fused them with PyG's
+    # scatter into kernels whose backward was wrong (gradients off by up to
+    # 100%; eager and aot_eager right). See docs/performance.md.
+    weight = mask.to(x.dtype)
     count = weight.sum()
-    mean = (x * weight).sum(0) / count
+    mean = (weight @ x) / count
     centred = x - mean
-    var = (centred.square() * weight).sum(0) / count
+    var = (weight @ centred.square()) / count
     if bn.track_running_stats:
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)

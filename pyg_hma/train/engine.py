@@ -310,27 +310,14 @@ def _check_static_options(model: nn.Module, method: str, pad, compile_mode):
 
 def compile_model(model: nn.Module, mode: str = 'default',
                   dynamic: Optional[bool] = None) -> nn.Module:
-    r"""Compiles :obj:`model` in place (``nn.Module.compile``: its state-dict
-    keys do not change) and returns it.
+    r"""Compiles :obj:`model` in place with ``nn.Module.compile`` (so its
+    state-dict keys, and checkpoints, do not change) and returns it.
 
-    An HMA model is compiled per part (backbone, readout, momentum copy), not
-    as one graph: with torch 2.13's Inductor on the CPU, one graph over a
-    padded backbone *and* the RMA block gave wrong backbone gradients
-    (``aot_eager`` and the parts compiled apart were right; found by
-    ``benchmarks/speed.py --check-static``; the configuration that showed
-    it is ``test_speed_check_static_passes_on_equal_training`` in
-    ``tests/test_device_loader.py``). The cost is a graph break between the
-    parts.
+    Check a compiled padded setup with ``benchmarks/speed.py --check-static``:
+    that check found the Inductor fault that ``masked_batch_norm`` now
+    avoids (see its comment and ``docs/performance.md``).
     """
-    kwargs = dict(mode=mode, dynamic=dynamic)
-    parts = [getattr(model, name, None)
-             for name in ('encoder', 'readout', 'momentum_encoder')]
-    if parts[1] is None:  # no HMA readout: one graph
-        model.compile(**kwargs)
-        return model
-    for part in parts:
-        if part is not None:
-            part.compile(**kwargs)
+    model.compile(mode=mode, dynamic=dynamic)
     return model
 
 
@@ -363,7 +350,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
             the unpadded ones; dropout draws differ.
         compile: ``torch.compile`` the model with this mode (``'default'``,
             ``'reduce-overhead'``: CUDA graphs on a GPU, best with
-            :obj:`pad`; ``'max-autotune'``), in place and per part (see
+            :obj:`pad`; ``'max-autotune'``), in place (see
             :func:`compile_model`); checkpoints are unchanged.
         checkpoint: file written (atomically) after every epoch.
         resume: continue from :obj:`checkpoint` when it exists.
