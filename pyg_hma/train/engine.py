@@ -375,8 +375,10 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     model = model_fn().to(device)
     _check_static_options(model, method, pad, compile)
     if compile is not None:
-        compile_model(model, compile,
-                      dynamic=False if pad is not None else None)
+        # Automatic dynamic shapes: the first shape is compiled static, a
+        # second one recompiles with symbolic sizes (padded batches come in a
+        # few shapes; with 'reduce-overhead' each gets its own CUDA graph).
+        compile_model(model, compile)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(
