@@ -72,7 +72,8 @@ from pyg_hma.data.device_loader import DeviceGraphLoader  # noqa: E402
 from pyg_hma.data.exported import compact_int  # noqa: E402
 from pyg_hma.data.padding import PaddedLoader  # noqa: E402
 from pyg_hma.models import build_model  # noqa: E402
-from pyg_hma.train.engine import compile_model  # noqa: E402
+from pyg_hma.train.benchmark import parse_pad_steps  # noqa: E402
+from pyg_hma.train.engine import COMPILE_MODES, compile_model  # noqa: E402
 from pyg_hma.models.encoders import (ATOM_FEATURE_DIMS,  # noqa: E402
                                      BOND_FEATURE_DIMS)
 
@@ -952,11 +953,12 @@ def parse_args(argv=None):
     p.add_argument('--paths', nargs='+', default=list(PATHS),
                    choices=list(ALL_PATHS),
                    help='pyg, fast (default: both) and static')
-    p.add_argument('--pad', default='256,512', metavar='NODES,EDGES',
+    p.add_argument('--pad', default=(256, 512), type=parse_pad_steps,
+                   metavar='NODES,EDGES',
                    help='static path: pad batches to multiples of these '
                    'node and edge counts (default 256,512)')
     p.add_argument('--static-mode', default=None,
-                   choices=('default', 'reduce-overhead', 'max-autotune'),
+                   choices=COMPILE_MODES,
                    help='static path: torch.compile mode (default: '
                    'reduce-overhead on CUDA, default on CPU)')
     p.add_argument('--batch-size', type=int, default=None,
@@ -1005,11 +1007,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.device = torch.device(args.device)
     global PAD
-    try:
-        PAD = tuple(int(v) for v in args.pad.split(','))
-        assert len(PAD) == 2 and min(PAD) > 0
-    except (ValueError, AssertionError):
-        p.error(f"--pad expects NODES,EDGES (positive), got '{args.pad}'")
+    PAD = args.pad
     if args.static_mode is None:
         args.static_mode = ('reduce-overhead' if args.device.type == 'cuda'
                             else 'default')

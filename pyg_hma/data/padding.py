@@ -29,7 +29,7 @@ random numbers too, so the random stream differs from the unpadded run's.
 from __future__ import annotations
 
 import copy
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import torch
 from torch import Tensor
@@ -59,7 +59,7 @@ def pad_batch(batch: Batch, num_nodes: int, num_edges: int) -> Batch:
 
     Node-level attributes are those sliced like :obj:`x`, edge-level ones
     those with ``edge`` in their name (PyG's convention). The result has
-    :obj:`node_mask` and :obj:`num_real_nodes`, keeps :obj:`num_graphs`, and
+    :obj:`node_mask`, keeps :obj:`num_graphs`, and
     shares no tensor with :obj:`batch` that it changed.
 
     Args:
@@ -99,7 +99,6 @@ def pad_batch(batch: Batch, num_nodes: int, num_edges: int) -> Batch:
     mask = torch.zeros(num_nodes, dtype=torch.bool, device=vector.device)
     mask[:nodes] = True
     store['node_mask'] = mask
-    store['num_real_nodes'] = nodes
     if 'num_nodes' in store:
         store.num_nodes = num_nodes
     return out
@@ -147,17 +146,7 @@ class PaddedLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __getattr__(self, name):
-        # generator, batch_size, dataset, ...: those of the wrapped loader.
-        if name == 'loader':
-            raise AttributeError(name)
-        return getattr(self.loader, name)
-
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.loader!r}, node_step='
                 f'{self.node_step}, edge_step={self.edge_step})')
 
-
-def padding_mask(data) -> Optional[Tensor]:
-    r"""The :obj:`node_mask` of a padded batch, ``None`` otherwise."""
-    return getattr(data, 'node_mask', None)

@@ -113,7 +113,8 @@ def _momentum(text: str) -> Optional[float]:
     return value
 
 
-def _pad_steps(text: str) -> Tuple[int, int]:
+def parse_pad_steps(text: str) -> Tuple[int, int]:
+    r"""``'128,256'`` -> ``(128, 256)``: the ``--pad`` argument."""
     try:
         nodes, edges = (int(v) for v in text.split(','))
     except ValueError:
@@ -167,7 +168,7 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    help="batching: the device-resident loader (device, "
                    "default: the same batches as PyG's DataLoader, gathered "
                    "on the device) or PyG's DataLoader (pyg)")
-    p.add_argument('--pad', type=_pad_steps, metavar='NODES,EDGES',
+    p.add_argument('--pad', type=parse_pad_steps, metavar='NODES,EDGES',
                    help='pad every graph batch to node and edge counts that '
                    'are multiples of these (e.g. 128,256): static shapes for '
                    '--compile (default: no padding)')
