@@ -585,6 +585,10 @@ def run(args) -> dict:
             dt = timed(lambda: r.step(next(r.stream)), device)
             if i >= args.warmup:
                 step_s[(r.path, r.method)].append(dt)
+    # Printed as measured, so that a run cut short still reports something.
+    print('ms per step: ' + ', '.join(
+        f'{p}/{m} {median(s) * 1e3:.2f}' for (p, m), s in step_s.items()),
+        flush=True)
 
     # 2. Whole epochs, interleaved.
     epoch_s = {(r.path, r.method): [] for r in runners}
@@ -595,6 +599,8 @@ def run(args) -> dict:
                 for batch in r.train_loader:
                     r.step(batch)
             epoch_s[(r.path, r.method)].append(timed(epoch, device))
+            print(f'epoch {r.path}/{r.method}: '
+                  f'{epoch_s[(r.path, r.method)][-1]:.2f} s', flush=True)
 
     # 3. Evaluation throughput for both inference modes, interleaved.
     eval_s = {}
@@ -678,8 +684,17 @@ def run(args) -> dict:
         'batches_checked_equal': equivalent,
         'device_loader_build_s': loader_build_s.get('fast'),
         'results': results,
+        'compile_stats': compile_stats() if 'static' in args.paths else None,
         'environment': environment(device),
     }
+
+
+def compile_stats() -> dict:
+    """What torch.compile did in this process: graphs compiled, and graph
+    breaks (each one splits a step into several graphs, and CUDA graphs)."""
+    from torch._dynamo.utils import counters
+    return {'unique_graphs': counters['stats']['unique_graphs'],
+            'graph_breaks': dict(counters['graph_break'])}
 
 
 def environment(device) -> dict:

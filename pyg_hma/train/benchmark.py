@@ -350,6 +350,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                                   backbone_label=bb_label,
                                   paper_backbone=paper_bb,
                                   quick=bool(args.quick), versions=versions)))
+            if workers > 1:  # the longer runs first, so none starts last
+                jobs.sort(key=lambda job: job.method not in HMA_VARIANTS)
             for job, rec in _execute(jobs, workers, args.threads):
                 finished[job.seed, job.method] = rec
                 say(f"  {method_label(job.method)} seed {job.seed}: val "
