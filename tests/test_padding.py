@@ -204,3 +204,23 @@ def test_compiled_padded_backbone_gradients_match_eager(conv, layers):
                             models[1].parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4,
                                    atol=1e-5 * scale, msg=name)
+
+
+def test_compiled_padded_model_follows_changing_graph_counts():
+    # The last batch of an epoch has fewer graphs: after the recompile that
+    # makes the number of graphs symbolic, the compiled padded model must
+    # still trace (torch 2.11 failed on `num_graphs + bool`) and match eager.
+    torch.manual_seed(0)
+    model = build_model('gcn', 'erm', num_classes=3, num_features=5,
+                        backbone_kwargs=dict(hidden_channels=16, num_layers=1,
+                                             dropout=0.0)).eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+    graphs = featured_graphs(40)
+    with torch.no_grad():
+        for start, count in [(0, 16), (16, 16), (32, 5), (0, 7)]:
+            batch = pad_batch(
+                Batch.from_data_list(graphs[start:start + count]), 256, 512)
+            torch.testing.assert_close(compiled(batch), model(batch),
+                                       rtol=1e-4, atol=1e-5)
+            assert compiled(batch).shape == (count, 3)

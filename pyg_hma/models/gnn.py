@@ -254,7 +254,10 @@ class GNN(nn.Module):
         node_mask = getattr(data, 'node_mask', None)
         # A padded batch's padding nodes form one more graph (dropped below);
         # its row is masked out of the virtual node's BatchNorm.
-        size = num_graphs + (node_mask is not None)
+        # int(): under torch.compile num_graphs can be a symbolic int, and
+        # torch 2.11 fails to trace `SymInt + bool` (seen on an H100: the
+        # last, smaller batch of an epoch crashed the compiled GCN).
+        size = num_graphs + int(node_mask is not None)
         graph_mask = None
         if node_mask is not None and self.virtual_node:
             graph_mask = torch.arange(size, device=x.device) < num_graphs
