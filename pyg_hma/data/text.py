@@ -639,6 +639,16 @@ def _prepare_dig(name: str, root: Path) -> Tuple[Path, Dict]:
     return folder, meta
 
 
+def _version(package: str) -> str:
+    # The build records the tools' versions; a parser or encoder passed in
+    # some other way (tests, a user's own) need not be an installed package.
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return 'not installed'
+
+
 def _prepare_text(name: str, root: Path, mirror: Optional[PathLike],
                   **build_kwargs) -> Tuple[Path, Dict]:
     folder = recipe_dir(root, name, RECIPE)
@@ -651,14 +661,13 @@ def _prepare_text(name: str, root: Path, mirror: Optional[PathLike],
     nlp, encoder = load_parser(), load_encoder()
     graphs, stats = build_graphs(sentences, labels, nlp=nlp, encoder=encoder,
                                  **build_kwargs)
-    from importlib.metadata import version
     meta = {
         'source': f'rebuilt from the raw text ({origin})',
         'features': f'{ENCODER_NAME} contextual word embeddings '
                     f'({graphs[0].x.size(1)}-d, mean over word pieces; '
-                    f'{ENCODER_PACKAGE} {version(ENCODER_PACKAGE)})',
-        'parser': f"spaCy {version('spacy')}, '{SPACY_MODEL}' "
-                  f"{version(SPACY_MODEL)} (one tree per example)",
+                    f'{ENCODER_PACKAGE} {_version(ENCODER_PACKAGE)})',
+        'parser': f"spaCy {_version('spacy')}, '{SPACY_MODEL}' "
+                  f"{_version(SPACY_MODEL)} (one tree per example)",
         'build_seconds': round(time.perf_counter() - start, 1),
         **stats,
     }

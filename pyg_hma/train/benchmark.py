@@ -179,9 +179,10 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    "(docs/performance.md)")
     p.add_argument('--jobs', type=int, default=1, metavar='N',
                    help='train N runs (seeds x methods) at once, each in its '
-                   'own process with --threads threads; on a GPU they share '
-                   'the card, which a single small-graph run leaves mostly '
-                   'idle (default 1: one after the other, in this process)')
+                   'own process with --threads threads (default 1: one '
+                   'after the other, in this process). On one GPU the '
+                   'processes time-slice the card: 16 jobs on an H100 were '
+                   'slow (docs/performance.md); keep N small there')
     p.add_argument('--out', type=Path,
                    help=f'output folder (default results/{runner}, or '
                    f'results/quick/{runner} with --quick)')

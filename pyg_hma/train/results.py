@@ -74,6 +74,9 @@ def package_versions() -> Dict[str, Optional[str]]:
         except metadata.PackageNotFoundError:
             out[name] = None
     import torch
+    # The build tag (+cpu, +cu130) matters and is not always in the wheel's
+    # metadata (PyPI's CUDA wheels say 2.11.0; torch.__version__ 2.11.0+cu130).
+    out['torch'] = str(torch.__version__)
     out['torch_cuda'] = torch.version.cuda
     return out
 
