@@ -439,3 +439,105 @@ def test_static_shape_options_are_checked(proteins):
         fit(gcn(proteins), proteins, 'erm', cfg, pad=(0, 128))
     with pytest.raises(ValueError, match='compile must be'):
         fit(gcn(proteins), proteins, 'erm', cfg, compile='fast')
+
+
+# --------------------------------------------------------------------------
+# Eval modes and the selected model
+
+
+def label_sorted(dataset):
+    """The samples of a PyG dataset ordered by label: like NCI1's raw file."""
+    order = torch.argsort(torch.cat([d.y for d in dataset]), stable=True)
+    return dataset[order]
+
+
+def test_eval_modes_score_as_documented(proteins):
+    splits = dataclasses.replace(proteins, val=label_sorted(proteins.val))
+    cfg = TrainConfig(epochs=2, eval_mode='order')
+    res = fit(gcn(splits, 'hma'), splits, 'hma', cfg, seed=0,
+              compare_eval_modes=True)
+    for rec in res.history:  # the run's own mode is the primary score
+        assert set(rec['by_eval_mode']) == set(engine.EVAL_MODES)
+        assert rec['by_eval_mode']['order']['val'] == rec['val']
+    model = gcn(splits, 'hma')()
+    model.load_state_dict(res.best_state)
+    score = engine.SplitScorer(pyg_loader, splits, 32, 0, torch.device('cpu'))
+    by_mode = {m: score(model, m) for m in engine.EVAL_MODES}
+    selected = res.history[res.selected_epoch - 1]['by_eval_mode']
+    for mode in engine.EVAL_MODES:  # the best state is the selected model
+        assert by_mode[mode]['val'] == selected[mode]['val']
+    assert score(model, 'shuffled') == by_mode['shuffled']  # fixed order
+    # 'order' is what the engine's score used to be (dataset order, batch
+    # inference); the readout's own setting is restored afterwards.
+    readout = model.readout
+    assert readout.inference == 'batch'
+    with engine.eval_mode_of(model, 'independent'):
+        assert readout.inference == 'independent'
+    assert readout.inference == 'batch'
+    order_loader = pyg_loader(splits.val, batch_size=32, shuffle=False)
+    assert evaluate(model, order_loader, 'mcc', torch.device('cpu')) == \
+        by_mode['order']['val']
+
+    # Independent predictions do not depend on the other samples: the same
+    # logits in label order and in shuffled batches of another size.
+    with engine.eval_mode_of(model, 'independent'):
+        a, ya = engine.predict(model, pyg_loader(splits.val, batch_size=32,
+                                                 shuffle=False), 'cpu')
+        perm = torch.randperm(len(splits.val),
+                              generator=torch.Generator().manual_seed(1))
+        b, yb = engine.predict(model, pyg_loader(splits.val[perm],
+                                                 batch_size=7,
+                                                 shuffle=False), 'cpu')
+    assert torch.allclose(a[perm], b, atol=1e-5)
+    with engine.eval_mode_of(model, 'order'):
+        c, _ = engine.predict(model, pyg_loader(splits.val[perm],
+                                                batch_size=7,
+                                                shuffle=False), 'cpu')
+    assert not torch.allclose(a[perm], c, atol=1e-5)
+
+
+def test_batch_independent_models_score_the_same_in_every_mode(proteins):
+    splits = dataclasses.replace(proteins, val=label_sorted(proteins.val))
+    res = fit(gcn(splits, 'rma'), splits, 'rma', TrainConfig(epochs=1),
+              seed=0, compare_eval_modes=True)
+    scores = res.history[0]['by_eval_mode']
+    assert not engine.batch_dependent(gcn(splits, 'rma')())
+    assert engine.batch_dependent(gcn(splits, 'hma')())
+    assert scores['order'] == scores['shuffled'] == scores['independent']
+
+
+def test_select_by_eval_mode():
+    def rec(epoch, **vals):
+        return {'epoch': epoch, 'by_eval_mode': {
+            m: {'val': v, 'test': {'test': epoch / 10}}
+            for m, v in vals.items()}}
+    history = [rec(1, order=0.2, independent=float('nan')),
+               rec(2, order=0.5, independent=0.3),
+               rec(3, order=0.5, independent=0.4)]
+    chosen = engine.select_by_eval_mode(history)
+    assert chosen['order'] == {'selected_epoch': 2, 'val': 0.5,
+                               'test': {'test': 0.2}}
+    assert chosen['independent']['selected_epoch'] == 3
+
+
+def test_resume_keeps_the_selected_model(proteins, tmp_path):
+    cfg = TrainConfig(epochs=3)
+    full = fit(gcn(proteins, 'hma'), proteins, 'hma', cfg, seed=2)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(epoch, record):
+        if epoch == 2:
+            raise Interrupt
+
+    ckpt = tmp_path / 'run.ckpt'
+    with pytest.raises(Interrupt):
+        fit(gcn(proteins, 'hma'), proteins, 'hma', cfg, seed=2,
+            checkpoint=ckpt, callbacks=[stop])
+    resumed = fit(gcn(proteins, 'hma'), proteins, 'hma', cfg, seed=2,
+                  checkpoint=ckpt, resume=True)
+    assert resumed.selected_epoch == full.selected_epoch
+    assert full.best_state.keys() == resumed.best_state.keys()
+    assert all(torch.equal(full.best_state[k], resumed.best_state[k])
+               for k in full.best_state)

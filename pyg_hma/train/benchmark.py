@@ -29,12 +29,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..models import BACKBONES, HMA_VARIANTS, METHODS, build_model
-from .engine import (COMPILE_MODES, TrainConfig, device_name, fingerprint,
-                     fit, resolve_device)
+from .engine import (COMPILE_MODES, EVAL_MODES, TrainConfig, device_name,
+                     fingerprint, fit, resolve_device, select_by_eval_mode)
+from ..data._io import atomic_torch_save
 from .loaders import LOADER_FACTORIES, random_subset
 from .results import (RESULT_FORMAT, RESULT_KIND, backbone_label, load_paper,
                       method_label, package_versions, read_result,
-                      write_json, write_summary)
+                      source_commit, write_json, write_summary)
 
 
 @dataclass
@@ -157,6 +158,24 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
     p.add_argument('--lr', type=float)
     p.add_argument('--patience', type=int,
                    help='early-stopping patience (0 turns it off)')
+    p.add_argument('--eval', dest='eval_mode', choices=EVAL_MODES,
+                   help="how validation and test are scored: 'independent' "
+                   "(default: a graph's prediction depends on that graph "
+                   "alone), 'shuffled' (HMA attends across each eval batch; "
+                   "batches in a fixed random order per run) or 'order' "
+                   "(across eval batches in dataset order: the paper's "
+                   "released code; raw files sorted by label then give "
+                   "single-class batches). Only HMA variants with attention "
+                   "across datapoints differ")
+    p.add_argument('--compare-evals', action='store_true',
+                   help='also score every epoch under the other two eval '
+                   'modes and record, per mode, the scores of the selected '
+                   'epoch and the selection that mode would make '
+                   '(by_eval_mode in each JSON)')
+    p.add_argument('--save-model', action='store_true',
+                   help="save each run's selected model (best validation) as "
+                   "seedS.model.pt (a state_dict: torch.load(path, "
+                   "weights_only=True))")
     p.add_argument('--device', default='auto',
                    help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument('--threads', type=int, default=1,
@@ -276,6 +295,7 @@ def run_benchmark(args: argparse.Namespace, runner: str,
     progress = not args.quiet and sys.stderr.isatty()
     paper = load_paper()
     versions = package_versions()
+    commit = source_commit()
     all_records: List[dict] = []
 
     for dataset in args.dataset:
@@ -292,7 +312,7 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                              f"from {', '.join(METHODS)} or 'all'")
         train_changes = {k: v for k, v in (quick or {}).items()
                          if k in TrainConfig.__dataclass_fields__}
-        for key in ('epochs', 'batch_size', 'lr'):
+        for key in ('epochs', 'batch_size', 'lr', 'eval_mode'):
             if getattr(args, key) is not None:
                 train_changes[key] = getattr(args, key)
         if args.patience is not None:
@@ -350,7 +370,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                         meta=dict(runner=runner, table=proto.table,
                                   backbone_label=bb_label,
                                   paper_backbone=paper_bb,
-                                  quick=bool(args.quick), versions=versions)))
+                                  quick=bool(args.quick), versions=versions,
+                                  commit=commit)))
             if workers > 1:  # the longer runs first, so none starts last
                 jobs.sort(key=lambda job: job.method not in HMA_VARIANTS)
             for job, rec in _execute(jobs, workers, args.threads):
@@ -494,14 +515,26 @@ def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
               compile=getattr(args, 'compile', None), checkpoint=ckpt,
               resume=args.resume,
               run_id=run_id, progress=progress, verbose=args.verbose,
-              log_file=log_file)
+              log_file=log_file,
+              compare_eval_modes=getattr(args, 'compare_evals', False))
     primary = 'test' if 'test' in res.test else next(iter(res.test))
+    if getattr(args, 'save_model', False) and res.best_state is not None:
+        atomic_torch_save(res.best_state, stem.with_suffix('.model.pt'))
+    by_eval_mode = None
+    if res.history and 'by_eval_mode' in res.history[0]:
+        at_selected = next(r for r in res.history
+                           if r['epoch'] == res.selected_epoch)
+        by_eval_mode = select_by_eval_mode(res.history)
+        for mode, chosen in by_eval_mode.items():
+            chosen['at_run_selection'] = at_selected['by_eval_mode'][mode]
     return {
         'kind': RESULT_KIND, 'format': RESULT_FORMAT,
         'dataset': dataset, 'backbone': backbone, 'method': method,
         'method_label': method_label(method), 'seed': seed,
         'metric': splits.metric, 'primary_test': primary,
+        'eval_mode': cfg.eval_mode,
         'val': res.val, 'test': res.test,
+        'by_eval_mode': by_eval_mode,
         'selected_epoch': res.selected_epoch, 'epochs_run': res.epochs_run,
         'stopped_early': res.stopped_early,
         'wall_time_s': res.wall_time_s,

@@ -25,6 +25,7 @@ ends with the same numbers as an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +47,13 @@ from .loaders import LoaderFactory, as_batch, get_loader_factory
 from .methods import Criterion, StepContext, objective_for
 from .metrics import compute_metric
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+
+#: How a run scores its validation and test splits (``TrainConfig.eval_mode``).
+#: With HMA's attention across datapoints (``inference="batch"``) a sample's
+#: eval logits depend on which samples share its batch; raw files sorted by
+#: label (NCI1) then give nearly single-class batches in dataset order.
+EVAL_MODES = ('independent', 'shuffled', 'order')
 
 
 @dataclass
@@ -73,6 +80,15 @@ class TrainConfig:
         penalty_anneal_epochs: epochs with penalty weight 1 first.
         drop_ratio: DropEdge / DropNode ratio.
         mixup_alpha: Manifold Mixup's Beta parameter.
+        eval_mode: how validation and test splits are scored (see
+            :data:`EVAL_MODES`): ``'independent'`` (default: every sample's
+            prediction depends on that sample alone; HMA readouts attend
+            across datapoints only in training), ``'shuffled'`` (HMA's
+            ``inference="batch"``, eval batches drawn in a fixed random order
+            per run) or ``'order'`` (``inference="batch"``, batches in
+            dataset order: the paper's released code). Models whose
+            predictions do not depend on the batch score the same in all
+            three.
     """
     epochs: int = 100
     batch_size: int = 32
@@ -89,6 +105,7 @@ class TrainConfig:
     penalty_anneal_epochs: int = 0
     drop_ratio: float = 0.2
     mixup_alpha: float = 1.0
+    eval_mode: str = 'independent'
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -99,6 +116,9 @@ class TrainConfig:
                              f'{self.patience})')
         if self.loss not in ('ce', 'bce'):
             raise ValueError(f"loss must be 'ce' or 'bce' (got '{self.loss}')")
+        if self.eval_mode not in EVAL_MODES:
+            raise ValueError(f"eval_mode must be one of {EVAL_MODES} (got "
+                             f"'{self.eval_mode}')")
         if not 0.0 <= self.drop_ratio < 1.0:
             raise ValueError(f'drop_ratio must lie in [0, 1) (got '
                              f'{self.drop_ratio})')
@@ -258,9 +278,122 @@ def evaluate(model: nn.Module, loader, metric: str, device: torch.device,
     return compute_metric(metric, logits, y, dataset)
 
 
+def _hma_readouts(model: nn.Module) -> List[nn.Module]:
+    from ..nn import HMAReadout
+    return [m for m in model.modules() if isinstance(m, HMAReadout)]
+
+
+def batch_dependent(model: nn.Module) -> bool:
+    r"""Whether :obj:`model`'s eval predictions can depend on the other
+    samples of a batch: it holds an :class:`~pyg_hma.HMAReadout` that
+    attends across datapoints (``abd=True``). For any other model the three
+    :data:`EVAL_MODES` give the same scores."""
+    return any(r.abd for r in _hma_readouts(model))
+
+
+@contextlib.contextmanager
+def eval_mode_of(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    r"""Sets the ``inference`` of every HMA readout in :obj:`model` for eval
+    mode :obj:`mode` (``'independent'``, else ``'batch'``) and restores it
+    afterwards. The batch order of ``'shuffled'`` and ``'order'`` is the
+    loader's business (see :class:`SplitScorer`)."""
+    if mode not in EVAL_MODES:
+        raise ValueError(f"eval mode must be one of {EVAL_MODES} (got "
+                         f"'{mode}')")
+    readouts = _hma_readouts(model)
+    saved = [r.inference for r in readouts]
+    for r in readouts:
+        r.inference = 'independent' if mode == 'independent' else 'batch'
+    try:
+        yield model
+    finally:
+        for r, inference in zip(readouts, saved):
+            r.inference = inference
+
+
+class SplitScorer:
+    r"""Scores the validation split and every test split of a run under an
+    eval mode.
+
+    ``'order'`` and ``'independent'`` read the splits in dataset order;
+    ``'shuffled'`` reads each split in one random order per run (drawn from
+    :obj:`seed`, the same at every epoch), so eval batches mix classes like
+    training batches do and a run's scores stay deterministic.
+
+    Args:
+        make_loader: ``make_loader(split, batch_size=, shuffle=,
+            generator=)``.
+        splits: the run's :class:`~pyg_hma.data.DatasetSplits`.
+        batch_size: eval batch size.
+        seed: the run's seed.
+        device: where the model runs.
+    """
+    def __init__(self, make_loader: Callable, splits, batch_size: int,
+                 seed: int, device: torch.device):
+        self._make_loader = make_loader
+        self._splits = [('val', splits.val), *splits.tests.items()]
+        self._batch_size = batch_size
+        self._shuffle_seed = epoch_seed(seed, 0)  # training epochs are 1, 2..
+        self._generator = torch.Generator()
+        self._loaders: Dict[bool, Dict[str, Any]] = {}
+        self._metric, self._name = splits.metric, splits.name
+        self._device = device
+
+    def _loaders_for(self, shuffle: bool) -> Dict[str, Any]:
+        if shuffle not in self._loaders:  # built on first use
+            self._loaders[shuffle] = {
+                name: self._make_loader(
+                    split, batch_size=self._batch_size, shuffle=shuffle,
+                    generator=self._generator if shuffle else None)
+                for name, split in self._splits}
+        return self._loaders[shuffle]
+
+    def __call__(self, model: nn.Module, mode: str) -> Dict[str, float]:
+        r"""``{'val': score, test split: score, ...}`` under :obj:`mode`."""
+        shuffle = mode == 'shuffled'
+        scores = {}
+        with eval_mode_of(model, mode):
+            for name, loader in self._loaders_for(shuffle).items():
+                if shuffle:
+                    self._generator.manual_seed(self._shuffle_seed)
+                scores[name] = evaluate(model, loader, self._metric,
+                                        self._device, self._name)
+        return scores
+
+
+def select_by_eval_mode(history: Sequence[dict]) -> Dict[str, dict]:
+    r"""Model selection as if validation had been scored under each eval
+    mode, from a history recorded with ``compare_eval_modes=True``.
+
+    Returns ``{mode: {'selected_epoch', 'val', 'test'}}``: the first epoch
+    with the best validation score under that mode, and its scores under
+    that mode. Early stopping followed the run's own ``eval_mode``, so the
+    other modes choose among the epochs that run trained.
+    """
+    out: Dict[str, dict] = {}
+    for rec in history:
+        for mode, scores in rec.get('by_eval_mode', {}).items():
+            best = out.get(mode)
+            if best is None or scores['val'] > best['val'] or (
+                    math.isnan(best['val']) and not math.isnan(scores['val'])):
+                out[mode] = {'selected_epoch': rec['epoch'],
+                             'val': scores['val'],
+                             'test': dict(scores['test'])}
+    return out
+
+
+def _state_copy(model: nn.Module) -> Dict[str, Tensor]:
+    return {k: v.detach().to('cpu', copy=True)
+            for k, v in model.state_dict().items()}
+
+
 @dataclass
 class FitResult:
-    r"""Outcome of :func:`fit`."""
+    r"""Outcome of :func:`fit`.
+
+    :obj:`best_state` is the model's ``state_dict`` (on the CPU) after the
+    selected epoch: load it with ``model.load_state_dict(res.best_state)``
+    to use or re-score the selected model."""
     history: List[dict]
     selected_epoch: Optional[int]
     val: float
@@ -271,6 +404,7 @@ class FitResult:
     skipped_batches: int
     num_parameters: int
     resumed_from: Optional[int] = None
+    best_state: Optional[Dict[str, Tensor]] = field(default=None, repr=False)
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -329,7 +463,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         resume: bool = False, run_id: Optional[dict] = None,
         progress: bool = False, verbose: bool = False,
         log_file: Optional[os.PathLike] = None,
-        callbacks: Sequence[Callable[[int, dict], None]] = ()
+        callbacks: Sequence[Callable[[int, dict], None]] = (),
+        compare_eval_modes: bool = False
         ) -> FitResult:
     r"""Trains and evaluates one model.
 
@@ -361,6 +496,11 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         log_file: append one line per epoch to this file.
         callbacks: called as ``cb(epoch, record)`` after each epoch's
             checkpoint is written.
+        compare_eval_modes: also score every epoch under the other
+            :data:`EVAL_MODES` and record them in the history
+            (``record['by_eval_mode']``; see :func:`select_by_eval_mode`).
+            Selection and early stopping follow ``cfg.eval_mode``. Costs two
+            more evaluations per epoch for batch-dependent models only.
     """
     device = resolve_device(device) if not isinstance(
         device, torch.device) else device
@@ -368,8 +508,11 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     objective = objective_for(method)
     crit = Criterion(cfg.loss)
     metric = splits.metric
-    ident = fingerprint({'method': method, 'seed': seed,
-                         'cfg': cfg.to_dict(), 'run': run_id or {}})
+    described = {'method': method, 'seed': seed, 'cfg': cfg.to_dict(),
+                 'run': run_id or {}}
+    if compare_eval_modes:  # the history holds more: not resumable across
+        described['compare_eval_modes'] = True
+    ident = fingerprint(described)
 
     seed_everything(seed)
     model = model_fn().to(device)
@@ -386,6 +529,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                  if cfg.lr_step else None)
     tracker = BestTracker(cfg.patience, cfg.warmup)
     history: List[dict] = []
+    best_state: Optional[Dict[str, Tensor]] = None
     start_epoch, elapsed, skipped, resumed_from = 1, 0.0, 0, None
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
@@ -403,6 +547,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
             scheduler.load_state_dict(state['scheduler'])
         tracker.load_state_dict(state['tracker'])
         history = state['history']
+        best_state = state['best_state']
         elapsed, skipped = state['elapsed'], state['skipped_batches']
         start_epoch = resumed_from = state['epoch'] + 1
         _set_rng_state(state['rng'])
@@ -418,12 +563,12 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
 
     train_loader = make_loader(splits.train, batch_size=cfg.batch_size,
                                shuffle=True, generator=generator)
-    eval_bs = cfg.eval_batch_size or cfg.batch_size
-    eval_loaders = {
-        name: make_loader(split, batch_size=eval_bs, shuffle=False,
-                          generator=None)
-        for name, split in [('val', splits.val), *splits.tests.items()]
-    }
+    score = SplitScorer(make_loader, splits,
+                        cfg.eval_batch_size or cfg.batch_size, seed, device)
+    eval_modes = (cfg.eval_mode, ) + (tuple(
+        m for m in EVAL_MODES if m != cfg.eval_mode)
+        if compare_eval_modes else ())
+    dependent = batch_dependent(model)
 
     def log(line: str):
         if log_file is not None:
@@ -497,14 +642,23 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                        torch.cat(train_ys).cpu(), splits.name)}
             for key, value in extra_sums.items():
                 rec[key] = float(value) / seen
-            scores = {name: evaluate(model, dl, metric, device, splits.name)
-                      for name, dl in eval_loaders.items()}
+            by_mode: Dict[str, Dict[str, float]] = {}
+            for mode in eval_modes:  # the same scores for all if independent
+                by_mode[mode] = (score(model, mode) if dependent or not by_mode
+                                 else by_mode[cfg.eval_mode])
+            scores = dict(by_mode[cfg.eval_mode])
             rec['val'] = scores.pop('val')
             rec['test'] = scores
+            if compare_eval_modes:
+                rec['by_eval_mode'] = {
+                    mode: {'val': s['val'],
+                           'test': {k: v for k, v in s.items() if k != 'val'}}
+                    for mode, s in by_mode.items()}
             rec['time_s'] = time.perf_counter() - tic
             elapsed += rec['time_s']
             history.append(rec)
-            tracker.update(epoch, rec['val'], rec)
+            if tracker.update(epoch, rec['val'], rec):
+                best_state = _state_copy(model)
             log(_format_epoch(rec, cfg.epochs, metric))
 
             if ckpt_path is not None:
@@ -515,6 +669,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                     'scheduler': (scheduler.state_dict()
                                   if scheduler is not None else None),
                     'tracker': tracker.state_dict(), 'history': history,
+                    'best_state': best_state,
                     'elapsed': elapsed, 'skipped_batches': skipped,
                     'rng': _rng_state(),
                 }, ckpt_path)
@@ -534,6 +689,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         # No finite validation score at all (e.g. ROC-AUC on a one-class
         # subset): report the last epoch rather than nothing.
         best, selected = history[-1], history[-1]['epoch']
+    if best_state is None and history:  # see above: the last epoch's model
+        best_state = _state_copy(model)
     best = best or {}
     return FitResult(
         history=history, selected_epoch=selected,
@@ -542,4 +699,4 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         stopped_early=tracker.stopped, wall_time_s=elapsed,
         skipped_batches=skipped,
         num_parameters=sum(p.numel() for p in params),
-        resumed_from=resumed_from)
+        resumed_from=resumed_from, best_state=best_state)

@@ -81,6 +81,25 @@ def package_versions() -> Dict[str, Optional[str]]:
     return out
 
 
+def source_commit() -> Optional[str]:
+    r"""The git commit of the code that runs (``+dirty`` when the package or
+    the runners have uncommitted changes), or ``None`` outside a git
+    checkout (e.g. an installed wheel)."""
+    import subprocess
+    root = str(PROJECT_ROOT)
+    try:
+        head = subprocess.run(['git', '-C', root, 'rev-parse', 'HEAD'],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ['git', '-C', root, 'status', '--porcelain', '--', 'pyg_hma',
+             'benchmarks'], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
+
+
 def write_json(path: os.PathLike, obj: Any):
     r"""Writes :obj:`obj` as JSON atomically."""
     with atomic_path(path) as tmp:
