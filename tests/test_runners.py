@@ -213,3 +213,29 @@ def test_unknown_dataset_is_a_clear_error(workdir):
     with pytest.raises(SystemExit, match="unknown dataset"):
         runner('ood').main(['--dataset', 'nci1', '--quick', '--out',
                             str(workdir / 'bad')])
+
+
+def test_eval_flags_are_recorded_and_the_selected_model_saved(
+        workdir, data_root, tmp_path):
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--seeds', '0-0', '--epochs', '2', '--root', str(data_root),
+            '--out', str(tmp_path), '--eval', 'order', '--compare-evals',
+            '--save-model']
+    assert runner('ood').main(argv) == 0
+    stem = tmp_path / 'PROTEINS/gin-max/hma/seed0'
+    rec = json.loads(stem.with_suffix('.json').read_text())
+    assert rec['eval_mode'] == rec['config']['train']['eval_mode'] == 'order'
+    assert set(rec['by_eval_mode']) == {'independent', 'shuffled', 'order'}
+    own = rec['by_eval_mode']['order']
+    assert own['selected_epoch'] == rec['selected_epoch']
+    assert own['at_run_selection'] == {'val': rec['val'], 'test': rec['test']}
+    assert all('by_eval_mode' in h for h in rec['history'])
+    state = torch.load(stem.with_suffix('.model.pt'), weights_only=True)
+    assert 'readout.queue_keys' in state and 'readout.slots' in state
+    # The default is batch-independent evaluation, and it is a different run.
+    assert runner('ood').main(argv[:-4]) == 0
+    rec2 = json.loads(stem.with_suffix('.json').read_text())
+    assert rec2['eval_mode'] == 'independent' and rec2['by_eval_mode'] is None
+    assert rec2['run_fingerprint'] != rec['run_fingerprint']
+    with pytest.raises(SystemExit):
+        runner('ood').main(argv[:-4] + ['--eval', 'random'])

@@ -2,8 +2,9 @@ r"""TU Dortmund graph classification benchmarks and their two protocols.
 
 **Size shift** (``NCI1``, ``NCI109``, ``PROTEINS``, ``DD``), the protocol of
 Yehudai et al. (2021) used by size-invariant GNNs (Bevilacqua et al., 2021)
-and CIGA (Chen et al., 2022). Their index files are not public, so the split
-is derived here from the rule they state:
+and CIGA (Chen et al., 2022). Their index files were published as a download
+that the project's offline machines cannot reach, so the split is derived
+here from the rule they state:
 
 * the node counts :math:`n_i` of *all* graphs give two thresholds
   ``p50 = numpy.percentile(n, 50)`` and ``p90 = numpy.percentile(n, 90)``

@@ -93,7 +93,8 @@ def source_commit() -> Optional[str]:
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
-            ['git', '-C', root, 'status', '--porcelain', '--', 'pyg_hma',
+            ['git', '-C', root, 'status', '--porcelain', '--untracked-files=no',
+             '--', 'pyg_hma',
              'benchmarks'], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None

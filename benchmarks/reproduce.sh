@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The reproduction study's CPU cells (issue "Reproduction study"), in priority
+# order, as two lanes that can run side by side on a 2-core machine:
+#
+#   benchmarks/reproduce.sh a &   benchmarks/reproduce.sh b &
+#
+# Every command resumes (--resume): run the lanes again after an interruption
+# and finished runs are kept. Results go to $OUT (default results/study); turn
+# them into committed rows with `python benchmarks/reproduction.py collect`.
+# HMA-style runs score every epoch under all three eval modes
+# (--compare-evals) so section 0 of the study needs no extra training.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-results/study}
+run() { echo "== $*" >&2; "$PY" benchmarks/ood.py "$@" --resume --compare-evals --quiet --out "$OUT/ood"; }
+
+case "${1:-}" in
+  a)  # table 6, size shift: the large TU datasets
+    run --dataset NCI1 --method erm irm vrex hma --seeds 10
+    run --dataset NCI109 --method erm irm vrex hma --seeds 10
+    run --dataset NCI1 --method rma abd abd+syn abd+rma --seeds 10
+    run --dataset DD --method erm irm vrex hma --seeds 10
+    ;;
+  b)  # table 6 PROTEINS with ablations, then table 5 (degree shift)
+    run --dataset PROTEINS --method erm irm vrex hma --seeds 10
+    run --dataset PROTEINS --method rma abd abd+syn abd+rma --seeds 10
+    run --dataset Graph-SST5 --method erm hma --seeds 10
+    run --dataset Graph-Twitter --method erm irm vrex hma --seeds 5
+    run --dataset Graph-SST5 --method irm vrex --seeds 5
+    ;;
+  *) echo "usage: $0 a|b" >&2; exit 2 ;;
+esac

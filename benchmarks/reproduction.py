@@ -1,0 +1,62 @@
+r"""The reproduction study's committed results and its report.
+
+    python benchmarks/reproduction.py collect results/study   # add finished runs to results/paper/runs.csv
+    python benchmarks/reproduction.py report                  # docs/reproduction.md + docs/figures/ from runs.csv
+
+``collect`` turns every finished (non-quick) run's JSON below the folders
+into rows of ``results/paper/runs.csv`` (one per run and eval setting; rows
+already there are never changed). ``report`` regenerates the report from the
+committed CSV and the paper's numbers; it trains nothing. See
+:mod:`pyg_hma.train.reproduction` for the columns and the verdict rule.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from pyg_hma.train.reproduction import CONFIGS, RunsFileError, collect, report
+from pyg_hma.train.results import load_paper
+
+RUNS = Path('results/paper/runs.csv')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog='reproduction.py', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    c = sub.add_parser('collect', help='add finished runs to runs.csv')
+    c.add_argument('folders', nargs='+', type=Path,
+                   help='result folders (searched recursively)')
+    c.add_argument('--config', choices=CONFIGS, default='published',
+                   help="the configuration these runs used (default "
+                   "published: the runners' protocols)")
+    c.add_argument('--runs', type=Path, default=RUNS,
+                   help=f'the CSV to add to (default {RUNS})')
+    r = sub.add_parser('report', help='write the report from runs.csv')
+    r.add_argument('--runs', type=Path, default=RUNS,
+                   help=f'runs file (default {RUNS})')
+    r.add_argument('--out', type=Path, default=Path('docs/reproduction.md'),
+                   help='report file (default docs/reproduction.md)')
+    r.add_argument('--figures', type=Path, default=Path('docs/figures'),
+                   help='figure folder (default docs/figures)')
+    r.add_argument('--config', choices=CONFIGS, default='published')
+    args = parser.parse_args(argv)
+    try:
+        if args.command == 'collect':
+            missing = [str(f) for f in args.folders if not f.exists()]
+            if missing:
+                parser.error(f"no such folder: {', '.join(missing)}")
+            added, kept = collect(args.folders, args.runs, args.config)
+            print(f'{args.runs}: {added} rows added, {kept} already there')
+        else:
+            report(args.runs, load_paper(), out=args.out, config=args.config,
+                   figures_dir=args.figures)
+            print(f'wrote {args.out} (figures in {args.figures})')
+    except RunsFileError as e:
+        print(f'reproduction.py: error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

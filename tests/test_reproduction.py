@@ -1,0 +1,162 @@
+"""The reproduction study's runs.csv and the report generated from it."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyg_hma.train.reproduction import (RunsFileError, collect,
+                                        mean_interval, paired_difference,
+                                        read_runs, verdict)
+from pyg_hma.train.results import RESULT_KIND, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PAPER = """table,metric,dataset,backbone,method,mean,std
+6,mcc,NCI1,,ERM,0.15,0.03
+6,mcc,NCI1,,HMA,0.19,0.05
+6,mcc,NCI1,,CIGAv1,0.25,0.08
+6,mcc,DD,,ERM,0.29,0.1
+5,accuracy_pct,Graph-SST5,GCN,ERM,43.72,0.59
+"""
+
+# NCI1 test MCC per seed: ERM around 0.15, HMA 0.05 above it on every seed.
+ERM = [0.14, 0.16, 0.15, 0.13, 0.17]
+HMA = [0.19, 0.21, 0.20, 0.18, 0.22]
+
+
+def record(method, seed, test, by_eval_mode=None, **changes):
+    rec = {
+        'kind': RESULT_KIND, 'format': 1, 'runner': 'ood', 'table': 6,
+        'dataset': 'NCI1', 'backbone': 'gcn', 'backbone_label': 'GCN',
+        'method': method, 'seed': seed, 'metric': 'mcc',
+        'primary_test': 'test', 'eval_mode': 'independent',
+        'val': test + 0.3, 'test': {'test': test}, 'selected_epoch': 7,
+        'epochs_run': 12, 'wall_time_s': 10.0, 'device': 'cpu',
+        'device_name': 'cpu (test)', 'run_fingerprint': f'{method}-{seed}',
+        'commit': 'abc', 'quick': False, 'by_eval_mode': by_eval_mode,
+        'config': {'train': {'lr': 0.001}}}
+    rec.update(changes)
+    return rec
+
+
+def modes(test, order_test):
+    """by_eval_mode of an HMA run: 'order' scores lower, and would have
+    selected another epoch."""
+    at = lambda t: {'val': t + 0.3, 'test': {'test': t}}  # noqa: E731
+    return {
+        'independent': dict(selected_epoch=7, **at(test),
+                            at_run_selection=at(test)),
+        'shuffled': dict(selected_epoch=7, **at(test - 0.01),
+                         at_run_selection=at(test - 0.01)),
+        'order': dict(selected_epoch=9, **at(order_test + 0.02),
+                      at_run_selection=at(order_test)),
+    }
+
+
+@pytest.fixture
+def results(tmp_path):
+    folder = tmp_path / 'results'
+    for seed, (e, h) in enumerate(zip(ERM, HMA)):
+        write_json(folder / f'erm/seed{seed}.json', record('erm', seed, e))
+        write_json(folder / f'hma/seed{seed}.json',
+                   record('hma', seed, h, modes(h, h - 0.1)))
+    # Ignored: a quick run, and a file that is not a result.
+    write_json(folder / 'quick/seed0.json', record('erm', 0, 0.9, quick=True))
+    (folder / 'notes.json').write_text('{"kind": "something else"}')
+    return folder
+
+
+def test_collect_writes_one_row_per_run_and_eval_setting(results, tmp_path):
+    runs = tmp_path / 'runs.csv'
+    assert collect([results], runs) == (5 + 5 * 5, 0)
+    rows = read_runs(runs)
+    erm = [r for r in rows if r['method'] == 'erm']
+    assert {r['variant'] for r in erm} == {'published/independent'}
+    hma = [r for r in rows if r['method'] == 'hma' and r['seed'] == '0']
+    got = {(r['variant'], r['selected_by']): float(r['test']) for r in hma}
+    assert got == pytest.approx({
+        ('published/independent', 'independent'): 0.19,
+        ('published/shuffled', 'independent'): 0.18,
+        ('published/shuffled', 'shuffled'): 0.18,
+        ('published/order', 'independent'): 0.09,
+        ('published/order', 'order'): 0.11})
+    assert {r['selected_epoch'] for r in hma
+            if r['selected_by'] == 'order'} == {'9'}
+    # Collecting again adds nothing and changes nothing.
+    before = runs.read_bytes()
+    assert collect([results], runs) == (0, 30)
+    assert runs.read_bytes() == before
+
+
+def test_collect_never_changes_a_committed_row(results, tmp_path):
+    runs = tmp_path / 'runs.csv'
+    collect([results], runs)
+    before = runs.read_bytes()
+    write_json(results / 'erm/seed0.json', record('erm', 0, 0.99))
+    with pytest.raises(RunsFileError, match='never changed'):
+        collect([results], runs)
+    assert runs.read_bytes() == before
+
+
+def test_statistics():
+    mean, std, half, n = mean_interval([1.0, 2.0, 3.0])
+    assert (mean, std, n) == (2.0, 1.0, 3)
+    assert half == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)  # t(0.975,2)
+    assert verdict([1.0, 2.0, 3.0], 3.0) == 'reproduced'
+    assert verdict([1.0, 2.0, 3.0], 5.0) == 'not reproduced (below)'
+    assert verdict([1.0, 2.0], 1.5) == 'inconclusive'
+    d = paired_difference(dict(enumerate(HMA)), dict(enumerate(ERM)))
+    assert d['mean'] == pytest.approx(0.05) and d['n'] == 5
+    assert d['low'] == pytest.approx(0.05, abs=1e-9) and d['p'] < 1e-6
+    d = paired_difference({0: 1.0, 1: 2.0, 2: 4.0}, {0: 1.0, 1: 1.0, 2: 1.0})
+    assert d['low'] < d['mean'] < d['high'] and 0 < d['p'] < 1
+
+
+def test_report_regenerates_from_the_committed_csv(results, tmp_path):
+    runs = tmp_path / 'runs.csv'
+    collect([results], runs)
+    paper = tmp_path / 'paper.csv'
+    paper.write_text(PAPER)
+    out, figures = tmp_path / 'docs/reproduction.md', tmp_path / 'docs/fig'
+    cmd = [sys.executable, str(ROOT / 'benchmarks/reproduction.py'), 'report',
+           '--runs', str(runs), '--out', str(out), '--figures', str(figures)]
+    env = {'PYG_HMA_PAPER': str(paper), 'PATH': '/usr/bin:/bin',
+           'MPLBACKEND': 'Agg'}
+    subprocess.run(cmd, check=True, env=env, cwd=tmp_path,
+                   capture_output=True)
+    text = out.read_text()
+    lines = text.splitlines()
+    erm = next(line for line in lines if line.startswith('| NCI1 | GCN | ERM'))
+    assert '0.150 ± 0.016 (5)' in erm and '| reproduced |' in erm
+    hma = next(line for line in lines if line.startswith('| NCI1 | GCN | HMA'))
+    assert '0.200 ± 0.016 (5)' in hma and '+0.010' in hma
+    assert 'HMA − ERM | +0.050 [+0.050, +0.050] (5) | 0.000 | +0.040' in text
+    # Cells of the paper without a run are listed, baselines we do not
+    # implement (CIGA) are not.
+    assert 'Cells: DD ERM.' in text and 'CIGA' not in text
+    assert 'Graph-SST5 GCN ERM' in text
+    # The eval section: HMA's run selection scored three ways.
+    row = next(line for line in lines
+               if line.startswith('| NCI1 | HMA | independent (the run)'))
+    assert row.split('|')[4:7] == [' 0.200 ± 0.016 (5) ',
+                                   ' 0.190 ± 0.016 (5) ',
+                                   ' 0.100 ± 0.016 (5) ']
+    assert '| NCI1 | ERM | any (the same in every mode)' not in text
+    assert (figures / 'table6.png').read_bytes()[:4] == b'\x89PNG'
+    assert '](fig/table6.png)' in text
+    # Regenerating gives the same text: nothing is retrained or redrawn.
+    subprocess.run(cmd, check=True, env=env, cwd=tmp_path,
+                   capture_output=True)
+    assert out.read_text() == text
+
+
+def test_report_without_runs_is_a_clear_error(tmp_path):
+    cmd = [sys.executable, str(ROOT / 'benchmarks/reproduction.py'), 'report',
+           '--runs', str(tmp_path / 'none.csv'), '--out',
+           str(tmp_path / 'r.md')]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert 'no runs' in res.stderr and 'Traceback' not in res.stderr
+    assert not (tmp_path / 'r.md').exists()
