@@ -239,3 +239,30 @@ def test_eval_flags_are_recorded_and_the_selected_model_saved(
     assert rec2['run_fingerprint'] != rec['run_fingerprint']
     with pytest.raises(SystemExit):
         runner('ood').main(argv[:-4] + ['--eval', 'random'])
+
+
+def test_hyperparameter_options_reach_the_run(workdir, data_root, tmp_path):
+    from pyg_hma.train.benchmark import parse_setting
+    assert parse_setting('hma.memory_size=512') == ('hma', 'memory_size', 512)
+    assert parse_setting('train.weight_decay=1e-4') == \
+        ('train', 'weight_decay', 1e-4)
+    assert parse_setting('backbone.pooling=max') == \
+        ('backbone', 'pooling', 'max')
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--seeds', '0-0', '--epochs', '1', '--root', str(data_root),
+            '--out', str(tmp_path), '--memory-size', '48', '--set',
+            'hma.heads=2', '--dropout', '0.1', '--set',
+            'train.weight_decay=0.001', '--lr', '0.01']
+    assert runner('ood').main(argv) == 0
+    config = json.loads((tmp_path / 'PROTEINS/gin-max/hma/seed0.json')
+                        .read_text())['config']
+    assert (config['hma']['memory_size'], config['hma']['heads']) == (48, 2)
+    assert config['hma']['slots_per_class'] == 32  # the protocol's
+    assert config['backbone_kwargs']['dropout'] == 0.1
+    assert (config['train']['weight_decay'], config['train']['lr']) == \
+        (0.001, 0.01)
+    for bad in (['--set', 'hma.rma=false'], ['--set', 'train.nope=1'],
+                ['--set', 'backbone.conv=gcn'], ['--set', 'x=1']):
+        with pytest.raises(SystemExit) as exc:
+            runner('ood').main(argv[:-6] + bad)
+        assert exc.value.code == 2

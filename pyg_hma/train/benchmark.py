@@ -127,6 +127,80 @@ def parse_pad_steps(text: str) -> Tuple[int, int]:
     return nodes, edges
 
 
+SETTING_SECTIONS = ('train', 'backbone', 'hma')
+# HMAReadout arguments a setting may not change: the data and the method
+# name decide them.
+_FIXED_HMA_ARGS = ('in_channels', 'num_classes', 'out_channels', 'rma', 'abd',
+                   'synthetic', 'check_inputs')
+
+
+def parse_setting(text: str) -> Tuple[str, str, Any]:
+    r"""``'hma.memory_size=512'`` -> ``('hma', 'memory_size', 512)``: the
+    ``--set`` argument. Values are read as JSON (numbers, ``true``,
+    ``null``, ...), anything else as a string."""
+    import json
+    key, sep, raw = text.partition('=')
+    section, dot, name = key.strip().partition('.')
+    if not sep or not dot or section not in SETTING_SECTIONS or not name:
+        raise argparse.ArgumentTypeError(
+            f"--set expects SECTION.NAME=VALUE with SECTION one of "
+            f"{', '.join(SETTING_SECTIONS)} (e.g. hma.memory_size=512), got "
+            f"'{text}'")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw.strip()
+    return section, name, value
+
+
+def settings_of(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    r"""The hyperparameters set on the command line, by section
+    (``--set`` and the named shortcuts such as ``--memory-size``)."""
+    out: Dict[str, Dict[str, Any]] = {s: {} for s in SETTING_SECTIONS}
+    for section, name, value in getattr(args, 'set', None) or []:
+        out[section][name] = value
+    for option, (section, name) in _NAMED_SETTINGS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            out[section][name] = value
+    return out
+
+
+# --option -> (section, argument): shortcuts for the swept hyperparameters.
+_NAMED_SETTINGS = {
+    'memory_size': ('hma', 'memory_size'),
+    'slots_per_class': ('hma', 'slots_per_class'),
+    'label_dim': ('hma', 'label_dim'),
+    'dropout': ('backbone', 'dropout'),
+}
+
+
+def check_settings(settings: Mapping[str, Mapping[str, Any]],
+                   backbones: Sequence[str]):
+    r"""Raises :class:`ValueError` naming any setting that nothing reads."""
+    from ..nn import HMAReadout
+    valid = {
+        'train': set(TrainConfig.__dataclass_fields__),
+        'hma': set(inspect.signature(HMAReadout.__init__).parameters)
+        - {'self', *_FIXED_HMA_ARGS},
+    }
+    for backbone in backbones:
+        if backbone not in BACKBONES:
+            continue  # reported by _drop_unsupported
+        cls, fixed = BACKBONES[backbone]
+        valid['backbone'] = (set(inspect.signature(cls.__init__).parameters)
+                             - {'self', 'in_channels', 'input_shape',
+                                *fixed})
+        for section in SETTING_SECTIONS:
+            bad = sorted(set(settings[section]) - valid[section])
+            if bad:
+                where = (f'backbone {backbone}' if section == 'backbone'
+                         else section)
+                raise ValueError(
+                    f"--set {section}.{bad[0]}: {where} has no setting "
+                    f"'{bad[0]}'; valid: {', '.join(sorted(valid[section]))}")
+
+
 def build_parser(runner: str, protocols: Mapping[str, Protocol],
                  description: str = '') -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -158,6 +232,20 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
     p.add_argument('--lr', type=float)
     p.add_argument('--patience', type=int,
                    help='early-stopping patience (0 turns it off)')
+    p.add_argument('--memory-size', type=int, metavar='M',
+                   help="HMA's queue length (default: the protocol's)")
+    p.add_argument('--slots-per-class', type=int, metavar='K',
+                   help="HMA's synthetic slots per class")
+    p.add_argument('--label-dim', type=int, metavar='L',
+                   help="HMA's label embedding size")
+    p.add_argument('--dropout', type=float, metavar='P',
+                   help="the backbone's dropout")
+    p.add_argument('--set', type=parse_setting, action='append',
+                   metavar='SECTION.NAME=VALUE',
+                   help='set any hyperparameter: train.NAME (TrainConfig, '
+                   'e.g. train.weight_decay=1e-4), backbone.NAME (the '
+                   'backbone class, e.g. backbone.hidden_channels=64) or '
+                   'hma.NAME (HMAReadout, e.g. hma.heads=2); repeatable')
     p.add_argument('--eval', dest='eval_mode', choices=EVAL_MODES,
                    help="how validation and test are scored: 'independent' "
                    "(default: a graph's prediction depends on that graph "
@@ -293,6 +381,10 @@ def run_benchmark(args: argparse.Namespace, runner: str,
     say = _Printer(args.quiet)
     workers = max(1, getattr(args, 'jobs', 1) or 1)
     progress = not args.quiet and sys.stderr.isatty()
+    settings = settings_of(args)
+    for dataset in args.dataset:
+        check_settings(settings,
+                       args.backbone or [protocols[dataset].backbone])
     paper = load_paper()
     versions = package_versions()
     commit = source_commit()
@@ -302,6 +394,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
         proto = protocols[dataset]
         if hasattr(args, 'momentum'):  # given on the command line
             proto = proto.replace(momentum=args.momentum)
+        if settings['hma']:
+            proto = proto.replace(hma={**proto.hma, **settings['hma']})
         quick = {**QUICK_DEFAULTS, **proto.quick} if args.quick else None
         methods = args.method or list(proto.methods)
         if 'all' in methods:
@@ -317,6 +411,7 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                 train_changes[key] = getattr(args, key)
         if args.patience is not None:
             train_changes['patience'] = args.patience or None
+        train_changes.update(settings['train'])
         cfg = dataclasses.replace(proto.train, **train_changes)
         seeds = args.seeds or list(range(quick['seeds'] if quick
                                          else proto.seeds))
@@ -328,6 +423,7 @@ def run_benchmark(args: argparse.Namespace, runner: str,
             if args.pooling:
                 bb_kwargs['pooling'] = args.pooling
             dropped = _drop_unsupported(backbone, bb_kwargs)
+            bb_kwargs.update(settings['backbone'])  # checked: all accepted
             if dropped:
                 say(f'[{runner}] note: backbone {backbone} takes no '
                     f"{', '.join(dropped)}; the protocol's values are unused")
@@ -575,5 +671,12 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
         parser.error('--epochs must be positive')
     if args.jobs < 1:
         parser.error('--jobs must be positive')
+    known = [d for d in args.dataset if d in protocols]
+    try:
+        for dataset in known:
+            check_settings(settings_of(args),
+                           args.backbone or [protocols[dataset].backbone])
+    except ValueError as e:
+        parser.error(str(e))
     run_benchmark(args, runner, protocols)
     return 0
