@@ -71,13 +71,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyg_hma.data.device_loader import DeviceGraphLoader  # noqa: E402
 from pyg_hma.data.exported import compact_int  # noqa: E402
 from pyg_hma.data.padding import PaddedLoader  # noqa: E402
+from pyg_hma.methods import METHODS  # noqa: E402
 from pyg_hma.models import build_model  # noqa: E402
 from pyg_hma.train.benchmark import parse_pad_steps  # noqa: E402
 from pyg_hma.train.engine import COMPILE_MODES, compile_model  # noqa: E402
 from pyg_hma.models.encoders import (ATOM_FEATURE_DIMS,  # noqa: E402
                                      BOND_FEATURE_DIMS)
 
-HMA_METHODS = ('rma', 'abd', 'abd+syn', 'abd+rma', 'hma')
+HMA_METHODS = METHODS.names(lambda spec: spec.uses_hma)
 # Diagnostic, not a paper row: full HMA writing the online encoder's
 # (detached) embeddings into the queue instead of a momentum encoder's.
 ONLINE_KEYS = 'hma-online-keys'

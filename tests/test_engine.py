@@ -13,8 +13,8 @@ from pyg_hma.data import DatasetSplits, find_mirror, load_dataset
 from pyg_hma.models import build_model
 from pyg_hma.train import BestTracker, TrainConfig, evaluate, fit
 from pyg_hma.train.loaders import pyg_loader, random_subset
-from pyg_hma.train.methods import (IRM, Criterion, DropEdge, DropNode,
-                                   StepContext, VREx)
+from pyg_hma.methods import (IRM, Criterion, DropEdge, DropNode,
+                             StepContext, VREx)
 
 
 @pytest.fixture(scope='module', autouse=True)

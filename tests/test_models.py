@@ -4,8 +4,8 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from pyg_hma import HMAClassifier
-from pyg_hma.models import (BACKBONES, HMA_VARIANTS, LINEAR_HEAD_METHODS,
-                            METHODS, LinearClassifier, build_backbone,
+from pyg_hma.methods import METHODS
+from pyg_hma.models import (BACKBONES, LinearClassifier, build_backbone,
                             build_model)
 from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
 from pyg_hma.train.loaders import TensorBatch
@@ -108,12 +108,12 @@ def test_irm_mlp_initialisation():
     assert model.lin1.in_features == 2 * 14 * 14
 
 
-@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('method', list(METHODS))
 def test_build_model_attaches_the_right_head(method):
     model = build_model('gcn', method, num_classes=3, num_features=5,
                         backbone_kwargs=dict(hidden_channels=12,
                                              num_layers=2))
-    if method in LINEAR_HEAD_METHODS:
+    if not METHODS[method].uses_hma:
         assert isinstance(model, LinearClassifier)
         assert model.head.out_features == 3
     else:
@@ -121,7 +121,7 @@ def test_build_model_attaches_the_right_head(method):
         readout = model.readout
         flags = dict(rma=readout.rma, abd=readout.abd,
                      synthetic=readout.synthetic)
-        assert flags == HMA_VARIANTS[method]
+        assert flags == METHODS[method].hma
         # The momentum copy exists exactly when there is a queue to write.
         assert (model.momentum_encoder is not None) == readout.rma
         # ...and is never trained by the optimizer.

@@ -209,10 +209,20 @@ def test_paper_lookup_and_seed_parsing(tmp_path):
         parse_seeds('x')
 
 
-def test_unknown_dataset_is_a_clear_error(workdir):
-    with pytest.raises(SystemExit, match="unknown dataset"):
+def test_unknown_dataset_is_a_clear_error(workdir, capsys):
+    with pytest.raises(SystemExit) as exc:
         runner('ood').main(['--dataset', 'nci1', '--quick', '--out',
                             str(workdir / 'bad')])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'nci1'" in err and 'NCI1' in err
+    assert not (workdir / 'bad').exists()
+    for flag, name in (('--method', 'hmaa'), ('--backbone', 'gat')):
+        with pytest.raises(SystemExit) as exc:
+            runner('ood').main(['--dataset', 'NCI1', flag, name, '--out',
+                                str(workdir / 'bad')])
+        assert exc.value.code == 2
+        assert f"Unknown {flag[2:]} '{name}'" in capsys.readouterr().err
 
 
 def test_eval_flags_are_recorded_and_the_selected_model_saved(

@@ -1,7 +1,7 @@
 r"""Backbones of the paper's experiments and the one switch that puts a linear
 head or HMA on top of them (:func:`build_model`)."""
-from .build import (BACKBONES, HMA_VARIANTS, LINEAR_HEAD_METHODS, METHODS,
-                    LinearClassifier, build_backbone, build_model)
+from .backbones import BACKBONES, BackboneSpec, backbone_label
+from .build import LinearClassifier, build_backbone, build_model
 from .encoders import AtomEncoder, BondEncoder
 from .gnn import GNN, GCNConv, GINConv
 from .mnist import IRMMLP, SmallCNN
@@ -12,9 +12,8 @@ __all__ = [
     'build_backbone',
     'LinearClassifier',
     'BACKBONES',
-    'METHODS',
-    'LINEAR_HEAD_METHODS',
-    'HMA_VARIANTS',
+    'BackboneSpec',
+    'backbone_label',
     'GNN',
     'GINConv',
     'GCNConv',

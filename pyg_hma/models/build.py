@@ -5,36 +5,11 @@ from typing import Any, Dict, Optional, Sequence
 
 from torch import Tensor, nn
 
+from ..methods import METHODS
 from ..nn import HMAClassifier, HMAReadout
-from .gnn import GNN
-from .mnist import IRMMLP, SmallCNN
-from .tu_gin import GMixupGIN
-
-# name -> (class, fixed keyword arguments). GNN backbones read node features
-# of size `num_features`; image backbones read `input_shape`.
-BACKBONES: Dict[str, tuple] = {
-    'gcn': (GNN, dict(conv='gcn')),
-    'gin': (GNN, dict(conv='gin')),
-    'gcn-v': (GNN, dict(conv='gcn', virtual_node=True)),
-    'gin-v': (GNN, dict(conv='gin', virtual_node=True)),
-    'gin-gmixup': (GMixupGIN, {}),
-    'mlp': (IRMMLP, {}),
-    'cnn': (SmallCNN, {}),
-}
-_IMAGE_BACKBONES = ('mlp', 'cnn')
-
-# The paper's ablations: which parts of the HMA readout each one keeps.
-HMA_VARIANTS: Dict[str, Dict[str, bool]] = {
-    'rma': dict(rma=True, abd=False, synthetic=False),
-    'abd': dict(rma=False, abd=True, synthetic=False),
-    'abd+syn': dict(rma=False, abd=True, synthetic=True),
-    'abd+rma': dict(rma=True, abd=True, synthetic=False),
-    'hma': dict(rma=True, abd=True, synthetic=True),
-}
-# Methods that train the backbone with a plain linear head; they differ only
-# in the objective (see :mod:`pyg_hma.train.methods`).
-LINEAR_HEAD_METHODS = ('erm', 'irm', 'vrex', 'dropedge', 'dropnode', 'mmixup')
-METHODS = LINEAR_HEAD_METHODS + tuple(HMA_VARIANTS)
+from .backbones import BACKBONES
+# Importing the backbone modules registers their names.
+from . import gnn, mnist, tu_gin  # noqa: F401
 
 
 class LinearClassifier(nn.Module):
@@ -65,27 +40,25 @@ def build_backbone(name: str, *, num_features: Optional[int] = None,
     r"""Builds a backbone mapping a batch to pooled embeddings.
 
     Args:
-        name: one of :obj:`BACKBONES`: ``'gcn'``, ``'gin'``, ``'gcn-v'``,
-            ``'gin-v'`` (OGB/CIGA GNNs), ``'gin-gmixup'`` (G-Mixup's GIN),
-            ``'mlp'`` (IRM's MLP), ``'cnn'``.
+        name: a name of :data:`~pyg_hma.models.BACKBONES`: ``'gcn'``,
+            ``'gin'``, ``'gcn-v'``, ``'gin-v'`` (OGB/CIGA GNNs),
+            ``'gin-gmixup'`` (G-Mixup's GIN), ``'mlp'`` (IRM's MLP),
+            ``'cnn'``.
         num_features: node feature size (graph backbones).
         input_shape: image shape ``(C, H, W)`` (image backbones).
         **kwargs: passed to the backbone class (e.g. ``hidden_channels``,
             ``num_layers``, ``dropout``, ``pooling``).
     """
-    if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone '{name}'; choose one of "
-                         f"{', '.join(BACKBONES)}")
-    cls, fixed = BACKBONES[name]
-    clash = set(fixed) & set(kwargs)
+    spec = BACKBONES[name]
+    clash = set(spec.fixed) & set(kwargs)
     if clash:
         raise ValueError(f"Backbone '{name}' fixes {sorted(clash)}; pick "
                          f"another backbone name instead of overriding them")
-    if name in _IMAGE_BACKBONES:
+    if spec.inputs == 'image':
         if input_shape is None:
             raise ValueError(f"Backbone '{name}' needs input_shape=(C, H, W)")
-        return cls(input_shape, **kwargs)
-    return cls(num_features, **fixed, **kwargs)
+        return spec.cls(input_shape, **kwargs)
+    return spec.cls(num_features, **spec.fixed, **kwargs)
 
 
 def build_model(backbone: str, method: str = 'erm', *, num_classes: int,
@@ -97,15 +70,15 @@ def build_model(backbone: str, method: str = 'erm', *, num_classes: int,
                 momentum: Optional[float] = 0.999) -> nn.Module:
     r"""Builds a backbone with the head that :obj:`method` trains.
 
-    Linear-head methods (:obj:`LINEAR_HEAD_METHODS`) get a
-    :class:`LinearClassifier`; the HMA variants (:obj:`HMA_VARIANTS`) get an
-    :class:`~pyg_hma.HMAClassifier` whose readout has the variant's parts
+    Methods with a linear head (:data:`~pyg_hma.methods.METHODS` entries
+    without ``hma``) get a :class:`LinearClassifier`; the HMA variants get
+    an :class:`~pyg_hma.HMAClassifier` whose readout has the variant's parts
     switched on. Every model is called as ``model(batch, y=None)``, and has
     the backbone as :obj:`model.encoder`.
 
     Args:
         backbone: see :func:`build_backbone`.
-        method: a name in :obj:`METHODS`.
+        method: a name of :data:`~pyg_hma.methods.METHODS`.
         num_classes: number of classes (2 for binary tasks).
         num_features: node feature size (graph backbones).
         input_shape: image shape (image backbones).
@@ -118,20 +91,18 @@ def build_model(backbone: str, method: str = 'erm', *, num_classes: int,
         momentum: EMA momentum of HMA's key encoder (``None``: no key
             encoder; the queue receives the online embeddings).
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown method '{method}'; choose one of "
-                         f"{', '.join(METHODS)}")
+    spec = METHODS[method]
     encoder = build_backbone(backbone, num_features=num_features,
                              input_shape=input_shape,
                              **(backbone_kwargs or {}))
     out = num_classes if out_channels is None else out_channels
-    if method in LINEAR_HEAD_METHODS:
+    if not spec.uses_hma:
         return LinearClassifier(encoder, out)
     hma_kwargs = dict(hma_kwargs or {})
-    clash = set(HMA_VARIANTS[method]) & set(hma_kwargs)
+    clash = set(spec.hma) & set(hma_kwargs)
     if clash:
         raise ValueError(f"hma_kwargs may not set {sorted(clash)}: the method "
                          f"name '{method}' decides them")
     readout = HMAReadout(encoder.out_channels, num_classes, out_channels=out,
-                         **HMA_VARIANTS[method], **hma_kwargs)
+                         **spec.hma, **hma_kwargs)
     return HMAClassifier(encoder, readout, momentum=momentum)

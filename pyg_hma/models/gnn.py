@@ -30,6 +30,7 @@ from torch_geometric.nn import (MessagePassing, global_add_pool,
 from torch_geometric.utils import degree
 
 from .encoders import AtomEncoder, BondEncoder
+from .backbones import BACKBONES, BackboneSpec
 
 POOLINGS = {'mean': global_mean_pool, 'max': global_max_pool,
             'sum': global_add_pool}
@@ -294,3 +295,12 @@ class GNN(nn.Module):
         return (f'{self.__class__.__name__}({self.conv}, '
                 f'{self.hidden_channels}, num_layers={self.num_layers}, '
                 f'pooling={self.pooling}{vn})')
+
+
+# OGB's GNNs (and CIGA's, with `pooling`): the -v names add a virtual node.
+for _name, _label, _fixed in (
+        ('gcn', 'GCN', dict(conv='gcn')),
+        ('gin', 'GIN', dict(conv='gin')),
+        ('gcn-v', 'GCN-v', dict(conv='gcn', virtual_node=True)),
+        ('gin-v', 'GIN-v', dict(conv='gin', virtual_node=True))):
+    BACKBONES.register(BackboneSpec(_name, GNN, _label, _fixed))

@@ -9,6 +9,8 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .backbones import BACKBONES, BackboneSpec
+
 
 def _image_shape(input_shape: Sequence[int]) -> tuple:
     shape = tuple(int(s) for s in input_shape)
@@ -90,3 +92,7 @@ class SmallCNN(nn.Module):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.input_shape}, '
                 f'{self.out_channels})')
+
+
+BACKBONES.register(BackboneSpec('mlp', IRMMLP, 'MLP', inputs='image'))
+BACKBONES.register(BackboneSpec('cnn', SmallCNN, 'CNN', inputs='image'))

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GINConv, global_mean_pool
 
 from .gnn import graph_batch_info
+from .backbones import BACKBONES, BackboneSpec
 
 
 class GMixupGIN(nn.Module):
@@ -65,3 +66,6 @@ class GMixupGIN(nn.Module):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.hidden_channels}, num_layers={self.num_layers})')
+
+
+BACKBONES.register(BackboneSpec('gin-gmixup', GMixupGIN, 'GIN'))

@@ -5,7 +5,6 @@ from .engine import (BestTracker, FitResult, TrainConfig, evaluate, fit,
                      predict, resolve_device, seed_everything)
 from .loaders import (LOADER_FACTORIES, TensorBatch, device_loader,
                       get_loader_factory, pyg_loader)
-from .methods import OBJECTIVES, Criterion, objective_for
 from .metrics import compute_metric
 
 __all__ = [
@@ -25,8 +24,5 @@ __all__ = [
     'get_loader_factory',
     'LOADER_FACTORIES',
     'TensorBatch',
-    'Criterion',
-    'OBJECTIVES',
-    'objective_for',
     'compute_metric',
 ]

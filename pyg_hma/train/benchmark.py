@@ -28,14 +28,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..models import BACKBONES, HMA_VARIANTS, METHODS, build_model
+from ..methods import METHODS, method_label
+from ..models import BACKBONES, backbone_label, build_model
+from ..registry import UnknownNameError
 from .engine import (COMPILE_MODES, EVAL_MODES, TrainConfig, device_name,
                      fingerprint, fit, resolve_device, select_by_eval_mode)
 from ..data._io import atomic_torch_save
 from .loaders import LOADER_FACTORIES, random_subset
-from .results import (RESULT_FORMAT, RESULT_KIND, backbone_label, load_paper,
-                      method_label, package_versions, read_result,
-                      source_commit, write_json, write_summary)
+from .results import (RESULT_FORMAT, RESULT_KIND, load_paper,
+                      package_versions, read_result, source_commit,
+                      write_json, write_summary)
 
 
 @dataclass
@@ -76,7 +78,12 @@ class Protocol:
         return dataclasses.replace(self, **changes)
 
 
-QUICK_DEFAULTS = dict(epochs=3, seeds=2, train_size=256, eval_size=128)
+# Long enough to show learning (non-trivial scores) in well under a minute;
+# a protocol's `quick` entries override these.
+QUICK_DEFAULTS = dict(epochs=8, seeds=2, train_size=256, eval_size=128,
+                      lr=1e-2)
+QUICK_NOTE = ('(--quick: a smoke test on a data subset for a few epochs; its '
+              'scores are not results)')
 
 
 def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
@@ -187,10 +194,10 @@ def check_settings(settings: Mapping[str, Mapping[str, Any]],
     for backbone in backbones:
         if backbone not in BACKBONES:
             continue  # reported by _drop_unsupported
-        cls, fixed = BACKBONES[backbone]
-        valid['backbone'] = (set(inspect.signature(cls.__init__).parameters)
-                             - {'self', 'in_channels', 'input_shape',
-                                *fixed})
+        spec = BACKBONES[backbone]
+        valid['backbone'] = (
+            set(inspect.signature(spec.cls.__init__).parameters)
+            - {'self', 'in_channels', 'input_shape', *spec.fixed})
         for section in SETTING_SECTIONS:
             bad = sorted(set(settings[section]) - valid[section])
             if bad:
@@ -319,11 +326,9 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
 def _drop_unsupported(backbone: str, kwargs: Dict[str, Any]) -> List[str]:
     # A protocol's backbone arguments may not all apply when --backbone picks
     # another family (e.g. `pooling` for the image MLP).
-    if backbone not in BACKBONES:
-        raise SystemExit(f"Unknown backbone '{backbone}'; choose from "
-                         f"{', '.join(BACKBONES)}")
-    cls, fixed = BACKBONES[backbone]
-    accepted = set(inspect.signature(cls.__init__).parameters) - set(fixed)
+    spec = BACKBONES[backbone]
+    accepted = (set(inspect.signature(spec.cls.__init__).parameters)
+                - set(spec.fixed))
     dropped = sorted(k for k in kwargs if k not in accepted)
     for key in dropped:
         del kwargs[key]
@@ -371,8 +376,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
     r"""Runs everything :obj:`args` asks for; returns the result records."""
     unknown = [d for d in args.dataset if d not in protocols]
     if unknown:
-        raise SystemExit(f"{runner}.py: unknown dataset(s) {unknown}; choose "
-                         f"from {', '.join(protocols)}")
+        raise UnknownNameError(f"unknown dataset(s) {unknown}; choose from "
+                               f"{', '.join(protocols)}")
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -402,8 +407,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
             methods = list(proto.table_methods)
         bad = [m for m in methods if m not in METHODS]
         if bad:
-            raise SystemExit(f"{runner}.py: unknown method(s) {bad}; choose "
-                             f"from {', '.join(METHODS)} or 'all'")
+            raise UnknownNameError(f"unknown method(s) {bad}; choose from "
+                                   f"{', '.join(METHODS)} or 'all'")
         train_changes = {k: v for k, v in (quick or {}).items()
                          if k in TrainConfig.__dataclass_fields__}
         for key in ('epochs', 'batch_size', 'lr', 'eval_mode'):
@@ -441,8 +446,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                 for method in methods:
                     run_id = dict(runner=runner, dataset=dataset,
                                   backbone=backbone, backbone_kwargs=bb_kwargs,
-                                  hma=proto.hma if method in HMA_VARIANTS
-                                  else None, momentum=proto.momentum,
+                                  hma=proto.hma
+                                  if METHODS[method].uses_hma else None, momentum=proto.momentum,
                                   dataset_kwargs=proto.dataset_kwargs,
                                   quick=quick)
                     ident = fingerprint({'run': run_id, 'method': method,
@@ -469,7 +474,7 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                                   quick=bool(args.quick), versions=versions,
                                   commit=commit)))
             if workers > 1:  # the longer runs first, so none starts last
-                jobs.sort(key=lambda job: job.method not in HMA_VARIANTS)
+                jobs.sort(key=lambda job: not METHODS[job.method].uses_hma)
             for job, rec in _execute(jobs, workers, args.threads):
                 finished[job.seed, job.method] = rec
                 say(f"  {method_label(job.method)} seed {job.seed}: val "
@@ -481,7 +486,7 @@ def run_benchmark(args: argparse.Namespace, runner: str,
             records = [finished[seed, method] for seed in seeds
                        for method in methods]
             md = write_summary(folder, records, paper)
-            print(md, flush=True)
+            print(md + (f'\n{QUICK_NOTE}\n' if quick else ''), flush=True)
             all_records += records
     _SPLITS_CACHE.clear()
     return all_records
@@ -582,7 +587,8 @@ def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
     if cfg.loss == 'ce' and num_tasks != 1:
         raise ValueError(f'{dataset}: cross entropy needs one label per '
                          f'sample, found {num_tasks}')
-    if method in HMA_VARIANTS and num_tasks != 1:
+    uses_hma = METHODS[method].uses_hma
+    if uses_hma and num_tasks != 1:
         raise ValueError(f'{dataset} has {num_tasks} tasks per sample; HMA '
                          f'supports single-task classification only')
     out_channels = num_tasks if cfg.loss == 'bce' else None
@@ -642,9 +648,9 @@ def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
         'threads': torch.get_num_threads(),
         'config': {
             'train': cfg.to_dict(), 'backbone_kwargs': bb_kwargs,
-            'hma': (hma_kwargs if method in HMA_VARIANTS else None),
-            'hma_variant': HMA_VARIANTS.get(method),
-            'momentum': proto.momentum if method in HMA_VARIANTS else None,
+            'hma': hma_kwargs if uses_hma else None,
+            'hma_variant': METHODS[method].hma,
+            'momentum': proto.momentum if uses_hma else None,
             'dataset_kwargs': proto.dataset_kwargs, 'loader': args.loader,
             'pad': getattr(args, 'pad', None),
             'compile': getattr(args, 'compile', None),
@@ -671,12 +677,18 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
         parser.error('--epochs must be positive')
     if args.jobs < 1:
         parser.error('--jobs must be positive')
-    known = [d for d in args.dataset if d in protocols]
-    try:
-        for dataset in known:
+    try:  # names and settings, before any work
+        for name in args.dataset:
+            if name not in protocols:
+                raise UnknownNameError(
+                    f"unknown dataset '{name}'; choose from "
+                    f"{', '.join(protocols)}")
+        METHODS.check([m for m in args.method or [] if m != 'all'])
+        BACKBONES.check(args.backbone or [])
+        for dataset in args.dataset:
             check_settings(settings_of(args),
                            args.backbone or [protocols[dataset].backbone])
-    except ValueError as e:
+    except ValueError as e:  # UnknownNameError too
         parser.error(str(e))
     run_benchmark(args, runner, protocols)
     return 0

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ..data._io import atomic_torch_save, torch_load
 from .loaders import LoaderFactory, as_batch, get_loader_factory
-from .methods import Criterion, StepContext, objective_for
+from ..methods import METHODS, Criterion, StepContext
 from .metrics import compute_metric
 
 CHECKPOINT_VERSION = 2
@@ -75,7 +75,7 @@ class TrainConfig:
         patience: early-stopping patience in epochs (``None``: off).
         warmup: epochs before the patience starts counting.
         loss: ``'ce'`` or ``'bce'`` (see
-            :class:`~pyg_hma.train.methods.Criterion`).
+            :class:`~pyg_hma.methods.Criterion`).
         penalty_weight: IRM / V-REx penalty weight after annealing.
         penalty_anneal_epochs: epochs with penalty weight 1 first.
         drop_ratio: DropEdge / DropNode ratio.
@@ -418,9 +418,6 @@ def _format_epoch(rec: dict, epochs: int, metric: str) -> str:
             f"{rec['time_s']:.1f}s")
 
 
-# Methods that rebuild the graphs of a batch (so a padded batch would lose
-# its padding bookkeeping, and shapes change anyway).
-_GRAPH_EDITING_METHODS = ('dropedge', 'dropnode')
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune')
 
 
@@ -434,7 +431,7 @@ def _check_static_options(model: nn.Module, method: str, pad, compile_mode):
             raise ValueError(f'pad: the backbone {type(encoder).__name__} '
                              f'does not support padded batches (the GNNs of '
                              f'pyg_hma.models do)')
-        if method in _GRAPH_EDITING_METHODS:
+        if METHODS[method].edits_graphs:  # padding bookkeeping would break
             raise ValueError(f"pad: method '{method}' edits the graphs of "
                              f"each batch, which padding does not allow")
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
@@ -472,7 +469,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         model_fn: builds the model (called right after seeding, so the
             initial weights depend on :obj:`seed` only).
         splits: a :class:`~pyg_hma.data.DatasetSplits`.
-        method: a method name (see :mod:`pyg_hma.train.methods`).
+        method: a name of :data:`pyg_hma.methods.METHODS`.
         cfg: the optimisation protocol.
         seed: the run's seed.
         device: ``'cpu'``, ``'cuda'``, ``'auto'`` or a :class:`torch.device`.
@@ -505,7 +502,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     device = resolve_device(device) if not isinstance(
         device, torch.device) else device
     factory: LoaderFactory = get_loader_factory(loader)
-    objective = objective_for(method)
+    objective = METHODS[method].objective
     crit = Criterion(cfg.loss)
     metric = splits.metric
     described = {'method': method, 'seed': seed, 'cfg': cfg.to_dict(),

@@ -37,8 +37,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from ..data._io import atomic_path
 from .engine import EVAL_MODES, fingerprint
 from .metrics import METRIC_LABELS, scale_for_table
-from .results import (METHOD_LABELS, TABLE_TITLES, find_results,
-                      method_label)
+from ..methods import METHODS
+from .results import TABLE_TITLES, find_results, method_label, method_rank
 
 RUNS_COLUMNS = ('table', 'dataset', 'backbone', 'method', 'variant',
                 'selected_by', 'seed', 'metric', 'val', 'test',
@@ -160,7 +160,7 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
     if added:
         rows = existing + added
         rows.sort(key=lambda r: (str(r['table']), r['dataset'],
-                                 r['backbone'], _method_rank(r['method']),
+                                 r['backbone'], method_rank(r['method']),
                                  r['variant'], r['selected_by'],
                                  int(r['seed']), r['fingerprint']))
         with atomic_path(runs_csv) as tmp:
@@ -171,11 +171,6 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
                 writer.writerows({k: r[k] for k in RUNS_COLUMNS}
                                  for r in rows)
     return len(added), kept
-
-
-def _method_rank(method: str) -> int:
-    order = list(METHOD_LABELS)
-    return order.index(method) if method in order else len(order)
 
 
 # --------------------------------------------------------------------------
@@ -334,7 +329,7 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
             lines += ['| dataset | backbone | method | ours (n) | paper | '
                       'ours − paper | verdict |', '|---|---|---|---|---|---|---|']
             for key in sorted(cells, key=lambda k: (
-                    k[1], k[2], _method_rank(k[3]), k[4])):
+                    k[1], k[2], method_rank(k[3]), k[4])):
                 _, dataset, backbone, method, cid = key
                 metric = metric_of[(table, dataset)]
                 vals = list(cells[key].values())
@@ -378,7 +373,7 @@ def _paper_cells_not_run(paper, table: str, ran) -> List[tuple]:
     done_bb = {(d, b, method_label(m)) for d, b, m in ran}
     return sorted({(r['dataset'], r['backbone'], r['method'])
                    for r in (paper or []) if str(r['table']) == table
-                   and r['method'] in METHOD_LABELS.values()}
+                   and r['method'] in {s.label for s in METHODS.values()}}
                   - done_bb - {(d, '', m) for d, m in done})
 
 
@@ -445,7 +440,7 @@ def _eval_section(rows, config, metric_of) -> List[str]:
            '| dataset | method | selected by | ' + ' | '.join(
                f'scored `{m}`' for m in modes) + ' |',
            '|---|---|---|' + '---|' * len(modes)]
-    for key in sorted(full, key=lambda k: (k[0], k[1], _method_rank(k[3]))):
+    for key in sorted(full, key=lambda k: (k[0], k[1], method_rank(k[3]))):
         table, dataset, backbone, method = key
         metric = metric_of[(table, dataset)]
         by = full[key]
@@ -505,7 +500,7 @@ def write_figures(rows, paper, folder: Path, config: str,
     out = {}
     for table in sorted({k[0] for k in main if k[0]}):
         keys = sorted((k for k in main if k[0] == table),
-                      key=lambda k: (k[1], _method_rank(k[3])))
+                      key=lambda k: (k[1], method_rank(k[3])))
         labels, ours, ours_err, theirs, theirs_err = [], [], [], [], []
         for key in keys:
             mean, _, half, _ = mean_interval(list(main[key].values()))

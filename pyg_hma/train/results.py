@@ -25,23 +25,14 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..data._io import PROJECT_ROOT, atomic_path
+from ..methods import METHODS, method_label
+from ..models.backbones import backbone_label
 from .metrics import METRIC_LABELS, scale_for_table
 
 RESULT_KIND = 'pyg_hma.result'
 RESULT_FORMAT = 1
 PAPER_ENV = 'PYG_HMA_PAPER'
 
-# Our method names -> the paper's (graph_results.csv) spelling.
-METHOD_LABELS = OrderedDict([
-    ('erm', 'ERM'), ('irm', 'IRM'), ('vrex', 'V-REx'),
-    ('dropedge', 'DropEdge'), ('dropnode', 'DropNode'), ('mmixup', 'M-Mixup'),
-    ('rma', 'RMA'), ('abd', 'ABD'), ('abd+syn', 'ABD+SYN'),
-    ('abd+rma', 'ABD+RMA'), ('hma', 'HMA'),
-])
-BACKBONE_LABELS = {
-    'gcn': 'GCN', 'gin': 'GIN', 'gcn-v': 'GCN-v', 'gin-v': 'GIN-v',
-    'gin-gmixup': 'GIN', 'mlp': 'MLP', 'cnn': 'CNN',
-}
 TABLE_TITLES = {
     3: 'Table 3: OGB molecules, scaffold split (ROC-AUC x100)',
     4: 'Table 4: TU in distribution, G-Mixup protocol (accuracy %)',
@@ -50,13 +41,11 @@ TABLE_TITLES = {
 }
 
 
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
-
-
-def backbone_label(backbone: str, pooling: Optional[str] = None) -> str:
-    label = BACKBONE_LABELS.get(backbone, backbone)
-    return f'{label} ({pooling} pool)' if pooling == 'max' else label
+def method_rank(method: str) -> int:
+    r"""Position of :obj:`method` in table rows (registry order; unknown
+    names last)."""
+    names = list(METHODS)
+    return names.index(method) if method in names else len(names)
 
 
 # --------------------------------------------------------------------------
@@ -218,8 +207,7 @@ def aggregate(records: Sequence[dict], paper: Optional[List[dict]] = None
     groups: Dict[tuple, List[dict]] = OrderedDict()
     for rec in sorted(records, key=lambda r: (
             str(r.get('table')), r['dataset'], r['backbone_label'],
-            list(METHOD_LABELS).index(r['method'])
-            if r['method'] in METHOD_LABELS else 99, r['seed'])):
+            method_rank(r['method']), r['seed'])):
         groups.setdefault(_group_key(rec), []).append(rec)
     rows = []
     for (table, dataset, bb_label, method), recs in groups.items():

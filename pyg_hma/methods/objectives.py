@@ -1,7 +1,7 @@
 r"""Training objectives of the benchmark methods.
 
-Every method is a backbone plus a head (:func:`pyg_hma.models.build_model`)
-trained with one of these objectives:
+Every method (:data:`pyg_hma.methods.METHODS`) is a backbone plus a head
+(:func:`pyg_hma.models.build_model`) trained with one of these objectives:
 
 * ``erm``, and every HMA variant (``rma``, ``abd``, ``abd+syn``, ``abd+rma``,
   ``hma``): the mean task loss. The labels are passed to the model as
@@ -45,8 +45,6 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from ..models import HMA_VARIANTS, LINEAR_HEAD_METHODS
 
 Extras = Dict[str, Tensor]
 
@@ -228,26 +226,3 @@ class ManifoldMixup(Objective):
         loss = lam * crit.mean(logits, y) + (1.0 - lam) * crit.mean(
             logits, y.view(h.size(0), -1)[perm].view_as(y))
         return loss, logits, {}
-
-
-OBJECTIVES: Dict[str, Objective] = {
-    'erm': Objective(),
-    'irm': IRM(),
-    'vrex': VREx(),
-    'dropedge': DropEdge(),
-    'dropnode': DropNode(),
-    'mmixup': ManifoldMixup(),
-}
-if set(OBJECTIVES) != set(LINEAR_HEAD_METHODS):  # keep the two lists in step
-    raise RuntimeError('pyg_hma.train.methods.OBJECTIVES and '
-                       'pyg_hma.models.LINEAR_HEAD_METHODS disagree')
-
-
-def objective_for(method: str) -> Objective:
-    r"""The objective that trains :obj:`method` (HMA variants use ERM's)."""
-    if method in HMA_VARIANTS:
-        return OBJECTIVES['erm']
-    if method not in OBJECTIVES:
-        raise ValueError(f"Unknown method '{method}'; choose one of "
-                         f"{', '.join(list(OBJECTIVES) + list(HMA_VARIANTS))}")
-    return OBJECTIVES[method]
