@@ -8,7 +8,9 @@ Three places are involved:
   relative to the project root when that folder exists, else none;
 * the **usual download** (TU Dortmund, OGB, ...), used only when no mirror is found.
 
-Mirror files are checked against the mirror's ``SHA256SUMS``. Every processed
+Mirror files are checked against the mirror's ``SHA256SUMS``; a mirror
+without one, with an empty or malformed one, or with a file it does not list
+is an error (:class:`ChecksumError`), never an unchecked read. Every processed
 file is written atomically (to a temporary name, then ``os.replace``) so an
 interrupted run never leaves a half-written cache behind.
 
@@ -26,6 +28,7 @@ import hashlib
 import os
 import os.path as osp
 import pickle
+import re
 import shutil
 import tempfile
 import warnings
@@ -89,17 +92,47 @@ def find_mirror(mirror: Optional[PathLike] = None) -> Optional[Path]:
     return default if default.is_dir() else None
 
 
+_SUMS_LINE = re.compile(r'^([0-9a-fA-F]{64})\s+\*?(\S.*)$')
+
+
+def _sums_remedy(root: Path) -> str:
+    return (f"regenerate it from files checked against their sources (cd "
+            f"'{root}' && sha256sum FILES > SHA256SUMS)")
+
+
 def _read_checksums(mirror: Path) -> Dict[str, str]:
-    sums = {}
+    """The digests of ``mirror/SHA256SUMS`` (``sha256sum`` format), keyed by
+    path relative to the mirror.
+
+    Raises:
+        ChecksumError: the file is missing, lists nothing, or has a line that
+            is not ``<64 hex digits> <file name>`` (blank lines and ``#``
+            comments are allowed).
+    """
     file = mirror / 'SHA256SUMS'
-    if not file.exists():
-        return sums
-    for line in file.read_text().splitlines():
+    if not file.is_file():
+        raise ChecksumError(
+            f"The offline mirror '{mirror}' has no SHA256SUMS, so its files "
+            f"cannot be verified: {_sums_remedy(mirror)}.")
+    sums = {}
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith('#'):
             continue
-        digest, name = line.split(maxsplit=1)
-        sums[name.lstrip('*').lstrip('./')] = digest.lower()
+        match = _SUMS_LINE.match(line)
+        if match is None:
+            raise ChecksumError(
+                f"'{file}' line {number} is not '<64 hex digits>  <file "
+                f"name>' (got {line[:80]!r}): fix the line or "
+                f"{_sums_remedy(mirror)}.")
+        digest, name = match.groups()
+        while name.startswith('./'):
+            name = name[2:]
+        sums[name] = digest.lower()
+    if not sums:
+        raise ChecksumError(
+            f"'{file}' lists no checksums, so no mirror file can be "
+            f"verified: {_sums_remedy(mirror)}.")
     return sums
 
 
@@ -120,7 +153,9 @@ def mirror_file(relpath: str, mirror: Optional[PathLike] = None,
 
     Raises:
         MissingDataError: no mirror, or the file is not in it.
-        ChecksumError: the file's SHA-256 differs from ``SHA256SUMS``.
+        ChecksumError: the file cannot be verified (the mirror has no
+            ``SHA256SUMS``, it is empty or malformed, or it has no line for
+            the file) or its SHA-256 differs from ``SHA256SUMS``.
     """
     root = find_mirror(mirror)
     label = f' ({what})' if what else ''
@@ -137,18 +172,22 @@ def mirror_file(relpath: str, mirror: Optional[PathLike] = None,
             f"on a machine with internet access, run without a mirror (no "
             f"${MIRROR_ENV} and no ../shared/data beside the project) to "
             f"download it instead.")
-    sums = _read_checksums(root)
-    expected = sums.get(relpath)
-    if expected is not None:
-        key = str(path.resolve())
-        if _VERIFIED.get(key) != expected:
-            actual = sha256(path)
-            if actual != expected:
-                raise ChecksumError(
-                    f"Checksum mismatch for '{path}'{label}: SHA256SUMS lists "
-                    f"{expected}, the file hashes to {actual}. The file is "
-                    f"corrupt or was replaced; restore it from its source.")
-            _VERIFIED[key] = expected
+    expected = _read_checksums(root).get(relpath)
+    if expected is None:
+        raise ChecksumError(
+            f"'{relpath}'{label} has no line in '{root / 'SHA256SUMS'}', so "
+            f"it cannot be verified: check the file against its source, then "
+            f"add its line (cd '{root}' && sha256sum '{relpath}' >> "
+            f"SHA256SUMS).")
+    key = str(path.resolve())
+    if _VERIFIED.get(key) != expected:
+        actual = sha256(path)
+        if actual != expected:
+            raise ChecksumError(
+                f"Checksum mismatch for '{path}'{label}: SHA256SUMS lists "
+                f"{expected}, the file hashes to {actual}. The file is "
+                f"corrupt or was replaced; restore it from its source.")
+        _VERIFIED[key] = expected
     return path
 
 
