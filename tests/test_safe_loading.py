@@ -99,8 +99,9 @@ def test_rng_state_round_trips_through_a_safe_file(tmp_path):
     random.gauss(0, 1), np.random.normal()  # cached Gaussians in the state
 
     def draws():
-        return (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(),
-                np.random.normal(), torch.rand(2).tolist())
+        return (random.random(), random.gauss(0, 1),
+                np.random.rand(3).tolist(), np.random.normal(),
+                torch.rand(2).tolist())
 
     torch.save(engine._rng_state(), tmp_path / 'rng.pt')
     expected = draws()

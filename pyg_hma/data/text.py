@@ -517,7 +517,8 @@ def read_dig_sentigraph(folder: PathLike, name: str) -> List[Data]:
     """Reads DIG's processed ``SentiGraphDataset`` files.
 
     ``{name}_node_features.pkl`` (a pickled ``[num_nodes, d]`` array, read
-    by :func:`load_array_pickle`, which refuses anything but an array), ``{name}_edge_index.txt``
+    by :func:`load_array_pickle`, which refuses anything but an array),
+    ``{name}_edge_index.txt``
     (0-based global node pairs, one arc per line),
     ``{name}_node_indicator.txt`` (1-based graph id per node, graphs
     contiguous),
@@ -535,8 +536,9 @@ def read_dig_sentigraph(folder: PathLike, name: str) -> List[Data]:
         if not (folder / f'{name}_{f}').is_file():
             raise MissingDataError(f"DIG's file '{name}_{f}' is missing from "
                                    f"'{folder}'.")
-    x = torch.as_tensor(load_array_pickle(folder / f'{name}_node_features.pkl'),
-                        dtype=torch.float)
+    x = torch.as_tensor(
+        load_array_pickle(folder / f'{name}_node_features.pkl'),
+        dtype=torch.float)
     edges = _read_int_table(folder / f'{name}_edge_index.txt').reshape(-1, 2)
     batch = _read_int_table(
         folder / f'{name}_node_indicator.txt').reshape(-1) - 1
