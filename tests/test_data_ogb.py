@@ -138,6 +138,8 @@ def _fake_mirror(tmp_path, smiles, labels):
     (mirror / 'moleculenet').mkdir(parents=True)
     pd.DataFrame({'smiles': smiles, 'activity': 'CI', 'HIV_active': labels}
                  ).to_csv(mirror / 'moleculenet' / 'HIV.csv.gz', index=False)
+    digest = ogb_mol.sha256(mirror / 'moleculenet' / 'HIV.csv.gz')
+    (mirror / 'SHA256SUMS').write_text(f'{digest}  ./moleculenet/HIV.csv.gz\n')
     return mirror
 
 

@@ -318,6 +318,9 @@ def _tiny_twitter_mirror(folder):
     lines = ''.join(f'{s}\n{t}\n{p}\n' for s, t, p in examples)
     (tw / 'train.raw').write_text(lines[:lines.index('new album')])
     (tw / 'test.raw').write_text(lines[lines.index('new album'):])
+    (folder / 'SHA256SUMS').write_text(''.join(
+        f'{T.sha256(tw / f)}  ./text/twitter/{f}\n'
+        for f in ('train.raw', 'test.raw')))
     return len(examples)
 
 

@@ -241,11 +241,14 @@ def test_interrupted_processing_leaves_no_cache(mirror, tmp_path,
                                                 monkeypatch):
     root = tmp_path / 'cache'
 
-    def interrupted(*args, **kwargs):
+    # Interrupted while writing the raw files ...
+    real_extract = tu._extract_tu_zip
+
+    def interrupted(zip_path, raw_dir, name):
+        real_extract(zip_path, raw_dir, name)
         raise KeyboardInterrupt
 
-    # Interrupted inside PyG's processing of the raw files ...
-    monkeypatch.setattr(TUDataset, 'process', interrupted)
+    monkeypatch.setattr(tu, '_extract_tu_zip', interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_dataset('PROTEINS', root=root, mirror=mirror)
     assert list((root / 'tu').iterdir()) == []

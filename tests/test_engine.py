@@ -161,7 +161,7 @@ def test_resume_gives_the_same_result(proteins, tmp_path, method):
     with pytest.raises(Interrupt):
         fit(gcn(proteins, method), proteins, method, cfg, seed=3,
             checkpoint=ckpt, callbacks=[stop_after_2])
-    assert torch.load(ckpt, weights_only=False)['epoch'] == 2
+    assert torch.load(ckpt, weights_only=True)['epoch'] == 2
     resumed = fit(gcn(proteins, method), proteins, method, cfg, seed=3,
                   checkpoint=ckpt, resume=True)
     assert resumed.resumed_from == 3
@@ -174,8 +174,8 @@ def test_resume_gives_the_same_result(proteins, tmp_path, method):
     assert (resumed.selected_epoch, resumed.val, resumed.test) == \
         (full.selected_epoch, full.val, full.test)
     # The final weights (and HMA's queue) are identical too.
-    a = torch.load(tmp_path / 'full.ckpt', weights_only=False)['model']
-    b = torch.load(ckpt, weights_only=False)['model']
+    a = torch.load(tmp_path / 'full.ckpt', weights_only=True)['model']
+    b = torch.load(ckpt, weights_only=True)['model']
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     if method == 'hma':

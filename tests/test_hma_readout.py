@@ -360,3 +360,119 @@ def test_bad_inputs_raise_clear_errors(kwargs, error, match):
 def test_bad_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make(**kwargs)
+
+
+# --------------------------------------------------------------------------
+# Finiteness: the queue never takes a non-finite row, a non-finite sample
+# only affects itself under independent inference, corrupt queues are refused
+# --------------------------------------------------------------------------
+def test_non_finite_training_rows_never_enter_the_queue():
+    readout = make(check_inputs=False)  # what the engine uses
+    fill_queue(readout, n=4)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, D, generator=g)
+    y = torch.randint(0, C, (6, ), generator=g)
+    x[2, 3] = float('nan')
+    readout(x, y)
+    assert torch.isfinite(readout.queue_keys).all()
+    # The five finite rows, in order, after the four old ones.
+    assert torch.equal(readout.queue_keys[4:9], x[[0, 1, 3, 4, 5]])
+    assert torch.equal(readout.queue_labels[4:9], y[[0, 1, 3, 4, 5]])
+    assert readout.queue_labels[9] == -1
+    assert int(readout.queue_ptr) == 9
+    assert int(readout.num_skipped_writes) == 1
+    readout.eval()
+    assert torch.isfinite(readout(torch.randn(4, D))).all()
+
+
+def test_write_skips_bad_rows_and_keeps_fifo_order_across_wraparound():
+    readout = make(memory_size=10)
+    fill_queue(readout, n=8)
+    before = readout.queue_keys.clone()
+    keys = torch.arange(6 * D, dtype=torch.float).view(6, D)
+    keys[1, 0] = float('inf')
+    labels = torch.tensor([0, 1, 2, 7, 1, 0])  # 7 is not a class
+    readout.write(keys, labels)
+    # Rows 0, 2, 4, 5 land in slots 8, 9, 0, 1; the pointer moves by 4.
+    assert torch.equal(readout.queue_keys[[8, 9, 0, 1]], keys[[0, 2, 4, 5]])
+    assert readout.queue_labels[[8, 9, 0, 1]].tolist() == [0, 2, 1, 0]
+    assert torch.equal(readout.queue_keys[2:8], before[2:8])
+    assert int(readout.queue_ptr) == 2
+    assert int(readout.num_skipped_writes) == 2
+    # More valid rows than the queue holds: the newest ten are kept.
+    many = torch.arange(13 * D, dtype=torch.float).view(13, D)
+    many[12] = float('nan')
+    readout.write(many, torch.zeros(13, dtype=torch.long))
+    kept = many[2:12]  # 12 valid rows, the newest 10 of them
+    # As if all 12 had been written from slot 2 on: row j lands in 2 + j.
+    order = (2 + 2 + torch.arange(10)) % 10
+    assert torch.equal(readout.queue_keys[order], kept)
+    assert int(readout.queue_ptr) == (2 + 12) % 10
+    # Nothing valid at all: the queue does not move.
+    state = copy.deepcopy(readout.state_dict())
+    readout.write(torch.full((3, D), float('nan')), torch.zeros(3).long())
+    assert all(torch.equal(state[k], v)
+               for k, v in readout.state_dict().items())
+
+
+def test_check_inputs_refuses_non_finite_training_rows():
+    readout = make(check_inputs=True)
+    x = torch.randn(4, D)
+    x[1, 0] = float('inf')
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        readout(x, torch.zeros(4, dtype=torch.long))
+    assert (readout.queue_labels == -1).all()
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+@pytest.mark.parametrize('rma', [True, False])
+def test_non_finite_sample_affects_only_itself_independently(bad, rma):
+    readout = make(inference='independent', rma=rma)
+    fill_queue(readout)
+    readout.eval()
+    x = torch.randn(5, D, generator=torch.Generator().manual_seed(2))
+    others = [0, 1, 3, 4]
+    clean = readout(x[others])
+    x[2, 5] = bad
+    out = readout(x)
+    assert not torch.isfinite(out[2]).any()
+    assert torch.allclose(out[others], clean, atol=1e-6)
+
+
+def test_masked_attention_keeps_nan_for_queries_that_attend_to_it():
+    from pyg_hma.nn.utils import MaskedAttentionBlock
+    torch.manual_seed(0)
+    block = MaskedAttentionBlock(8, 2).eval()
+    tokens = torch.randn(4, 8)
+    tokens[3] = float('nan')
+    mask = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 1], [1, 1, 1, 0]]).bool()
+    out = block(tokens, 3, mask)
+    assert torch.isnan(out[1]).all()  # attends to the NaN token
+    assert torch.isfinite(out[[0, 2]]).all()
+    assert torch.allclose(out[[0, 2]],
+                          block(tokens[:3], 3, mask[:, :3])[[0, 2]])
+
+
+@pytest.mark.parametrize('key,value,match', [
+    ('queue_labels', C, 'queue_labels'),
+    ('queue_labels', -2, 'queue_labels'),
+    ('queue_keys', float('nan'), 'queue_keys'),
+    ('queue_ptr', 10, 'queue_ptr'),
+])
+def test_load_state_dict_refuses_a_corrupt_queue(key, value, match):
+    source = make()
+    fill_queue(source, n=6)
+    state = copy.deepcopy(source.state_dict())
+    target = make()
+    target.load_state_dict(state)  # the intact state loads
+    assert 'num_skipped_writes' not in state
+    if key == 'queue_ptr':
+        state[key].fill_(value)
+    else:
+        state[key][0] = value
+    with pytest.raises(ValueError, match=match):
+        make().load_state_dict(state)
+    # Through a module that holds the readout, the key is named in full.
+    holder = torch.nn.ModuleDict({'readout': make()})
+    with pytest.raises(ValueError, match=f'readout.{match}'):
+        holder.load_state_dict({f'readout.{k}': v for k, v in state.items()})

@@ -8,9 +8,18 @@ Three places are involved:
   relative to the project root when that folder exists, else none;
 * the **usual download** (TU Dortmund, OGB, ...), used only when no mirror is found.
 
-Mirror files are checked against the mirror's ``SHA256SUMS``. Every processed
+Mirror files are checked against the mirror's ``SHA256SUMS``; a mirror
+without one, with an empty or malformed one, or with a file it does not list
+is an error (:class:`ChecksumError`), never an unchecked read. Every processed
 file is written atomically (to a temporary name, then ``os.replace``) so an
 interrupted run never leaves a half-written cache behind.
+
+Every file this package reads back is loaded with
+``torch.load(weights_only=True)`` (:func:`torch_load`): tensors and plain
+containers only, so a planted or foreign file can never run code. PyG's
+``pre_transform.pt`` / ``pre_filter.pt`` side files, which PyG itself loads
+with ``weights_only=False``, are removed (:func:`remove_pyg_side_files`)
+before PyG gets the chance.
 """
 from __future__ import annotations
 
@@ -18,10 +27,13 @@ import contextlib
 import hashlib
 import os
 import os.path as osp
+import pickle
+import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import torch
 
@@ -38,6 +50,11 @@ class MissingDataError(FileNotFoundError):
 
 class ChecksumError(RuntimeError):
     """A mirror file does not match the checksum listed in ``SHA256SUMS``."""
+
+
+class UnreadableFileError(RuntimeError):
+    """A file this package reads back is corrupt, truncated, or not a plain
+    tensor file (e.g. a pickle of Python objects: refused, never run)."""
 
 
 def default_root() -> Path:
@@ -75,17 +92,47 @@ def find_mirror(mirror: Optional[PathLike] = None) -> Optional[Path]:
     return default if default.is_dir() else None
 
 
+_SUMS_LINE = re.compile(r'^([0-9a-fA-F]{64})\s+\*?(\S.*)$')
+
+
+def _sums_remedy(root: Path) -> str:
+    return (f"regenerate it from files checked against their sources (cd "
+            f"'{root}' && sha256sum FILES > SHA256SUMS)")
+
+
 def _read_checksums(mirror: Path) -> Dict[str, str]:
-    sums = {}
+    """The digests of ``mirror/SHA256SUMS`` (``sha256sum`` format), keyed by
+    path relative to the mirror.
+
+    Raises:
+        ChecksumError: the file is missing, lists nothing, or has a line that
+            is not ``<64 hex digits> <file name>`` (blank lines and ``#``
+            comments are allowed).
+    """
     file = mirror / 'SHA256SUMS'
-    if not file.exists():
-        return sums
-    for line in file.read_text().splitlines():
+    if not file.is_file():
+        raise ChecksumError(
+            f"The offline mirror '{mirror}' has no SHA256SUMS, so its files "
+            f"cannot be verified: {_sums_remedy(mirror)}.")
+    sums = {}
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith('#'):
             continue
-        digest, name = line.split(maxsplit=1)
-        sums[name.lstrip('*').lstrip('./')] = digest.lower()
+        match = _SUMS_LINE.match(line)
+        if match is None:
+            raise ChecksumError(
+                f"'{file}' line {number} is not '<64 hex digits>  <file "
+                f"name>' (got {line[:80]!r}): fix the line or "
+                f"{_sums_remedy(mirror)}.")
+        digest, name = match.groups()
+        while name.startswith('./'):
+            name = name[2:]
+        sums[name] = digest.lower()
+    if not sums:
+        raise ChecksumError(
+            f"'{file}' lists no checksums, so no mirror file can be "
+            f"verified: {_sums_remedy(mirror)}.")
     return sums
 
 
@@ -106,7 +153,9 @@ def mirror_file(relpath: str, mirror: Optional[PathLike] = None,
 
     Raises:
         MissingDataError: no mirror, or the file is not in it.
-        ChecksumError: the file's SHA-256 differs from ``SHA256SUMS``.
+        ChecksumError: the file cannot be verified (the mirror has no
+            ``SHA256SUMS``, it is empty or malformed, or it has no line for
+            the file) or its SHA-256 differs from ``SHA256SUMS``.
     """
     root = find_mirror(mirror)
     label = f' ({what})' if what else ''
@@ -123,18 +172,22 @@ def mirror_file(relpath: str, mirror: Optional[PathLike] = None,
             f"on a machine with internet access, run without a mirror (no "
             f"${MIRROR_ENV} and no ../shared/data beside the project) to "
             f"download it instead.")
-    sums = _read_checksums(root)
-    expected = sums.get(relpath)
-    if expected is not None:
-        key = str(path.resolve())
-        if _VERIFIED.get(key) != expected:
-            actual = sha256(path)
-            if actual != expected:
-                raise ChecksumError(
-                    f"Checksum mismatch for '{path}'{label}: SHA256SUMS lists "
-                    f"{expected}, the file hashes to {actual}. The file is "
-                    f"corrupt or was replaced; restore it from its source.")
-            _VERIFIED[key] = expected
+    expected = _read_checksums(root).get(relpath)
+    if expected is None:
+        raise ChecksumError(
+            f"'{relpath}'{label} has no line in '{root / 'SHA256SUMS'}', so "
+            f"it cannot be verified: check the file against its source, then "
+            f"add its line (cd '{root}' && sha256sum '{relpath}' >> "
+            f"SHA256SUMS).")
+    key = str(path.resolve())
+    if _VERIFIED.get(key) != expected:
+        actual = sha256(path)
+        if actual != expected:
+            raise ChecksumError(
+                f"Checksum mismatch for '{path}'{label}: SHA256SUMS lists "
+                f"{expected}, the file hashes to {actual}. The file is "
+                f"corrupt or was replaced; restore it from its source.")
+        _VERIFIED[key] = expected
     return path
 
 
@@ -162,9 +215,55 @@ def atomic_torch_save(obj, path: PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def torch_load(path: PathLike):
-    """Loads a file this package wrote (trusted: it holds PyG objects)."""
-    return torch.load(path, weights_only=False)
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit] + '...'
+
+
+def torch_load(path: PathLike, what: str = '') -> Any:
+    """Loads a file with ``torch.load(weights_only=True)``: tensors and
+    plain containers (dict, list, tuple, numbers, strings, ``None``) only.
+    No pickled class or function is ever instantiated or called.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        UnreadableFileError: the file holds pickled Python objects (written
+            by an older version, or planted: refused, nothing in it ran), or
+            it is truncated or corrupt.
+    """
+    label = f' ({what})' if what else ''
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"No file at '{path}'{label}.")
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = (f'it is not a plain-tensor file ({_first_line(e)}); it was '
+                  f'written by an older pyg_hma or by someone else, and '
+                  f'nothing in it was run')
+        error = UnreadableFileError(f"Refused to load '{path}'{label}: "
+                                    f"{reason}. Delete it to rebuild it.")
+    except Exception as e:  # truncated zip, bad magic number, EOF, ...
+        reason = (f'{type(e).__name__}: {_first_line(e)}; the file is '
+                  f'truncated or corrupt')
+        error = UnreadableFileError(f"Cannot read '{path}'{label}: {reason}."
+                                    f" Delete it to rebuild it.")
+    error.reason = reason
+    raise error
+
+
+def remove_pyg_side_files(processed_dir: PathLike) -> None:
+    """Deletes PyG's ``pre_transform.pt`` and ``pre_filter.pt`` in
+    ``processed_dir``.
+
+    PyG's ``Dataset._process`` reads them with ``torch.load(weights_only=
+    False)`` (only to warn when the pre-transform changed), so a planted file
+    there would run code. This package never passes a pre-transform or a
+    pre-filter, so the files carry nothing it needs."""
+    for name in ('pre_transform.pt', 'pre_filter.pt'):
+        path = Path(processed_dir) / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
 
 
 def recipe_dir(root: PathLike, name: str, recipe: str) -> Path:
@@ -178,3 +277,39 @@ def recipe_dir(root: PathLike, name: str, recipe: str) -> Path:
 
 def is_complete(folder: PathLike) -> bool:
     return osp.isfile(osp.join(folder, 'DONE'))
+
+
+def load_cache(folder: PathLike, file: str, build: Callable[[Path], None],
+               what: str = '') -> Any:
+    """Returns :func:`torch_load` of ``folder/file``, building the folder
+    first when it is not complete (no ``DONE`` marker).
+
+    ``build(tmp)`` must create the folder ``tmp`` with ``file`` and ``DONE``
+    in it; ``tmp`` is renamed onto ``folder`` only when ``build`` returns.
+    A complete cache whose file cannot be read (truncated, corrupt, or not a
+    plain-tensor file) is rebuilt once; if the rebuilt file cannot be read
+    either, :class:`UnreadableFileError` is raised.
+    """
+    folder = Path(folder)
+    built = False
+    if not is_complete(folder):
+        with atomic_path(folder) as tmp:
+            build(tmp)
+        built = True
+    try:
+        return torch_load(folder / file, what)
+    except UnreadableFileError as e:
+        if built:
+            raise UnreadableFileError(
+                f"The cache '{folder}' was just built but cannot be read back "
+                f"({e.reason}); check the disk and the cache root.") from None
+        warnings.warn(f"Rebuilding the cache '{folder}': '{file}' cannot be "
+                      f"read ({e.reason}).", stacklevel=2)
+    with atomic_path(folder) as tmp:  # replaces the unreadable folder
+        build(tmp)
+    try:
+        return torch_load(folder / file, what)
+    except UnreadableFileError as e:
+        raise UnreadableFileError(
+            f"The cache '{folder}' was rebuilt but still cannot be read "
+            f"({e.reason}); check the disk and the cache root.") from None

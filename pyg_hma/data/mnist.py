@@ -37,13 +37,12 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from ._io import (MissingDataError, PathLike, atomic_path, find_mirror,
-                  is_complete, mirror_file, recipe_dir, resolve_root,
-                  torch_load)
+from ._io import (MissingDataError, PathLike, find_mirror, load_cache,
+                  mirror_file, recipe_dir, resolve_root)
 from .registry import DatasetSplits
 
-# Bump when the cached MNIST arrays change.
-RECIPE = 'mnist-v1'
+# Bump when the cached MNIST arrays change. v2: read with weights_only=True.
+RECIPE = 'mnist-v2'
 
 NUM_TRAIN_POOL = 50000  # IRM: mnist.data[:50000] for training, the rest test
 LABEL_NOISE = 0.25
@@ -144,14 +143,15 @@ def load_mnist_train(root: Optional[PathLike] = None,
                      mirror: Optional[PathLike] = None
                      ) -> Tuple[torch.Tensor, torch.Tensor, str]:
     r"""The 60000 MNIST training images (``uint8`` ``[60000, 28, 28]``) and
-    digits, decoded once into ``recipe_dir(root, 'MNIST', RECIPE)``.
+    digits, decoded once into ``recipe_dir(root, 'MNIST', RECIPE)`` (and
+    again, once, when that cache cannot be read).
 
     Returns:
         images, digits, and where the files came from.
     """
     root = resolve_root(root)
-    cache = recipe_dir(root, 'MNIST', RECIPE)
-    if not is_complete(cache):
+
+    def build(folder: Path) -> None:
         mirror_root = find_mirror(mirror)
         if mirror_root is not None:
             paths = {key: mirror_file(rel, mirror_root, what='MNIST')
@@ -164,13 +164,14 @@ def load_mnist_train(root: Optional[PathLike] = None,
             raise ValueError(
                 f'Unexpected MNIST training arrays: images {images.shape}, '
                 f'labels {digits.shape}; expected (60000, 28, 28), (60000,)')
-        with atomic_path(cache) as tmp:
-            tmp.mkdir()
-            torch.save({'images': torch.from_numpy(images.copy()),
-                        'digits': torch.from_numpy(digits.copy()),
-                        'source': source}, tmp / 'train.pt')
-            (tmp / 'DONE').write_text(RECIPE + '\n')
-    out = torch_load(cache / 'train.pt')
+        folder.mkdir()
+        torch.save({'images': torch.from_numpy(images.copy()),
+                    'digits': torch.from_numpy(digits.copy()),
+                    'source': source}, folder / 'train.pt')
+        (folder / 'DONE').write_text(RECIPE + '\n')
+
+    out = load_cache(recipe_dir(root, 'MNIST', RECIPE), 'train.pt', build,
+                     what='processed MNIST')
     return out['images'], out['digits'].long(), out['source']
 
 

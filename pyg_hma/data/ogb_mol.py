@@ -61,6 +61,9 @@ Two pitfalls of ogb 1.3.6 on current PyTorch are handled here:
 without it is reported instead of hanging), and it calls ``torch.load``
 without ``weights_only``, which defaults to ``True`` since PyTorch 2.6 and
 rejects PyG's storage classes (see :func:`_allow_pyg_unpickling`).
+PyG's ``pre_transform.pt`` / ``pre_filter.pt`` side files, which PyG reads
+with ``weights_only=False``, are deleted before and after ogb opens the
+folder (:func:`~pyg_hma.data._io.remove_pyg_side_files`).
 """
 from __future__ import annotations
 
@@ -76,7 +79,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._io import (MissingDataError, PathLike, atomic_path, find_mirror,
-                  mirror_file, resolve_root, sha256)
+                  mirror_file, remove_pyg_side_files, resolve_root, sha256)
 from .registry import DatasetSplits
 
 # Bump when the built folder would change; a folder built by another recipe
@@ -518,8 +521,16 @@ def _open_ogb(name: str, root: PathLike):
         raise RuntimeError(
             f"'{folder}' exists without '{RELEASE_FILE}': it is an older or "
             f"incomplete OGB download. Delete it to rebuild {name}.")
+    # PyG reads processed/pre_transform.pt and pre_filter.pt with
+    # weights_only=False: delete them before it can, and after it wrote them.
+    processed = [folder / 'processed', Path(f'{folder}_pyg') / 'processed']
+    for path in processed:
+        remove_pyg_side_files(path)
     with _allow_pyg_unpickling():
-        return PygGraphPropPredDataset(name=name, root=str(root))
+        dataset = PygGraphPropPredDataset(name=name, root=str(root))
+    for path in processed:
+        remove_pyg_side_files(path)
+    return dataset
 
 
 def _download(name: str, root: Path) -> None:

@@ -66,6 +66,7 @@ import os.path as osp
 import pickle
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -75,8 +76,9 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.utils import to_undirected
 
-from ._io import (MissingDataError, PathLike, atomic_path, find_mirror,
-                  mirror_file, recipe_dir, resolve_root, sha256)
+from ._io import (MissingDataError, PathLike, UnreadableFileError,
+                  atomic_path, find_mirror, is_complete, mirror_file,
+                  recipe_dir, resolve_root, sha256, torch_load)
 from .registry import DatasetSplits
 
 # Bump when anything that changes the processed graphs changes.
@@ -464,6 +466,48 @@ def _read_int_table(path: Path) -> np.ndarray:
     return np.array(rows, dtype=np.int64)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays (and plain containers of numbers) only: any
+    other class or function named in the pickle is refused, so a planted
+    file cannot run code."""
+    _ALLOWED = {
+        ('numpy', 'ndarray'), ('numpy', 'dtype'),
+        ('numpy.core.multiarray', '_reconstruct'),
+        ('numpy._core.multiarray', '_reconstruct'),
+        ('numpy.core.multiarray', 'scalar'),
+        ('numpy._core.multiarray', 'scalar'),
+        ('numpy.core.numeric', '_frombuffer'),  # protocol 5
+        ('numpy._core.numeric', '_frombuffer'),
+        # Protocol 2 pickles store bytes as latin-1 text turned back into
+        # bytes by _codecs.encode (torch's weights_only unpickler allows it).
+        ('_codecs', 'encode'),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f'{module}.{name} is not allowed in a NumPy array pickle')
+
+
+def load_array_pickle(path: PathLike) -> np.ndarray:
+    """Reads a pickled NumPy array (or nested lists of numbers) without
+    running code: every class but NumPy's array and dtype is refused.
+
+    Raises:
+        ValueError: the pickle holds anything else, or is corrupt.
+    """
+    try:
+        with open(path, 'rb') as f:
+            return np.asarray(_ArrayUnpickler(f).load())
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError,
+            AttributeError) as e:
+        raise ValueError(
+            f"'{path}' is not a pickled NumPy array ({e}); it was refused "
+            f"and nothing in it ran. Replace it with DIG's original "
+            f"file.") from None
+
+
 def has_dig_files(folder: PathLike, name: str) -> bool:
     """Whether ``folder`` holds DIG's processed files of ``name``."""
     return all(osp.isfile(osp.join(folder, f'{name}_{f}')) for f in DIG_FILES)
@@ -472,8 +516,9 @@ def has_dig_files(folder: PathLike, name: str) -> bool:
 def read_dig_sentigraph(folder: PathLike, name: str) -> List[Data]:
     """Reads DIG's processed ``SentiGraphDataset`` files.
 
-    ``{name}_node_features.pkl`` (a pickled ``[num_nodes, d]`` array; pickle
-    runs code, so only read files you trust), ``{name}_edge_index.txt``
+    ``{name}_node_features.pkl`` (a pickled ``[num_nodes, d]`` array, read
+    by :func:`load_array_pickle`, which refuses anything but an array),
+    ``{name}_edge_index.txt``
     (0-based global node pairs, one arc per line),
     ``{name}_node_indicator.txt`` (1-based graph id per node, graphs
     contiguous),
@@ -491,8 +536,9 @@ def read_dig_sentigraph(folder: PathLike, name: str) -> List[Data]:
         if not (folder / f'{name}_{f}').is_file():
             raise MissingDataError(f"DIG's file '{name}_{f}' is missing from "
                                    f"'{folder}'.")
-    with open(folder / f'{name}_node_features.pkl', 'rb') as f:
-        x = torch.as_tensor(np.asarray(pickle.load(f)), dtype=torch.float)
+    x = torch.as_tensor(
+        load_array_pickle(folder / f'{name}_node_features.pkl'),
+        dtype=torch.float)
     edges = _read_int_table(folder / f'{name}_edge_index.txt').reshape(-1, 2)
     batch = _read_int_table(
         folder / f'{name}_node_indicator.txt').reshape(-1) - 1
@@ -595,11 +641,33 @@ def degree_shift_split(num_edges: Sequence[int], num_nodes: Sequence[int],
 # Loading with a cache
 # --------------------------------------------------------------------------
 class SentiGraphs(InMemoryDataset):
-    """The processed graphs of one dataset, read from ``path``."""
+    """The processed graphs of one dataset, read from ``path`` (a file of
+    :meth:`InMemoryDataset.save`) with ``weights_only=True``."""
 
     def __init__(self, path: PathLike):
         super().__init__(root=None)
-        self.load(str(path))
+        out = torch_load(path, what='processed text graphs')
+        if not (isinstance(out, tuple) and len(out) >= 2
+                and isinstance(out[0], dict) and isinstance(out[1], dict)):
+            error = UnreadableFileError(
+                f"'{path}' is not a processed graph file of pyg_hma; delete "
+                f"its folder to rebuild it.")
+            error.reason = 'not a processed graph file'
+            raise error
+        self.data, self.slices = Data.from_dict(out[0]), out[1]
+
+
+def _read_meta(folder: Path) -> Optional[Dict]:
+    """The ``meta.json`` of a complete cache folder, or ``None`` when the
+    folder is incomplete or the file unreadable (then it is rebuilt)."""
+    if not is_complete(folder):
+        return None
+    try:
+        return json.loads((folder / 'meta.json').read_text())
+    except (OSError, ValueError) as e:
+        warnings.warn(f"Rebuilding the cache '{folder}': its meta.json cannot "
+                      f"be read ({e}).")
+        return None
 
 
 def _build_cache(folder: Path, graphs: List[Data], meta: Dict,
@@ -619,7 +687,8 @@ def _dig_fingerprint(folder: Path, name: str) -> List:
              os.stat(folder / f'{name}_{f}').st_mtime_ns] for f in DIG_FILES]
 
 
-def _prepare_dig(name: str, root: Path) -> Tuple[Path, Dict]:
+def _prepare_dig(name: str, root: Path, rebuild: bool = False
+                 ) -> Tuple[Path, Dict, bool]:
     raw = root / name / 'raw'
     if not has_dig_files(raw, name):
         raise MissingDataError(
@@ -627,16 +696,15 @@ def _prepare_dig(name: str, root: Path) -> Tuple[Path, Dict]:
             f"{', '.join(f'{name}_{f}' for f in DIG_FILES)}.")
     folder = recipe_dir(root, f'{name}-dig', DIG_RECIPE)
     fingerprint = _dig_fingerprint(raw, name)
-    if (folder / 'DONE').is_file():
-        meta = json.loads((folder / 'meta.json').read_text())
-        if meta.get('fingerprint') == fingerprint:
-            return folder, meta
+    meta = None if rebuild else _read_meta(folder)
+    if meta is not None and meta.get('fingerprint') == fingerprint:
+        return folder, meta, False
     graphs = read_dig_sentigraph(raw, name)
     meta = {'source': f"DIG's processed files in '{raw}'",
             'features': f"DIG's {graphs[0].x.size(1)}-d BERT word features",
             'fingerprint': fingerprint}
     _build_cache(folder, graphs, meta)
-    return folder, meta
+    return folder, meta, True
 
 
 def _version(package: str) -> str:
@@ -650,10 +718,12 @@ def _version(package: str) -> str:
 
 
 def _prepare_text(name: str, root: Path, mirror: Optional[PathLike],
-                  **build_kwargs) -> Tuple[Path, Dict]:
+                  rebuild: bool = False, **build_kwargs
+                  ) -> Tuple[Path, Dict, bool]:
     folder = recipe_dir(root, name, RECIPE)
-    if (folder / 'DONE').is_file():
-        return folder, json.loads((folder / 'meta.json').read_text())
+    meta = None if rebuild else _read_meta(folder)
+    if meta is not None:
+        return folder, meta, False
     texts, origin = _raw_texts(name, root, mirror)
     reader = read_sst5 if name == 'Graph-SST5' else read_twitter
     sentences, labels = reader(texts)
@@ -672,7 +742,7 @@ def _prepare_text(name: str, root: Path, mirror: Optional[PathLike],
         **stats,
     }
     _build_cache(folder, graphs, meta, sentences)
-    return folder, meta
+    return folder, meta, True
 
 
 def load_text_graphs(name: str, root: Optional[PathLike] = None,
@@ -713,12 +783,30 @@ def load_text_graphs(name: str, root: Optional[PathLike] = None,
     raw = root / name / 'raw'
     use_dig = source == 'dig' or (source == 'auto'
                                   and has_dig_files(raw, name))
-    if use_dig:
-        folder, meta = _prepare_dig(name, root)
-    else:
-        folder, meta = _prepare_text(name, root, mirror, **kwargs)
 
-    dataset = SentiGraphs(folder / 'data.pt')
+    def prepare(rebuild: bool = False):
+        if use_dig:
+            return _prepare_dig(name, root, rebuild)
+        return _prepare_text(name, root, mirror, rebuild, **kwargs)
+
+    # A cached file that cannot be read is rebuilt once, then reported.
+    folder, meta, built = prepare()
+    try:
+        dataset = SentiGraphs(folder / 'data.pt')
+    except UnreadableFileError as e:
+        if built:
+            raise UnreadableFileError(
+                f"The cache '{folder}' was just built but cannot be read back "
+                f"({e.reason}); check the disk and the cache root.") from None
+        warnings.warn(f"Rebuilding the cache '{folder}': its data.pt cannot "
+                      f"be read ({e.reason}).")
+        folder, meta, _ = prepare(rebuild=True)
+        try:
+            dataset = SentiGraphs(folder / 'data.pt')
+        except UnreadableFileError as e2:
+            raise UnreadableFileError(
+                f"The cache '{folder}' was rebuilt but still cannot be read "
+                f"({e2.reason}); check the disk and the cache root.") from None
     num_nodes = dataset.slices['x'].diff().numpy()
     num_edges = dataset.slices['edge_index'].diff().numpy()
     train, val, test, split_info = degree_shift_split(

@@ -34,12 +34,15 @@ feature). Datasets with node labels keep their one-hot node labels. The
 metric is accuracy.
 
 Data comes, in order of preference, from the processed cache under ``root``;
-the raw TU folder ``root/tu/NAME`` (PyG's :class:`TUDataset` layout); the
+the raw TU folder ``root/tu/NAME/raw`` (PyG's :class:`TUDataset` layout); the
 offline mirror's ``tu/NAME.zip``; or PyG's usual TU Dortmund download when
-there is no mirror.
+there is no mirror. The raw text files are parsed by PyG's ``read_tu_data``
+directly: PyG's own processed files (whose ``pre_transform.pt`` PyG reads
+with ``weights_only=False``) are neither kept nor read.
 """
 from __future__ import annotations
 
+import shutil
 import time
 import zipfile
 from dataclasses import dataclass
@@ -51,15 +54,17 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.datasets import TUDataset
+from torch_geometric.io import read_tu_data
 from torch_geometric.utils import degree, is_undirected
 
 from ._io import (MissingDataError, PathLike, atomic_path, find_mirror,
-                  is_complete, mirror_file, recipe_dir, resolve_root,
-                  torch_load)
+                  load_cache, mirror_file, recipe_dir, resolve_root)
 from .registry import DatasetSplits
 
 # Bump when the processed graphs change (features, labels, kept fields).
-RECIPE = 'tu-v1'
+# v2: raw files read without PyG's processed folder; cache read with
+# weights_only=True.
+RECIPE = 'tu-v2'
 
 SIZE_SHIFT_DATASETS = ('NCI1', 'NCI109', 'PROTEINS', 'DD')
 IN_DISTRIBUTION_DATASETS = ('IMDB-BINARY', 'IMDB-MULTI', 'REDDIT-BINARY',
@@ -87,6 +92,31 @@ class TUGraphs(InMemoryDataset):
 
     def __repr__(self) -> str:
         return f'{self.name}({len(self)})'
+
+
+class RawTUGraphs(TUGraphs):
+    r"""The graphs of PyG's ``TUDataset(root, name, use_node_attr=False)``,
+    parsed straight from the raw ``NAME_*.txt`` files in :obj:`raw_dir` by
+    PyG's ``read_tu_data``: nothing is processed to, or loaded from, disk.
+
+    Attributes:
+        sizes (dict): ``read_tu_data``'s counts (``num_node_labels``,
+            ``num_node_attributes``, ...).
+    """
+    def __init__(self, raw_dir: PathLike, name: str):
+        data, slices, sizes = read_tu_data(str(raw_dir), name)
+        super().__init__(data, slices, name)
+        self.sizes = sizes
+        if self._data.x is not None:  # use_node_attr=False, as TUDataset
+            self._data.x = self._data.x[:, sizes['num_node_attributes']:]
+
+    @property
+    def num_node_labels(self) -> int:
+        return self.sizes['num_node_labels']
+
+    @property
+    def num_node_attributes(self) -> int:
+        return self.sizes['num_node_attributes']
 
 
 # ---------------------------------------------------------------------------
@@ -233,12 +263,16 @@ def _extract_tu_zip(zip_path: Path, raw_dir: Path, name: str) -> None:
 
 
 def _tu_dataset(name: str, root: Path, mirror: Optional[PathLike]
-                ) -> Tuple[TUDataset, str]:
-    """Returns PyG's :class:`TUDataset` of ``name`` (node attributes dropped)
-    and where its files came from.
+                ) -> Tuple[RawTUGraphs, str]:
+    """Returns the graphs of ``name`` (node attributes dropped, as PyG's
+    :class:`TUDataset` with ``use_node_attr=False``) and where their files
+    came from.
 
-    The folder ``root/tu/NAME`` is built atomically (raw files, then PyG's
-    own processing) so that an interrupted run leaves nothing behind.
+    The folder ``root/tu/NAME`` holds the raw files and is built atomically
+    so that an interrupted run leaves nothing behind. A download goes
+    through PyG's :class:`TUDataset` inside the fresh temporary folder; its
+    processed files are then deleted, and a ``processed`` folder left by an
+    older version is deleted unread.
     """
     folder = root / 'tu'
     source_file = folder / name / 'SOURCE.txt'
@@ -257,16 +291,19 @@ def _tu_dataset(name: str, root: Path, mirror: Optional[PathLike]
                 _extract_tu_zip(zip_path, tmp / 'raw', name)
                 source = f'mirror: {zip_path}'
             else:
+                # Downloads into tmp/raw (fresh and private: nothing planted
+                # there); PyG's processed files are not kept.
+                TUDataset(str(tmp.parent), name)
+                shutil.rmtree(tmp / 'processed', ignore_errors=True)
                 source = f'download: {url}'
-            # Reads tmp/raw (or downloads into it when empty) and writes PyG's
-            # processed file; both land in root/tu/NAME only on success.
-            TUDataset(str(tmp.parent), name)
             (tmp / 'SOURCE.txt').write_text(source + '\n')
+    # An older version kept PyG's processed folder here: never read it.
+    shutil.rmtree(folder / name / 'processed', ignore_errors=True)
     source = source_file.read_text().strip()
-    return TUDataset(str(folder), name, use_node_attr=False), source
+    return RawTUGraphs(folder / name / 'raw', name), source
 
 
-def _process(tu: TUDataset, source: str
+def _process(tu: RawTUGraphs, source: str
              ) -> Tuple[Data, Dict[str, torch.Tensor], dict]:
     """Builds the graphs with the benchmark's node features."""
     graphs = [tu[i] for i in range(len(tu))]
@@ -304,7 +341,8 @@ def load_tu_graphs(name: str, root: Optional[PathLike] = None,
                    mirror: Optional[PathLike] = None
                    ) -> Tuple[TUGraphs, dict]:
     r"""Loads a TU dataset with the benchmark's node features, processing it
-    into ``recipe_dir(root, name, RECIPE)`` on first use.
+    into ``recipe_dir(root, name, RECIPE)`` on first use (and again, once,
+    when that cache cannot be read).
 
     Args:
         name: a TU dataset name, e.g. ``'PROTEINS'``.
@@ -316,15 +354,17 @@ def load_tu_graphs(name: str, root: Optional[PathLike] = None,
         ``num_classes``, ``features``, ``source``, ...).
     """
     root = resolve_root(root)
-    cache = recipe_dir(root, name, RECIPE)
-    if not is_complete(cache):
+
+    def build(folder: Path) -> None:
         start = time.perf_counter()
         tu, source = _tu_dataset(name, root, mirror)
         data, slices, meta = _process(tu, source)
         meta['processing_seconds'] = round(time.perf_counter() - start, 2)
-        with atomic_path(cache) as tmp:
-            _write_cache(tmp, data, slices, meta)
-    data_dict, slices, meta = torch_load(cache / 'data.pt')
+        _write_cache(folder, data, slices, meta)
+
+    data_dict, slices, meta = load_cache(recipe_dir(root, name, RECIPE),
+                                         'data.pt', build,
+                                         what=f'processed {name}')
     return TUGraphs(Data.from_dict(data_dict), slices, name), meta
 
 

@@ -44,6 +44,14 @@ class HMAReadout(nn.Module):
     pointer are registered buffers, so they are saved in the
     :obj:`state_dict`. Empty queue entries are masked out of the attention.
 
+    The queue stays finite: rows with a NaN or Inf key, or a label outside
+    ``[0, num_classes)``, are never written (skipped on the device, without
+    a host sync; counted in the non-persistent buffer
+    :obj:`num_skipped_writes`), and :meth:`load_state_dict` refuses a queue
+    with out-of-range labels, a non-finite key or an out-of-range pointer.
+    A non-finite sample only affects the outputs of the samples that attend
+    to it: under :obj:`inference="independent"` in eval mode, its own.
+
     .. warning::
         With :obj:`inference="batch"` (the paper's behaviour) a sample's
         prediction in eval mode depends on which other samples share its
@@ -170,6 +178,12 @@ class HMAReadout(nn.Module):
             'queue_labels', torch.full((self.memory_size, ), -1,
                                        dtype=torch.long))
         self.register_buffer('queue_ptr', torch.zeros((), dtype=torch.long))
+        # Rows refused by write() (non-finite key or invalid label) since
+        # construction. A diagnostic: not saved, so state dicts of older
+        # versions load unchanged.
+        self.register_buffer('num_skipped_writes',
+                             torch.zeros((), dtype=torch.long),
+                             persistent=False)
         # Class of every slot row, fixed: kept out of the state_dict.
         self.register_buffer(
             'slot_labels', torch.arange(num_classes).repeat_interleave(
@@ -297,20 +311,74 @@ class HMAReadout(nn.Module):
         :meth:`forward` in training mode; exposed for custom loops.
 
         Any number of rows wraps around correctly; with more rows than the
-        queue holds, the newest :obj:`memory_size` rows are kept."""
+        queue holds, the newest :obj:`memory_size` rows are kept.
+
+        Rows with a non-finite key or a label outside ``[0, num_classes)``
+        are skipped (the others keep their order and the pointer advances by
+        the number written) and counted in :obj:`num_skipped_writes`. This
+        runs on the device without a host sync."""
         if self.memory_size == 0:
             return
         keys, labels = gather_from_all_ranks(keys.detach(),
                                              labels.view(-1).long())
-        num_rows = keys.size(0)
-        keep = min(num_rows, self.memory_size)
-        offset = num_rows - keep  # rows that would be overwritten anyway
-        index = (self.queue_ptr + offset + torch.arange(
-            keep, device=keys.device)) % self.memory_size
-        self.queue_keys.index_copy_(0, index, keys[offset:].to(
-            self.queue_keys.dtype))
-        self.queue_labels.index_copy_(0, index, labels[offset:])
-        self.queue_ptr.copy_((self.queue_ptr + num_rows) % self.memory_size)
+        keys = keys.to(self.queue_keys.dtype)
+        size = self.memory_size
+        valid = (torch.isfinite(keys).all(dim=1) & (labels >= 0)
+                 & (labels < self.num_classes))
+        count = valid.sum()
+        pos = valid.cumsum(0) - 1  # position among the valid rows
+        # The newest `size` valid rows; older ones would be overwritten.
+        kept = valid & (pos >= count - size)
+        # Rows not kept go to a spare row `size`, dropped afterwards: indices
+        # stay on the device and kept rows never share a slot.
+        index = torch.where(kept, (self.queue_ptr + pos) % size,
+                            torch.full_like(pos, size))
+        spare_keys = torch.cat([self.queue_keys,
+                                self.queue_keys.new_zeros(1, keys.size(1))])
+        spare_keys.index_copy_(0, index, torch.where(kept[:, None], keys,
+                                                     keys.new_zeros(())))
+        spare_labels = torch.cat([self.queue_labels,
+                                  self.queue_labels.new_full((1, ), -1)])
+        spare_labels.index_copy_(0, index, labels)
+        self.queue_keys.copy_(spare_keys[:size])
+        self.queue_labels.copy_(spare_labels[:size])
+        self.queue_ptr.copy_((self.queue_ptr + count) % size)
+        self.num_skipped_writes.add_(labels.numel() - count)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # A corrupt queue would make every later prediction NaN (non-finite
+        # keys) or crash the label embedding (labels >= num_classes + 1):
+        # refuse it here, with the reason.
+        labels = state_dict.get(prefix + 'queue_labels')
+        if labels is not None and labels.numel():
+            low, high = int(labels.min()), int(labels.max())
+            if labels.is_floating_point() or low < -1 or \
+                    high >= self.num_classes:
+                raise ValueError(
+                    f"HMAReadout state dict: {prefix}queue_labels must be "
+                    f"integers in [-1, {self.num_classes - 1}] (-1 = empty, "
+                    f"num_classes={self.num_classes}), got values in "
+                    f"[{low}, {high}]; the checkpoint is corrupt or belongs "
+                    f"to a model with more classes")
+        keys = state_dict.get(prefix + 'queue_keys')
+        if keys is not None and keys.is_floating_point() and \
+                not bool(torch.isfinite(keys).all()):
+            raise ValueError(
+                f"HMAReadout state dict: {prefix}queue_keys holds NaN or Inf;"
+                f" the checkpoint is corrupt (reset the memory with "
+                f"reset_memory() after loading a cleaned copy)")
+        ptr = state_dict.get(prefix + 'queue_ptr')
+        if ptr is not None and ptr.numel() == 1 and self.memory_size and \
+                not 0 <= int(ptr) < self.memory_size:
+            raise ValueError(
+                f"HMAReadout state dict: {prefix}queue_ptr is {int(ptr)}, "
+                f"outside [0, {self.memory_size - 1}]; the checkpoint is "
+                f"corrupt or has another memory_size")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '

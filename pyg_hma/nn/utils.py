@@ -1,6 +1,7 @@
 """Small building blocks shared by the HMA layers."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -34,6 +35,10 @@ class MaskedAttentionBlock(nn.Module):
             tokens that mask costs more than the rest of the block on CPU.
         ffn_ratio (int): hidden size of the feed-forward network relative to
             :obj:`channels`.
+
+    With a mask, a NaN or Inf token reaches only the queries allowed to
+    attend to it (without the guard, ``0 * NaN`` in the masked attention
+    would make every query's output NaN).
 
     Shapes:
         - **input:** tokens :math:`(N, D)`, mask :math:`(Q, N)` or
@@ -72,13 +77,25 @@ class MaskedAttentionBlock(nn.Module):
         h = self.norm1(tokens)
         # [1, heads, N, D/heads]: one "batch" whose sequence is the token set.
         q = self.q_proj(h[:num_queries]).view(1, num_queries, self.heads, -1)
-        k, v = self.kv_proj(h).view(1, h.size(0), 2, self.heads,
-                                    -1).unbind(dim=2)
+        kv = self.kv_proj(h)
+        poisoned = None
+        if mask is not None:
+            # A masked-out token must not reach a query, but a NaN key or
+            # value would (NaN score, or 0 * NaN = NaN in the weighted sum).
+            # Zero non-finite tokens, then give NaN to exactly the queries
+            # that may attend to one, as unmasked attention would.
+            bad = ~torch.isfinite(kv).all(dim=1)
+            kv = torch.where(bad[:, None], kv.new_zeros(()), kv)
+            poisoned = (mask & bad[None, :]).any(dim=1)
+        k, v = kv.view(1, h.size(0), 2, self.heads, -1).unbind(dim=2)
         attn_mask = None if mask is None else mask.view(1, 1, *mask.shape)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
             attn_mask=attn_mask)
         out = out.transpose(1, 2).reshape(num_queries, self.channels)
+        if poisoned is not None:
+            out = torch.where(poisoned[:, None], out.new_full((), math.nan),
+                              out)
         z = query + F.dropout(self.out_proj(out), self.dropout, self.training)
         ffn = self.ffn(self.norm2(z))
         return z + F.dropout(ffn, self.dropout, self.training)

@@ -42,12 +42,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data._io import atomic_torch_save, torch_load
+from ..data._io import UnreadableFileError, atomic_torch_save, torch_load
 from .loaders import LoaderFactory, as_batch, get_loader_factory
 from ..methods import METHODS, Criterion, StepContext
 from .metrics import compute_metric
 
-CHECKPOINT_VERSION = 2
+# 3: plain tensors and containers only (loaded with weights_only=True), and
+# the selected model's state (best_state).
+CHECKPOINT_VERSION = 3
 
 #: How a run scores its validation and test splits (``TrainConfig.eval_mode``).
 #: With HMA's attention across datapoints (``inference="batch"``) a sample's
@@ -207,9 +209,16 @@ def device_name(device: torch.device) -> str:
 
 
 def _rng_state() -> dict:
+    # Tensors and plain values only, so that a checkpoint loads with
+    # torch.load(weights_only=True).
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        'python': random.getstate(),
-        'numpy': np.random.get_state(),
+        'python': {'version': version, 'gauss': gauss,
+                   'internal': torch.tensor(internal, dtype=torch.long)},
+        'numpy': {'kind': kind, 'pos': int(pos), 'has_gauss': int(has_gauss),
+                  'cached_gaussian': float(cached),
+                  'keys': torch.from_numpy(keys.astype(np.int64))},
         'torch': torch.get_rng_state(),
         'cuda': (torch.cuda.get_rng_state_all()
                  if torch.cuda.is_available() else None),
@@ -217,8 +226,13 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict):
-    random.setstate(state['python'])
-    np.random.set_state(state['numpy'])
+    py = state['python']
+    random.setstate((py['version'], tuple(py['internal'].tolist()),
+                     py['gauss']))
+    npy = state['numpy']
+    np.random.set_state((npy['kind'], npy['keys'].numpy().astype(np.uint32),
+                         npy['pos'], npy['has_gauss'],
+                         npy['cached_gaussian']))
     torch.set_rng_state(state['torch'])
     if state.get('cuda') is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
@@ -531,8 +545,14 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = torch_load(ckpt_path)
-        if state.get('version') != CHECKPOINT_VERSION or \
+        try:  # weights_only=True: a planted checkpoint cannot run code
+            state = torch_load(ckpt_path, what='checkpoint')
+        except UnreadableFileError as e:
+            raise ValueError(
+                f"Cannot resume from checkpoint '{ckpt_path}': {e.reason}. "
+                f"Delete it or run without --resume to start over") from None
+        if not isinstance(state, dict) or \
+                state.get('version') != CHECKPOINT_VERSION or \
                 state.get('fingerprint') != ident:
             raise ValueError(
                 f"Checkpoint '{ckpt_path}' was written by a different run "
