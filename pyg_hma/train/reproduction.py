@@ -386,7 +386,7 @@ def _paired_lines(cells, table, metric_of, paper) -> List[str]:
         if 'erm' not in methods:
             continue
         metric = metric_of[(table, dataset)]
-        for method in sorted(methods, key=_method_rank):
+        for method in sorted(methods, key=method_rank):
             if method == 'erm':
                 continue
             d = paired_difference(methods[method], methods['erm'])
