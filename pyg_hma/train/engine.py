@@ -36,7 +36,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 import torch
@@ -466,6 +467,151 @@ def compile_model(model: nn.Module, mode: str = 'default',
     return model
 
 
+class Checkpointer:
+    r"""The run's checkpoint file: written atomically after every epoch,
+    read back with ``weights_only=True`` on resume, and refused when it was
+    written by another run configuration (:obj:`fingerprint`) or format.
+
+    Args:
+        path: the checkpoint file (``None``: no checkpoints).
+        fingerprint: identifies the run configuration.
+    """
+    def __init__(self, path: Optional[os.PathLike], fingerprint: str):
+        self.path = Path(path) if path is not None else None
+        self.fingerprint = fingerprint
+
+    def load(self) -> Optional[dict]:
+        r"""The saved state, or ``None`` when there is no checkpoint."""
+        if self.path is None or not self.path.is_file():
+            return None
+        try:  # weights_only=True: a planted checkpoint cannot run code
+            state = torch_load(self.path, what='checkpoint')
+        except UnreadableFileError as e:
+            raise ValueError(
+                f"Cannot resume from checkpoint '{self.path}': {e.reason}. "
+                f"Delete it or run without --resume to start over") from None
+        if not isinstance(state, dict) or \
+                state.get('version') != CHECKPOINT_VERSION or \
+                state.get('fingerprint') != self.fingerprint:
+            raise ValueError(
+                f"Checkpoint '{self.path}' was written by a different run "
+                f"configuration (or format); delete it or run without "
+                f"--resume to start over")
+        return state
+
+    def save(self, state: dict):
+        if self.path is not None:
+            atomic_torch_save({'version': CHECKPOINT_VERSION,
+                               'fingerprint': self.fingerprint, **state},
+                              self.path)
+
+
+class EpochLogger:
+    r"""One line per epoch to the run's log file, to the console
+    (:obj:`verbose`) and a tqdm bar (:obj:`progress`)."""
+    def __init__(self, log_file: Optional[os.PathLike], verbose: bool,
+                 progress: bool, total: int, done: int, desc: str):
+        self.log_file, self.verbose = log_file, verbose
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, initial=done, leave=False,
+                            desc=desc, dynamic_ncols=True)
+
+    def line(self, text: str):
+        if self.log_file is not None:
+            with open(self.log_file, 'a') as f:
+                f.write(text + '\n')
+        if self.verbose:
+            if self.bar is not None:
+                self.bar.write(text)
+            else:
+                print(text, file=sys.stderr, flush=True)
+
+    def epoch(self, rec: dict, epochs: int, metric: str, best_val: float):
+        self.line(_format_epoch(rec, epochs, metric))
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(val=f"{rec['val']:.3f}",
+                                 best=f'{best_val:.3f}')
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
+                ctx: StepContext, optimizer: torch.optim.Optimizer,
+                params: Sequence[Tensor], cfg: TrainConfig,
+                device: torch.device, metric: str, dataset: str,
+                mark_steps: bool = False) -> Tuple[dict, int]:
+    r"""One pass over the training split. Returns the epoch's record
+    (``train_loss``, ``train_metric`` and the objective's extras, as means
+    over graphs) and the number of batches skipped for holding a single
+    graph (BatchNorm over graphs needs two; OGB's example skips them too).
+    """
+    model.train()
+    # Sums stay on the device: no host sync inside the epoch.
+    loss_sum = torch.zeros((), device=device)
+    extra_sums: Dict[str, Tensor] = {}
+    seen, steps, skipped = 0, 0, 0
+    train_logits, train_ys = [], []
+    for batch in loader:
+        batch = as_batch(batch, device)
+        n = batch.num_graphs
+        if n < 2:
+            skipped += 1
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        if mark_steps:
+            _new_step()
+        loss, logits, extras = objective(model, batch, crit, ctx)
+        loss.backward()
+        if cfg.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+        optimizer.step()
+        loss_sum += loss.detach() * n
+        for key, value in extras.items():
+            extra_sums[key] = extra_sums.get(key, 0.0) + value.detach() * n
+        seen += n
+        steps += 1
+        train_logits.append(_kept(logits))
+        train_ys.append(batch.y)
+    if steps == 0:
+        raise RuntimeError('No training batch with at least two samples: '
+                           'the training split is too small')
+    rec = {'train_loss': float(loss_sum) / seen,
+           'train_metric': compute_metric(
+               metric, torch.cat(train_logits).cpu(),
+               torch.cat(train_ys).cpu(), dataset)}
+    for key, value in extra_sums.items():
+        rec[key] = float(value) / seen
+    return rec, skipped
+
+
+def score_epoch(score: SplitScorer, model: nn.Module, primary: str,
+                compare: bool) -> dict:
+    r"""``{'val', 'test'}`` under the run's eval mode :obj:`primary`, plus
+    ``'by_eval_mode'`` under every mode when :obj:`compare` (scored once
+    for models whose predictions do not depend on the batch)."""
+    modes = (primary, ) + (tuple(m for m in EVAL_MODES if m != primary)
+                           if compare else ())
+    dependent = batch_dependent(model)
+    by_mode: Dict[str, Dict[str, float]] = {}
+    for mode in modes:
+        by_mode[mode] = (score(model, mode) if dependent or not by_mode
+                         else by_mode[primary])
+    split = lambda s: (s['val'], {k: v for k, v in s.items()  # noqa: E731
+                                  if k != 'val'})
+    val, test = split(by_mode[primary])
+    rec = {'val': val, 'test': test}
+    if compare:
+        rec['by_eval_mode'] = {
+            mode: dict(zip(('val', 'test'), split(s)))
+            for mode, s in by_mode.items()}
+    return rec
+
+
 def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         cfg: TrainConfig, *, seed: int = 0, device: Any = 'cpu',
         loader: Any = 'pyg', pad: Optional[Sequence[int]] = None,
@@ -518,12 +664,11 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     factory: LoaderFactory = get_loader_factory(loader)
     objective = METHODS[method].objective
     crit = Criterion(cfg.loss)
-    metric = splits.metric
     described = {'method': method, 'seed': seed, 'cfg': cfg.to_dict(),
                  'run': run_id or {}}
     if compare_eval_modes:  # the history holds more: not resumable across
         described['compare_eval_modes'] = True
-    ident = fingerprint(described)
+    checkpointer = Checkpointer(checkpoint, fingerprint(described))
 
     seed_everything(seed)
     model = model_fn().to(device)
@@ -543,33 +688,17 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     best_state: Optional[Dict[str, Tensor]] = None
     start_epoch, elapsed, skipped, resumed_from = 1, 0.0, 0, None
 
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        try:  # weights_only=True: a planted checkpoint cannot run code
-            state = torch_load(ckpt_path, what='checkpoint')
-        except UnreadableFileError as e:
-            raise ValueError(
-                f"Cannot resume from checkpoint '{ckpt_path}': {e.reason}. "
-                f"Delete it or run without --resume to start over") from None
-        if not isinstance(state, dict) or \
-                state.get('version') != CHECKPOINT_VERSION or \
-                state.get('fingerprint') != ident:
-            raise ValueError(
-                f"Checkpoint '{ckpt_path}' was written by a different run "
-                f"configuration (or format); delete it or run without "
-                f"--resume to start over")
+    state = checkpointer.load() if resume else None
+    if state is not None:
         model.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])
         if scheduler is not None:
             scheduler.load_state_dict(state['scheduler'])
         tracker.load_state_dict(state['tracker'])
-        history = state['history']
-        best_state = state['best_state']
+        history, best_state = state['history'], state['best_state']
         elapsed, skipped = state['elapsed'], state['skipped_batches']
         start_epoch = resumed_from = state['epoch'] + 1
         _set_rng_state(state['rng'])
-
-    generator = torch.Generator()
 
     def make_loader(split, **kwargs):
         out = factory(split, device=device, **kwargs)
@@ -578,32 +707,16 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
             out = PaddedLoader(out, *pad)
         return out
 
+    generator = torch.Generator()  # re-seeded from (seed, epoch) each epoch
     train_loader = make_loader(splits.train, batch_size=cfg.batch_size,
                                shuffle=True, generator=generator)
     score = SplitScorer(make_loader, splits,
                         cfg.eval_batch_size or cfg.batch_size, seed, device)
-    eval_modes = (cfg.eval_mode, ) + (tuple(
-        m for m in EVAL_MODES if m != cfg.eval_mode)
-        if compare_eval_modes else ())
-    dependent = batch_dependent(model)
-
-    def log(line: str):
-        if log_file is not None:
-            with open(log_file, 'a') as f:
-                f.write(line + '\n')
-        if verbose:
-            if bar is not None:
-                bar.write(line)
-            else:
-                print(line, file=sys.stderr, flush=True)
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, leave=False,
-                   desc=f'{method} seed {seed}', dynamic_ncols=True)
+    logger = EpochLogger(log_file, verbose, progress, cfg.epochs,
+                         start_epoch - 1, f'{method} seed {seed}')
     if resumed_from is not None:
-        log(f'resumed from the checkpoint after epoch {resumed_from - 1}')
+        logger.line(f'resumed from the checkpoint after epoch '
+                    f'{resumed_from - 1}')
 
     epoch = start_epoch
     try:
@@ -613,100 +726,44 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
             ctx = StepContext(epoch, cfg.penalty_weight,
                               cfg.penalty_anneal_epochs, cfg.drop_ratio,
                               cfg.mixup_alpha)
-            model.train()
-            # Sums stay on the device: no host sync inside the epoch.
-            loss_sum = torch.zeros((), device=device)
-            extra_sums: Dict[str, Tensor] = {}
-            seen, steps = 0, 0
-            train_logits, train_ys = [], []
-            for batch in train_loader:
-                batch = as_batch(batch, device)
-                n = batch.num_graphs
-                if n < 2:
-                    # BatchNorm over graphs (virtual node, HMA) needs two;
-                    # OGB's example skips such batches too.
-                    skipped += 1
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                if compile is not None:
-                    _new_step()
-                loss, logits, extras = objective(model, batch, crit, ctx)
-                loss.backward()
-                if cfg.clip_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-                optimizer.step()
-                loss_sum += loss.detach() * n
-                for key, value in extras.items():
-                    extra_sums[key] = extra_sums.get(key, 0.0) + \
-                        value.detach() * n
-                seen += n
-                steps += 1
-                train_logits.append(_kept(logits))
-                train_ys.append(batch.y)
+            trained, skips = train_epoch(
+                model, train_loader, objective, crit, ctx, optimizer, params,
+                cfg, device, splits.metric, splits.name,
+                mark_steps=compile is not None)
+            skipped += skips
             if scheduler is not None:
                 lr = scheduler.get_last_lr()[0]
                 scheduler.step()
             else:
                 lr = optimizer.param_groups[0]['lr']
-            if steps == 0:
-                raise RuntimeError('No training batch with at least two '
-                                   'samples: the training split is too small')
-
-            rec = {'epoch': epoch, 'lr': lr,
-                   'train_loss': float(loss_sum) / seen,
-                   'train_metric': compute_metric(
-                       metric, torch.cat(train_logits).cpu(),
-                       torch.cat(train_ys).cpu(), splits.name)}
-            for key, value in extra_sums.items():
-                rec[key] = float(value) / seen
-            by_mode: Dict[str, Dict[str, float]] = {}
-            for mode in eval_modes:  # the same scores for all if independent
-                by_mode[mode] = (score(model, mode) if dependent or not by_mode
-                                 else by_mode[cfg.eval_mode])
-            scores = dict(by_mode[cfg.eval_mode])
-            rec['val'] = scores.pop('val')
-            rec['test'] = scores
-            if compare_eval_modes:
-                rec['by_eval_mode'] = {
-                    mode: {'val': s['val'],
-                           'test': {k: v for k, v in s.items() if k != 'val'}}
-                    for mode, s in by_mode.items()}
+            rec = {'epoch': epoch, 'lr': lr, **trained,
+                   **score_epoch(score, model, cfg.eval_mode,
+                                 compare_eval_modes)}
             rec['time_s'] = time.perf_counter() - tic
             elapsed += rec['time_s']
             history.append(rec)
             if tracker.update(epoch, rec['val'], rec):
                 best_state = _state_copy(model)
-            log(_format_epoch(rec, cfg.epochs, metric))
-
-            if ckpt_path is not None:
-                atomic_torch_save({
-                    'version': CHECKPOINT_VERSION, 'fingerprint': ident,
-                    'epoch': epoch, 'model': model.state_dict(),
-                    'optimizer': optimizer.state_dict(),
-                    'scheduler': (scheduler.state_dict()
-                                  if scheduler is not None else None),
-                    'tracker': tracker.state_dict(), 'history': history,
-                    'best_state': best_state,
-                    'elapsed': elapsed, 'skipped_batches': skipped,
-                    'rng': _rng_state(),
-                }, ckpt_path)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(val=f"{rec['val']:.3f}",
-                                best=f'{tracker.best_val:.3f}')
+            logger.epoch(rec, cfg.epochs, splits.metric, tracker.best_val)
+            checkpointer.save({
+                'epoch': epoch, 'model': model.state_dict(),
+                'optimizer': optimizer.state_dict(),
+                'scheduler': (scheduler.state_dict()
+                              if scheduler is not None else None),
+                'tracker': tracker.state_dict(), 'history': history,
+                'best_state': best_state, 'elapsed': elapsed,
+                'skipped_batches': skipped, 'rng': _rng_state()})
             for cb in callbacks:
                 cb(epoch, rec)
             epoch += 1
     finally:
-        if bar is not None:
-            bar.close()
+        logger.close()
 
     best, selected = tracker.best_record, tracker.best_epoch
     if best is None and history:
         # No finite validation score at all (e.g. ROC-AUC on a one-class
-        # subset): report the last epoch rather than nothing.
+        # subset): report the last epoch, and its model, rather than nothing.
         best, selected = history[-1], history[-1]['epoch']
-    if best_state is None and history:  # see above: the last epoch's model
         best_state = _state_copy(model)
     best = best or {}
     return FitResult(
