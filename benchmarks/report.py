@@ -28,8 +28,14 @@ def main(argv=None) -> int:
     missing = [str(f) for f in args.folders if not f.exists()]
     if missing:
         parser.error(f"no such folder or file: {', '.join(missing)}")
-    records = [r for r in find_results(args.folders)
+    skipped, duplicates = [], []
+    records = [r for r in find_results(args.folders, skipped, duplicates)
                if args.include_quick or not r.get('quick')]
+    for path, reason in skipped:
+        print(f'skipped {path}: {reason}', file=sys.stderr)
+    for path, first in duplicates:
+        print(f'counted once: {path} is the same run as {first}',
+              file=sys.stderr)
     if not records:
         print(f"No results found under {', '.join(map(str, args.folders))}"
               + ('' if args.include_quick else

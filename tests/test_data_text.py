@@ -393,5 +393,5 @@ def test_bad_arguments_fail_clearly(tmp_path):
         T.load_text_graphs('Graph-SST5', root=tmp_path, source='dig')
     with pytest.raises(TypeError, match='batchsize'):
         T.load_text_graphs('Graph-SST5', root=tmp_path, batchsize=8)
-    with pytest.raises(KeyError, match='Graph-SST2'):
+    with pytest.raises(LookupError, match='Graph-SST2'):
         T.load_text_graphs('Graph-SST2', root=tmp_path)

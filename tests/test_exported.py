@@ -72,7 +72,7 @@ def test_exported_errors_are_clear(export_dir, tmp_path, monkeypatch):
     with pytest.raises(MissingDataError, match='python -m pyg_hma.data '
                        'export'):
         load_dataset('PROTEINS', seed=7, exported=export_dir)
-    with pytest.raises(KeyError, match='Unknown dataset'):
+    with pytest.raises(LookupError, match='Unknown dataset'):
         load_dataset('proteins', exported=export_dir)
     bad = exported_file(tmp_path, 'PROTEINS', 0)
     bad.write_bytes(b'not a torch file')

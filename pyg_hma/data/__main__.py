@@ -5,7 +5,8 @@ import json
 import sys
 import time
 
-from ._io import ChecksumError, MissingDataError
+from ..registry import UnknownNameError
+from ._io import ChecksumError, MissingDataError, UnreadableFileError
 from .registry import available_datasets, load_dataset
 
 
@@ -42,7 +43,8 @@ def main(argv=None) -> int:
         try:
             splits = load_dataset(name, root=args.root, mirror=args.mirror,
                                   seed=args.seed)
-        except (MissingDataError, ChecksumError, KeyError) as error:
+        except (MissingDataError, ChecksumError, UnknownNameError,
+                UnreadableFileError) as error:
             # A clear message, not a traceback: these are the user's to fix.
             print(f'error: {name}: {error}', file=sys.stderr)
             return 2
@@ -74,7 +76,8 @@ def _export(args) -> int:
                                       mirror=args.mirror, seed=seed)
                 path = save_exported(splits, exported_file(args.out, name,
                                                            seed))
-            except (MissingDataError, ChecksumError, KeyError,
+            except (MissingDataError, ChecksumError, UnknownNameError,
+                    UnreadableFileError,
                     TypeError) as error:
                 print(f'error: {name}: {error}', file=sys.stderr)
                 return 2

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from ..registry import UnknownNameError
 from ._io import (MissingDataError, PathLike, find_mirror, load_cache,
                   mirror_file, recipe_dir, resolve_root)
 from .registry import DatasetSplits
@@ -307,8 +308,8 @@ def load_colored_mnist(name: str, root: Optional[PathLike] = None,
         val_ratio: share of each training environment used for validation.
     """
     if name not in _RESOLUTIONS:
-        raise ValueError(f"Unknown Colored MNIST variant '{name}'; expected "
-                         f"one of {', '.join(_RESOLUTIONS)}")
+        raise UnknownNameError(f"Unknown Colored MNIST variant '{name}'; "
+                               f"expected one of {', '.join(_RESOLUTIONS)}")
     if resolution is None:
         resolution = _RESOLUTIONS[name]
     if resolution not in (14, 28):

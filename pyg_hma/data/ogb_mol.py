@@ -78,6 +78,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..registry import UnknownNameError
 from ._io import (MissingDataError, PathLike, atomic_path, find_mirror,
                   mirror_file, remove_pyg_side_files, resolve_root, sha256)
 from .registry import DatasetSplits
@@ -129,8 +130,8 @@ of OGB's dataset folder; see pyg_hma_build.json for its provenance.
 
 def _spec(name: str) -> _Spec:
     if name not in _SPECS:
-        raise ValueError(f"Unknown OGB molecule dataset '{name}'. Available: "
-                         f"{', '.join(_SPECS)}")
+        raise UnknownNameError(f"Unknown OGB molecule dataset '{name}'. "
+                               f"Available: {', '.join(_SPECS)}")
     return _SPECS[name]
 
 

@@ -9,6 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from ..registry import UnknownNameError
 from ._io import PathLike
 
 
@@ -79,8 +80,8 @@ def _check_name(name: str):
     if name not in _LOADERS:
         close = [n for n in _LOADERS if n.lower() == name.lower()]
         hint = f" Did you mean '{close[0]}'?" if close else ''
-        raise KeyError(f"Unknown dataset '{name}'.{hint} Available: "
-                       f"{', '.join(_LOADERS)}")
+        raise UnknownNameError(f"Unknown dataset '{name}'.{hint} Available: "
+                               f"{', '.join(_LOADERS)}")
 
 
 def _resolve(name: str) -> Callable[..., DatasetSplits]:

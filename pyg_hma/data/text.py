@@ -76,6 +76,7 @@ from torch import Tensor
 from torch_geometric.data import Data, InMemoryDataset
 from torch_geometric.utils import to_undirected
 
+from ..registry import UnknownNameError
 from ._io import (MissingDataError, PathLike, UnreadableFileError,
                   atomic_path, find_mirror, is_complete, mirror_file,
                   recipe_dir, resolve_root, sha256, torch_load)
@@ -769,8 +770,8 @@ def load_text_graphs(name: str, root: Optional[PathLike] = None,
         MissingDataError: neither DIG's files nor the raw text can be found.
     """
     if name not in _SPECS:
-        raise KeyError(f"Unknown text dataset '{name}'; expected one of "
-                       f"{', '.join(_SPECS)}.")
+        raise UnknownNameError(f"Unknown text dataset '{name}'; expected one "
+                               f"of {', '.join(_SPECS)}.")
     if source not in ('auto', 'dig', 'text'):
         raise ValueError(f"source must be 'auto', 'dig' or 'text', got "
                          f"{source!r}.")

@@ -221,6 +221,11 @@ class HMAReadout(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"HMAReadout expected floating point embeddings, "
                             f"got {x.dtype}")
+        dtype = self.lin.weight.dtype
+        if x.dtype != dtype:
+            raise TypeError(f"HMAReadout holds {dtype} weights but got "
+                            f"{x.dtype} embeddings; convert one to the other "
+                            f"(x.to({dtype}) or readout.to({x.dtype}))")
         if key is not None and key.shape != x.shape:
             raise ValueError(f"HMAReadout expected keys of shape "
                              f"{list(x.shape)} (like x), got {list(key.shape)}")

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import datetime
 import inspect
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,9 +31,13 @@ import torch
 
 from ..methods import METHODS, method_label
 from ..models import BACKBONES, backbone_label, build_model
+from ..data._io import ChecksumError, MissingDataError, UnreadableFileError
 from ..registry import UnknownNameError
-from .engine import (COMPILE_MODES, EVAL_MODES, TrainConfig, device_name,
-                     fingerprint, fit, resolve_device, select_by_eval_mode)
+from .engine import (COMPILE_MODES, EVAL_MODES, TrainConfig,
+                     checkpoint_fingerprint, device_name, fingerprint, fit,
+                     resolve_device, select_by_eval_mode)
+from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
+                      OutputInUseError, attempt_log, describe_conflicts)
 from ..data._io import atomic_torch_save
 from .loaders import LOADER_FACTORIES, random_subset
 from .results import (RESULT_FORMAT, RESULT_KIND, load_paper,
@@ -105,6 +110,11 @@ def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
         raise argparse.ArgumentTypeError(
             f"--seeds expects a count (10), a range (3-6) or a list (0,4,7) "
             f"of non-negative seeds, got '{text}'")
+    if len(set(seeds)) != len(seeds):
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise argparse.ArgumentTypeError(
+            f"--seeds lists seed {twice[0]} more than once ('{text}'); each "
+            f"seed is one run")
     return seeds
 
 
@@ -314,6 +324,12 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
     p.add_argument('--resume', action='store_true',
                    help='skip finished runs and continue interrupted ones '
                    'from their checkpoints')
+    p.add_argument('--force', action='store_true',
+                   help='move existing results and checkpoints that this '
+                   'invocation would replace into OUT/.superseded/TIME/ '
+                   '(never deleted) instead of refusing')
+    p.add_argument('--debug', action='store_true',
+                   help='show the traceback of an error')
     p.add_argument('--keep-checkpoints', action='store_true',
                    help='keep each run\'s last checkpoint')
     p.add_argument('--quiet', action='store_true',
@@ -371,9 +387,27 @@ class _Printer:
                 print(line, file=sys.stderr, flush=True)
 
 
+@dataclass
+class _Cell:
+    r"""One (dataset, backbone) of an invocation: its runs to train, the
+    finished runs it keeps, and where its summary goes."""
+    folder: Path
+    seeds: List[int]
+    methods: List[str]
+    quick: Optional[Dict[str, Any]]
+    jobs: List['_Job'] = field(default_factory=list)
+    finished: Dict[Tuple[int, str], dict] = field(default_factory=dict)
+
+
 def run_benchmark(args: argparse.Namespace, runner: str,
                   protocols: Mapping[str, Protocol]) -> List[dict]:
-    r"""Runs everything :obj:`args` asks for; returns the result records."""
+    r"""Runs everything :obj:`args` asks for; returns the result records.
+
+    Everything is planned first; before anything trains, the output folder
+    is locked and checked: an existing result or checkpoint that the
+    invocation would replace is refused up front
+    (:class:`~pyg_hma.train.outputs.OutputConflictError`), or moved aside
+    with ``args.force``."""
     unknown = [d for d in args.dataset if d not in protocols]
     if unknown:
         raise UnknownNameError(f"unknown dataset(s) {unknown}; choose from "
@@ -381,20 +415,56 @@ def run_benchmark(args: argparse.Namespace, runner: str,
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    out_root = args.out or Path('results') / (
-        f'quick/{runner}' if args.quick else runner)
+    out_root = output_root(args, runner)
     say = _Printer(args.quiet)
     workers = max(1, getattr(args, 'jobs', 1) or 1)
-    progress = not args.quiet and sys.stderr.isatty()
     settings = settings_of(args)
     for dataset in args.dataset:
         check_settings(settings,
                        args.backbone or [protocols[dataset].backbone])
-    paper = load_paper()
+    cells = _plan(args, runner, protocols, settings, out_root, device,
+                  workers, say)
+
+    with OutputFolder(out_root) as output:
+        conflicts = [f for cell in cells for job in cell.jobs
+                     for f in output.conflicts(
+                         job.stem, job.ident, checkpoint_fingerprint(
+                             job.method, job.seed, job.cfg, job.run_id,
+                             getattr(args, 'compare_evals', False)),
+                         args.resume)]
+        if conflicts:
+            what, listing = describe_conflicts(conflicts, out_root)
+            if not getattr(args, 'force', False):
+                raise OutputConflictError(
+                    f"--out {out_root}: {what} would be replaced ({listing}): "
+                    f"finished results of another configuration, or not "
+                    f"resumed. Use --resume to keep and continue runs of "
+                    f"this configuration, --force to move the others aside "
+                    f"(into {out_root / SUPERSEDED}), or another --out",
+                    conflicts)
+            moved = output.move_aside(conflicts)
+            say(f'[{runner}] --force: moved {what} aside into {moved}')
+        paper = load_paper()
+        all_records: List[dict] = []
+        for cell in cells:
+            all_records += _run_cell(cell, workers, args.threads, paper, say)
+    _SPLITS_CACHE.clear()
+    return all_records
+
+
+def output_root(args: argparse.Namespace, runner: str) -> Path:
+    r"""``--out``, or ``results/RUNNER`` (``results/quick/RUNNER``)."""
+    return args.out or Path('results') / (
+        f'quick/{runner}' if args.quick else runner)
+
+
+def _plan(args, runner, protocols, settings, out_root, device, workers,
+          say) -> List[_Cell]:
+    r"""The cells of the invocation with their jobs; writes nothing."""
+    progress = not args.quiet and sys.stderr.isatty()
     versions = package_versions()
     commit = source_commit()
-    all_records: List[dict] = []
-
+    cells = []
     for dataset in args.dataset:
         proto = protocols[dataset]
         if hasattr(args, 'momentum'):  # given on the command line
@@ -440,14 +510,15 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                 f"{', '.join(methods)}; seeds {seeds}; up to {cfg.epochs} "
                 f'epochs; device {device}; output {folder}'
                 + (f'; {workers} runs at once' if workers > 1 else ''))
-            finished: Dict[Tuple[int, str], dict] = {}
-            jobs: List[_Job] = []
+            cell = _Cell(folder=folder, seeds=list(seeds),
+                         methods=list(methods), quick=quick)
             for seed in seeds:
                 for method in methods:
+                    uses_hma = METHODS[method].uses_hma
                     run_id = dict(runner=runner, dataset=dataset,
                                   backbone=backbone, backbone_kwargs=bb_kwargs,
-                                  hma=proto.hma
-                                  if METHODS[method].uses_hma else None, momentum=proto.momentum,
+                                  hma=proto.hma if uses_hma else None,
+                                  momentum=proto.momentum,
                                   dataset_kwargs=proto.dataset_kwargs,
                                   quick=quick)
                     ident = fingerprint({'run': run_id, 'method': method,
@@ -458,11 +529,11 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                         rec = read_result(stem.with_suffix('.json'))
                         if rec is not None and rec.get('run_fingerprint') \
                                 == ident:
-                            finished[seed, method] = rec
+                            cell.finished[seed, method] = rec
                             say(f'  {method_label(method)} seed {seed}: '
                                 f'finished earlier, kept')
                             continue
-                    jobs.append(_Job(
+                    cell.jobs.append(_Job(
                         runner=runner, dataset=dataset, backbone=backbone,
                         bb_kwargs=bb_kwargs, method=method, seed=seed,
                         cfg=cfg, proto=proto, quick=quick, device=device,
@@ -474,22 +545,27 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                                   quick=bool(args.quick), versions=versions,
                                   commit=commit)))
             if workers > 1:  # the longer runs first, so none starts last
-                jobs.sort(key=lambda job: not METHODS[job.method].uses_hma)
-            for job, rec in _execute(jobs, workers, args.threads):
-                finished[job.seed, job.method] = rec
-                say(f"  {method_label(job.method)} seed {job.seed}: val "
-                    f"{rec['val']:.4f} {rec['primary_test']} "
-                    f"{rec['test'][rec['primary_test']]:.4f} (best epoch "
-                    f"{rec['selected_epoch']} of {rec['epochs_run']}, "
-                    f"{rec['wall_time_s']:.0f} s)")
-            # Seed-major order whatever order the runs finished in.
-            records = [finished[seed, method] for seed in seeds
-                       for method in methods]
-            md = write_summary(folder, records, paper)
-            print(md + (f'\n{QUICK_NOTE}\n' if quick else ''), flush=True)
-            all_records += records
-    _SPLITS_CACHE.clear()
-    return all_records
+                cell.jobs.sort(key=lambda job: not METHODS[job.method]
+                               .uses_hma)
+            cells.append(cell)
+    return cells
+
+
+def _run_cell(cell: _Cell, workers: int, threads: int, paper, say
+              ) -> List[dict]:
+    for job, rec in _execute(cell.jobs, workers, threads):
+        cell.finished[job.seed, job.method] = rec
+        say(f"  {method_label(job.method)} seed {job.seed}: val "
+            f"{rec['val']:.4f} {rec['primary_test']} "
+            f"{rec['test'][rec['primary_test']]:.4f} (best epoch "
+            f"{rec['selected_epoch']} of {rec['epochs_run']}, "
+            f"{rec['wall_time_s']:.0f} s)")
+    # Seed-major order whatever order the runs finished in.
+    records = [cell.finished[seed, method] for seed in cell.seeds
+               for method in cell.methods]
+    md = write_summary(cell.folder, records, paper)
+    print(md + (f'\n{QUICK_NOTE}\n' if cell.quick else ''), flush=True)
+    return records
 
 
 @dataclass
@@ -606,11 +682,8 @@ def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
                            momentum=proto.momentum)
 
     stem.parent.mkdir(parents=True, exist_ok=True)
-    log_file = stem.with_suffix('.log')
-    ckpt = stem.with_suffix('.ckpt')
-    if not args.resume:
-        log_file.unlink(missing_ok=True)
-        ckpt.unlink(missing_ok=True)
+    log_file = attempt_log(stem)  # a new log per attempt, none deleted
+    ckpt = stem.with_suffix('.ckpt')  # conflicts were settled up front
     start = time.perf_counter()
     res = fit(model_fn, splits, method, cfg, seed=seed, device=device,
               loader=args.loader, pad=getattr(args, 'pad', None),
@@ -673,10 +746,9 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
     r"""The command line of a runner; returns the exit status."""
     parser = build_parser(runner, protocols, description)
     args = parser.parse_args(argv)
-    if args.epochs is not None and args.epochs < 1:
-        parser.error('--epochs must be positive')
-    if args.jobs < 1:
-        parser.error('--jobs must be positive')
+    problem = check_arguments(args, runner)
+    if problem:
+        parser.error(problem)
     try:  # names and settings, before any work
         for name in args.dataset:
             if name not in protocols:
@@ -688,7 +760,84 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
         for dataset in args.dataset:
             check_settings(settings_of(args),
                            args.backbone or [protocols[dataset].backbone])
+            try:
+                dataclasses.replace(protocols[dataset].train,
+                                    **settings_of(args)['train'])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f'--set train.*: {e}') from None
     except ValueError as e:  # UnknownNameError too
         parser.error(str(e))
-    run_benchmark(args, runner, protocols)
+    try:
+        run_benchmark(args, runner, protocols)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f'{parser.prog}: error: {e}', file=sys.stderr)
+        return 2
     return 0
+
+
+#: Failures that are the user's to fix (data, output folder): one line and
+#: exit status 2 from the command line, a traceback only with --debug.
+USER_ERRORS = (MissingDataError, ChecksumError, UnreadableFileError,
+               OutputInUseError, OutputConflictError, UnknownNameError)
+
+# (option, smallest valid value, what it is)
+_POSITIVE = (('epochs', 1, 'a count of epochs'),
+             ('batch_size', 2, 'graphs per batch (BatchNorm over graphs '
+              'needs two)'),
+             ('jobs', 1, 'a count of processes'),
+             ('memory_size', 1, "HMA's queue length"),
+             ('slots_per_class', 1, 'slots per class'),
+             ('label_dim', 1, 'a width'),
+             ('patience', 0, 'epochs (0 turns early stopping off)'),
+             ('threads', 0, "threads (0 keeps torch's default)"))
+
+
+def check_arguments(args: argparse.Namespace, runner: str) -> Optional[str]:
+    r"""The first problem with :obj:`args` that can be seen before any
+    work (numbers, paths, the device), as one line naming the option and
+    the remedy; ``None`` when there is none. Creates and changes nothing."""
+    import math
+    for option, low, what in _POSITIVE:
+        value = getattr(args, option, None)
+        if value is not None and value < low:
+            return (f"--{option.replace('_', '-')} must be at least {low} "
+                    f"({what}), got {value}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        return f'--lr must be a positive number, got {args.lr}'
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        return f'--dropout must lie in [0, 1), got {args.dropout}'
+    out = output_root(args, runner)
+    if out.exists() and not out.is_dir():
+        return (f"--out {out} is a file; give a folder (results go to "
+                f"OUT/DATASET/BACKBONE/METHOD/seedS.json)")
+    if not _writable(out):
+        return f'--out {out} cannot be written; choose a writable folder'
+    if args.root is not None:
+        root = Path(args.root).expanduser()
+        if root.exists() and not root.is_dir():
+            return f'--root {root} is a file; give the dataset cache folder'
+        if not _writable(root):
+            return f'--root {root} cannot be written; choose a writable folder'
+    for option in ('mirror', 'exported'):
+        value = getattr(args, option, None)
+        if value is not None and not Path(value).expanduser().is_dir():
+            return (f'--{option} {value} is not a folder; point it at an '
+                    f'existing folder (see docs/datasets.md)')
+    try:
+        resolve_device(args.device)
+    except (RuntimeError, ValueError) as e:
+        return f'--device {args.device}: {e}'
+    return None
+
+
+def _writable(path: Path) -> bool:
+    r"""Whether :obj:`path` (a folder, maybe not yet there) can be
+    created and written, judged from its nearest existing ancestor."""
+    path = path.expanduser().absolute()
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)

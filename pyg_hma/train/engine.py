@@ -245,6 +245,18 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
+                           run_id: Optional[dict] = None,
+                           compare_eval_modes: bool = False) -> str:
+    r"""The fingerprint :func:`fit` writes into (and requires of) a run's
+    checkpoint."""
+    described = {'method': method, 'seed': seed, 'cfg': cfg.to_dict(),
+                 'run': run_id or {}}
+    if compare_eval_modes:  # the history holds more: not resumable across
+        described['compare_eval_modes'] = True
+    return fingerprint(described)
+
+
 # --------------------------------------------------------------------------
 # Loops
 # --------------------------------------------------------------------------
@@ -664,11 +676,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     factory: LoaderFactory = get_loader_factory(loader)
     objective = METHODS[method].objective
     crit = Criterion(cfg.loss)
-    described = {'method': method, 'seed': seed, 'cfg': cfg.to_dict(),
-                 'run': run_id or {}}
-    if compare_eval_modes:  # the history holds more: not resumable across
-        described['compare_eval_modes'] = True
-    checkpointer = Checkpointer(checkpoint, fingerprint(described))
+    checkpointer = Checkpointer(checkpoint, checkpoint_fingerprint(
+        method, seed, cfg, run_id, compare_eval_modes))
 
     seed_everything(seed)
     model = model_fn().to(device)

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Subset
 
+from ..registry import UnknownNameError
+
 LoaderFactory = Callable[..., Iterable]
 
 
@@ -121,8 +123,8 @@ def get_loader_factory(name_or_factory) -> LoaderFactory:
     if callable(name_or_factory):
         return name_or_factory
     if name_or_factory not in LOADER_FACTORIES:
-        raise ValueError(f"Unknown loader '{name_or_factory}'; choose one of "
-                         f"{', '.join(LOADER_FACTORIES)}")
+        raise UnknownNameError(f"Unknown loader '{name_or_factory}'; choose "
+                               f"one of {', '.join(LOADER_FACTORIES)}")
     return LOADER_FACTORIES[name_or_factory]
 
 

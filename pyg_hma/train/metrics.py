@@ -22,6 +22,8 @@ import functools
 import numpy as np
 from torch import Tensor
 
+from ..registry import UnknownNameError
+
 METRICS = ('accuracy', 'mcc', 'rocauc')
 
 
@@ -137,8 +139,8 @@ def compute_metric(metric: str, logits: Tensor, y: Tensor,
         dataset: dataset name (picks OGB's evaluator for ``'rocauc'``).
     """
     if metric not in METRICS:
-        raise ValueError(f"Unknown metric '{metric}'; choose one of "
-                         f"{METRICS}")
+        raise UnknownNameError(f"Unknown metric '{metric}'; choose one of "
+                               f"{METRICS}")
     if logits.size(0) != y.size(0):
         raise ValueError(f'{logits.size(0)} predictions for {y.size(0)} '
                          f'targets')

@@ -106,33 +106,90 @@ def _jsonable(obj):
     raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
 
 
-def read_result(path: os.PathLike) -> Optional[dict]:
-    r"""The result in :obj:`path`, or ``None`` when it is not a complete
-    result file of this package."""
+#: Fields every result needs to be summarised.
+REQUIRED_FIELDS = ('dataset', 'backbone', 'method', 'seed', 'metric', 'val',
+                   'test', 'primary_test', 'run_fingerprint',
+                   'selected_epoch', 'epochs_run', 'wall_time_s')
+
+
+def result_problem(path: os.PathLike) -> Tuple[Optional[dict], Optional[str]]:
+    r"""``(record, None)`` for a complete result file, ``(None, reason)``
+    for a broken one, ``(None, None)`` for a file that is no result."""
     try:
         with open(path) as f:
             rec = json.load(f)
-    except (OSError, ValueError):
-        return None
+    except OSError as e:
+        return None, f'unreadable ({e.strerror})'
+    except ValueError:
+        return None, 'not valid JSON (truncated or corrupt)'
     if not isinstance(rec, dict) or rec.get('kind') != RESULT_KIND:
-        return None
-    return rec
+        return None, None
+    missing = [k for k in REQUIRED_FIELDS if k not in rec]
+    if missing:
+        return None, f"lacks {', '.join(missing)}"
+    if not isinstance(rec['test'], dict) or \
+            rec['primary_test'] not in rec['test']:
+        return None, 'its test scores lack the primary test split'
+    return rec, None
 
 
-def find_results(folders: Iterable[os.PathLike]) -> List[dict]:
-    r"""All result files below :obj:`folders` (recursively), each with its
-    path under ``'_path'``."""
-    out = []
+def read_result(path: os.PathLike) -> Optional[dict]:
+    r"""The result in :obj:`path`, or ``None`` when it is not a complete
+    result file of this package."""
+    return result_problem(path)[0]
+
+
+def find_results(folders: Iterable[os.PathLike],
+                 skipped: Optional[List[Tuple[str, str]]] = None,
+                 duplicates: Optional[List[Tuple[str, str]]] = None
+                 ) -> List[dict]:
+    r"""The result files below :obj:`folders` (recursively), each with its
+    path under ``'_path'``, each run once.
+
+    Hidden and temporary folders (``.superseded``, ``.NAME.tmp``) are not
+    searched. Broken files named like results (``seed*.json``) or marked as
+    results go to :obj:`skipped` as ``(path, reason)``; a run found again
+    (same fingerprint) goes to :obj:`duplicates` as ``(path, first path)``
+    and is counted once.
+    """
+    out: List[dict] = []
+    seen: Dict[str, str] = {}
     for folder in folders:
         folder = Path(folder)
-        files = ([folder] if folder.is_file()
-                 else sorted(folder.rglob('*.json')))
+        if folder.is_file():
+            files = [folder]
+        else:
+            files = sorted(
+                f for f in folder.rglob('*.json')
+                if not any(part.startswith('.')
+                           for part in f.relative_to(folder).parts))
         for file in files:
-            rec = read_result(file)
-            if rec is not None:
-                rec['_path'] = str(file)
-                out.append(rec)
+            rec, problem = result_problem(file)
+            if rec is None:
+                if problem and skipped is not None and (
+                        file.name.startswith('seed') or
+                        problem.startswith('lacks')):
+                    skipped.append((str(file), problem))
+                continue
+            first = seen.get(rec['run_fingerprint'])
+            if first is not None:
+                if duplicates is not None:
+                    duplicates.append((str(file), first))
+                continue
+            seen[rec['run_fingerprint']] = str(file)
+            rec['_path'] = str(file)
+            out.append(rec)
     return out
+
+
+def config_id(rec: dict) -> str:
+    r"""Identifies a result's configuration apart from its seed: results
+    of different configurations are never averaged together."""
+    import hashlib
+    text = json.dumps({k: rec.get(k) for k in (
+        'runner', 'dataset', 'backbone', 'method', 'config')},
+        sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +242,9 @@ def paper_number(paper: Optional[List[dict]], table: Optional[int],
 # --------------------------------------------------------------------------
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
+    r"""Mean and sample std of the finite values (non-finite ones are
+    counted by :func:`aggregate` and shown beside the score)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return float('nan'), float('nan')
     mean = sum(vals) / len(vals)
@@ -197,7 +256,7 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 def _group_key(rec: dict) -> tuple:
     return (rec.get('table'), rec['dataset'], rec['backbone_label'],
-            rec['method'])
+            rec['method'], config_id(rec))
 
 
 def aggregate(records: Sequence[dict], paper: Optional[List[dict]] = None
@@ -209,21 +268,29 @@ def aggregate(records: Sequence[dict], paper: Optional[List[dict]] = None
             str(r.get('table')), r['dataset'], r['backbone_label'],
             method_rank(r['method']), r['seed'])):
         groups.setdefault(_group_key(rec), []).append(rec)
+    configs: Dict[tuple, int] = {}
+    for key in groups:
+        configs[key[:4]] = configs.get(key[:4], 0) + 1
     rows = []
-    for (table, dataset, bb_label, method), recs in groups.items():
+    for (table, dataset, bb_label, method, cid), recs in groups.items():
         metric = recs[0]['metric']
         scale = lambda v: scale_for_table(metric, v)  # noqa: E731
         test_names = list(recs[0]['test'])
         row = OrderedDict(
             table=table, dataset=dataset, metric=metric, backbone=bb_label,
-            method=method, method_label=method_label(method),
-            seeds=len(recs), seed_list=[r['seed'] for r in recs],
+            method=method, method_label=method_label(method)
+            + (f' [config {cid}]' if configs[table, dataset, bb_label,
+                                               method] > 1 else ''),
+            config=cid, seeds=len(recs), seed_list=[r['seed'] for r in recs],
             primary_test=recs[0]['primary_test'])
         row['val_mean'], row['val_std'] = mean_std(
             [scale(r['val']) for r in recs])
         for name in test_names:
             row[f'{name}_mean'], row[f'{name}_std'] = mean_std(
                 [scale(r['test'][name]) for r in recs if name in r['test']])
+        row['non_finite'] = sum(
+            1 for r in recs
+            if not all(_finite(v) for v in (r['val'], *r['test'].values())))
         row['test_names'] = test_names
         paper_bb = recs[0].get('paper_backbone') or bb_label
         cell = (paper_number(paper, table, dataset, bb_label,
@@ -238,6 +305,16 @@ def aggregate(records: Sequence[dict], paper: Optional[List[dict]] = None
         row['device'] = recs[0].get('device_name', recs[0].get('device'))
         rows.append(row)
     return rows
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def seeds_text(row: dict) -> str:
+    r"""The seed count of a summary row, with its non-finite runs."""
+    bad = row.get('non_finite', 0)
+    return str(row['seeds']) + (f' ({bad} non-finite)' if bad else '')
 
 
 def fmt(mean: Optional[float], std: Optional[float], metric: str) -> str:
@@ -283,7 +360,7 @@ def summary_markdown(rows: Sequence[dict], paper_available: bool = True
         lines = [head, '', '| ' + ' | '.join(cols) + ' |',
                  '|' + '---|' * len(cols)]
         for r in group:
-            cells = [r['method_label'], str(r['seeds']),
+            cells = [r['method_label'], seeds_text(r),
                      fmt(r['val_mean'], r['val_std'], metric)]
             cells += [fmt(r[f'{t}_mean'], r[f'{t}_std'], metric)
                       for t in tests]
@@ -351,7 +428,8 @@ def report_markdown(records: Sequence[dict],
     for table, group in by_table.items():
         title = TABLE_TITLES.get(table, 'Not in the paper')
         datasets = list(OrderedDict.fromkeys(r['dataset'] for r in group))
-        keys = list(OrderedDict.fromkeys((r['backbone'], r['method'])
+        # One row per (backbone, method) and configuration.
+        keys = list(OrderedDict.fromkeys((r['backbone'], r['method_label'])
                                          for r in group))
         has_paper = paper is not None and table is not None
         primary = {r['dataset']: r['primary_test'] for r in group}
@@ -363,17 +441,18 @@ def report_markdown(records: Sequence[dict],
                 cols.append(f'{d} paper')
         lines = [f'### {title}', '', '| ' + ' | '.join(cols) + ' |',
                  '|' + '---|' * len(cols)]
-        index = {(r['backbone'], r['method'], r['dataset']): r for r in group}
-        for backbone, method in keys:
-            cells = [backbone, method_label(method)]
+        index = {(r['backbone'], r['method_label'], r['dataset']): r
+                 for r in group}
+        for backbone, label in keys:
+            cells = [backbone, label]
             for d in datasets:
-                r = index.get((backbone, method, d))
+                r = index.get((backbone, label, d))
                 if r is None:
                     cells += [''] * (2 if has_paper else 1)
                     continue
                 t = r['primary_test']
                 score = fmt(r[f'{t}_mean'], r[f'{t}_std'], r['metric'])
-                cells.append(f"{score} ({r['seeds']})")
+                cells.append(f"{score} ({seeds_text(r)})")
                 if has_paper:
                     cells.append(fmt(r['paper_mean'], r['paper_std'],
                                      r['metric']))
