@@ -346,3 +346,22 @@ def test_real_sweep_confirms_on_fresh_seeds(real_sweep):
         'train.lr']
     assert conf['val_mean'] == pytest.approx(runs[0]['val'])
     assert conf['test_mean'] == pytest.approx(runs[0]['test']['test'])
+
+
+def test_report_leaves_out_sweep_runs_below_a_folder(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'bench_report', ROOT / 'benchmarks' / 'report.py')
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    sweep = tmp_path / 'sweeps' / 'NCI1-hma'
+    trial = sweep / 'trials' / 't00' / 'NCI1' / 'gcn' / 'hma' / 'seed100.json'
+    confirm = sweep / 'confirm' / 'NCI1' / 'gcn' / 'hma' / 'seed0.json'
+    plain = tmp_path / 'ood' / 'NCI1' / 'gcn' / 'hma' / 'seed0.json'
+    (sweep / 'study.db').parent.mkdir(parents=True)
+    (sweep / 'study.db').touch()
+    assert report._in_sweep(trial, [tmp_path])
+    assert report._in_sweep(confirm, [tmp_path])
+    assert not report._in_sweep(plain, [tmp_path])
+    assert not report._in_sweep(confirm, [sweep / 'confirm'])
+    assert not report._in_sweep(confirm, [tmp_path, sweep / 'confirm'])
