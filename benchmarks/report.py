@@ -5,13 +5,31 @@ r"""Gathers result folders into one markdown table per paper table.
 
 Rows are (backbone, method), columns each dataset's mean ± std over seeds
 (number of seeds in brackets) next to the paper's number. Results of
-``--quick`` runs are left out unless ``--include-quick`` is given.
+``--quick`` runs are left out unless ``--include-quick`` is given, and so
+are the runs of hyperparameter sweeps (``benchmarks/sweep.py``: a folder with
+a ``study.db``) found below a folder given here; name a sweep's ``confirm``
+folder to report its confirmation.
 """
 import argparse
 import sys
 from pathlib import Path
 
 from pyg_hma.train.results import find_results, load_paper, report_markdown
+
+
+def _in_sweep(path: Path, folders) -> bool:
+    r"""Whether :obj:`path` is reached from each given folder holding it
+    only through a sweep's folder (its trials and confirmation ran other
+    settings than the protocol's and would mix with the protocol's runs)."""
+    path = path.resolve()
+    verdicts = []
+    for folder in folders:
+        top = folder.resolve()
+        ups = list(path.parents)
+        if top in ups:
+            verdicts.append(any((p / 'study.db').is_file()
+                                for p in ups[:ups.index(top) + 1]))
+    return bool(verdicts) and all(verdicts)
 
 
 def main(argv=None) -> int:
@@ -30,7 +48,8 @@ def main(argv=None) -> int:
         parser.error(f"no such folder or file: {', '.join(missing)}")
     skipped, duplicates = [], []
     records = [r for r in find_results(args.folders, skipped, duplicates)
-               if args.include_quick or not r.get('quick')]
+               if (args.include_quick or not r.get('quick'))
+               and not _in_sweep(Path(r['_path']), args.folders)]
     for path, reason in skipped:
         print(f'skipped {path}: {reason}', file=sys.stderr)
     for path, first in duplicates:

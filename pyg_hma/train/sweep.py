@@ -1,0 +1,841 @@
+r"""Hyperparameter sweeps of a benchmark runner, chosen on validation only.
+
+A sweep tries a grid of runner settings on one dataset and one method. Each
+*trial* is one point of the grid: the runner trains it on a few *search
+seeds* (default 100, 101, 102) and the trial's score is the mean validation
+score over them. The test score is never read while choosing. The best trial
+is then *confirmed*: the runner trains it again on fresh seeds (default
+0..9, disjoint from the search seeds) and reports validation and test.
+
+    python benchmarks/sweep.py --runner ood --dataset NCI1 --method hma
+    python benchmarks/sweep.py --runner ood --dataset NCI1 --method erm
+    python benchmarks/sweep.py --runner ood --dataset PROTEINS --method hma \
+        --param hma.memory_size=1x,2x --param train.lr=1e-3,1e-4 -- --epochs 50
+
+Search spaces (``--space paper``, the default without ``--param``):
+
+* HMA and its ablations, the paper's search: memory size
+  M in {1, 2, 3} x the protocol's batch size and slots per class
+  k in {8, 16, 32, 64}: 12 trials.
+* Every other method (ERM, IRM, ...), the same budget of 12 trials: the
+  backbone's dropout in {0.1, 0.3, 0.5} x learning rate in
+  {1e-3, 3e-3, 1e-4, 3e-4}.
+
+``--param KEY=V1,V2,..`` gives a space of one's own (repeatable; with
+``--space paper`` it adds to or replaces axes of the paper's grid). KEY is
+``hma.NAME``, ``backbone.NAME``, ``train.NAME`` (as the runners' ``--set``)
+or ``momentum``; short names: ``M`` / ``memory_size``, ``k`` /
+``slots_per_class``, ``l`` / ``label_dim``, ``dropout``, ``lr``. Values are
+read as JSON (``1e-3``, ``true``, ``null``); ``none`` is ``null``; ``2x`` is
+2 x the batch size of the runs (the protocol's, or ``--batch-size`` given to
+the runner).
+
+Layout of the output folder::
+
+    OUT/study.db                     the Optuna study (SQLite): resumable
+    OUT/trials/tNN/DATASET/...       each trial's runs (the runner's layout)
+    OUT/best.json                    every trial's mean validation, the best
+                                     settings and the command to reproduce
+                                     them; the confirmation's scores
+    OUT/summary.md                   the printed tables
+    OUT/confirm/DATASET/...          the confirmation runs
+
+A sweep stopped at any point continues where it stopped when run again with
+the same arguments: finished trials are kept (the study records them), an
+interrupted trial is retried and its runs continue with the runner's
+``--resume`` (finished seeds are kept, an interrupted run continues from its
+checkpoint). Only one sweep may use a folder at a time (a lock file).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import itertools
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from ..data._io import PROJECT_ROOT
+from .results import mean_std
+
+RUNNERS = ('ood', 'ogb_mol', 'tu_id')
+SEARCH_SEED_START = 100  # search seeds 100, 101, ...: not confirmation seeds
+STUDY_NAME = 'sweep'
+SWEEP_KIND = 'pyg_hma.sweep'
+OPTUNA_MISSING = ("sweeps need optuna, an optional dependency: "
+                  "pip install 'pyg_hma[sweep]'")
+
+# The paper's search (per dataset, on validation): M in {1, 2, 3} x batch
+# size, k in {8, 16, 32, 64}. '2x' = 2 x the batch size.
+PAPER_HMA_SPACE = {'hma.memory_size': ['1x', '2x', '3x'],
+                   'hma.slots_per_class': [8, 16, 32, 64]}
+# ERM (and every non-HMA method) gets the same number of trials, 3 x 4 = 12.
+PAPER_ERM_SPACE = {'backbone.dropout': [0.1, 0.3, 0.5],
+                   'train.lr': [1e-3, 3e-3, 1e-4, 3e-4]}
+
+ALIASES = {
+    'M': 'hma.memory_size', 'memory_size': 'hma.memory_size',
+    'k': 'hma.slots_per_class', 'slots_per_class': 'hma.slots_per_class',
+    'l': 'hma.label_dim', 'label_dim': 'hma.label_dim',
+    'dropout': 'backbone.dropout', 'lr': 'train.lr',
+}
+# Swept keys written with the runner's own options (the rest: --set KEY=V).
+RUNNER_OPTIONS = {
+    'hma.memory_size': '--memory-size',
+    'hma.slots_per_class': '--slots-per-class',
+    'hma.label_dim': '--label-dim',
+    'backbone.dropout': '--dropout',
+    'train.lr': '--lr',
+    'momentum': '--momentum',
+}
+# Runner options that set the same thing as a swept key.
+_SAME_AS = {'train.lr': 'lr', 'train.epochs': 'epochs',
+            'train.batch_size': 'batch_size', 'train.patience': 'patience',
+            'train.eval_mode': 'eval_mode', 'backbone.pooling': 'pooling',
+            'hma.memory_size': 'memory_size',
+            'hma.slots_per_class': 'slots_per_class',
+            'hma.label_dim': 'label_dim', 'backbone.dropout': 'dropout'}
+# The sweep sets these itself for every run.
+_OWN_OPTIONS = ('--dataset', '--method', '--seeds', '--out', '--resume')
+
+
+class SweepError(Exception):
+    r"""Bad input, found before any training (exit status 2)."""
+
+
+# --------------------------------------------------------------------------
+# Search spaces and trials
+# --------------------------------------------------------------------------
+
+def parse_value(text: str):
+    r"""One value of ``--param``: JSON (``1e-3``, ``true``, ``null``),
+    ``none`` (``None``), ``2x`` (kept: a multiple of the batch size) or else
+    the string itself."""
+    text = text.strip()
+    if text.lower() == 'none':
+        return None
+    if text.endswith('x'):
+        try:
+            return f'{int(text[:-1])}x' if int(text[:-1]) > 0 else text
+        except ValueError:
+            pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_param(text: str):
+    r"""``'hma.memory_size=32,64'`` -> ``('hma.memory_size', [32, 64])``."""
+    key, sep, raw = text.partition('=')
+    key = ALIASES.get(key.strip(), key.strip())
+    section, dot, name = key.partition('.')
+    values = [parse_value(v) for v in raw.split(',') if v.strip()]
+    if (not sep or not values or not (
+            key == 'momentum'
+            or (dot and name and section in ('train', 'backbone', 'hma')))):
+        raise SweepError(
+            f"--param expects KEY=V1,V2,... with KEY one of hma.NAME, "
+            f"backbone.NAME, train.NAME, momentum or {', '.join(ALIASES)} "
+            f"(e.g. hma.memory_size=32,64), got '{text}'")
+    if len(set(map(json.dumps, values))) != len(values):
+        raise SweepError(f"--param {key}: a value is repeated in '{raw}'")
+    return key, values
+
+
+def paper_space(method: str) -> Dict[str, list]:
+    r"""The built-in space of :obj:`method` (values ``'Nx'`` are multiples
+    of the batch size): the paper's M x k grid for HMA and its ablations,
+    dropout x learning rate with as many trials for the other methods."""
+    from ..models import HMA_VARIANTS
+    space = PAPER_HMA_SPACE if method in HMA_VARIANTS else PAPER_ERM_SPACE
+    return {key: list(values) for key, values in space.items()}
+
+
+def resolve_space(space: Mapping[str, Sequence], batch_size: int
+                  ) -> Dict[str, list]:
+    r"""Replaces every ``'Nx'`` by N x :obj:`batch_size`."""
+    def value(v):
+        if isinstance(v, str) and v.endswith('x') and v[:-1].isdigit():
+            return int(v[:-1]) * batch_size
+        return v
+    out = {}
+    for key, values in space.items():
+        out[key] = [value(v) for v in values]
+        if len(set(map(json.dumps, out[key]))) != len(out[key]):
+            raise SweepError(f"--param {key}: values {list(values)} repeat "
+                             f"one another at batch size {batch_size}")
+    return out
+
+
+def grid(space: Mapping[str, Sequence]) -> List[Dict[str, Any]]:
+    r"""Every combination of :obj:`space`, the first key varying slowest."""
+    keys = list(space)
+    return [dict(zip(keys, combo))
+            for combo in itertools.product(*(space[k] for k in keys))]
+
+
+def trial_ids(points: Sequence[Mapping[str, Any]]) -> List[str]:
+    r"""``t00``, ``t01``, ...: a trial's folder name, its place in the
+    grid."""
+    width = max(2, len(str(len(points) - 1)))
+    return [f't{i:0{width}d}' for i in range(len(points))]
+
+
+def _point_key(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(sorted(params.items())))
+
+
+def _arg_value(value) -> str:
+    if value is None:
+        return 'null'
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    return str(value)
+
+
+def trial_args(params: Mapping[str, Any]) -> List[str]:
+    r"""The runner options that set a trial's :obj:`params`."""
+    argv = []
+    for key, value in params.items():
+        if key == 'momentum':
+            argv += ['--momentum', 'none' if value is None else str(value)]
+        elif key in RUNNER_OPTIONS:
+            argv += [RUNNER_OPTIONS[key], _arg_value(value)]
+        else:
+            argv += ['--set', f'{key}={_arg_value(value)}']
+    return argv
+
+
+def seeds_arg(seeds: Sequence[int]) -> str:
+    r"""The runner's ``--seeds`` for exactly :obj:`seeds` (a bare number
+    would be a count)."""
+    if len(seeds) > 1 and list(seeds) == list(range(seeds[0],
+                                                    seeds[-1] + 1)):
+        return f'{seeds[0]}-{seeds[-1]}'
+    if len(seeds) == 1:
+        return f'{seeds[0]}-{seeds[0]}'
+    return ','.join(map(str, seeds))
+
+
+def parse_seed_list(text: str, start: int, option: str) -> List[int]:
+    r"""A count ``3`` (seeds :obj:`start` .. :obj:`start` + 2), a range
+    ``100-102`` or a list ``100,105``; ``0`` or ``none``: no seeds."""
+    text = text.strip()
+    if text.lower() in ('0', 'none'):
+        return []
+    try:
+        if ',' in text:
+            seeds = [int(s) for s in text.split(',') if s.strip()]
+        elif '-' in text.lstrip('-'):
+            lo, hi = text.split('-', 1)
+            seeds = list(range(int(lo), int(hi) + 1))
+        else:
+            seeds = list(range(start, start + int(text)))
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise SweepError(f"{option} expects a count (3), a range ({start}-"
+                         f"{start + 2}) or a list of distinct non-negative "
+                         f"seeds, got '{text}'")
+    return seeds
+
+
+# --------------------------------------------------------------------------
+# Scores: validation only
+# --------------------------------------------------------------------------
+
+def score_runs(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    r"""A trial's score from its runs' result records: the mean validation
+    score over seeds (``val_mean``), with the sample std and the count. Only
+    ``'val'`` is read: a test score cannot influence the choice."""
+    val = {int(r['seed']): float(r['val']) for r in records}
+    mean, std = _finite(mean_std(list(val.values())))
+    return {'val_mean': mean, 'val_std': std, 'n': len(val),
+            'val': {str(s): v for s, v in sorted(val.items())},
+            'metric': records[0]['metric'] if records else None}
+
+
+def _finite(values):
+    # NaN (no std of one seed) is written as null: best.json stays JSON.
+    return tuple(None if v is None or math.isnan(v) else v for v in values)
+
+
+def choose_best(trials: Sequence[Mapping[str, Any]]) -> Optional[dict]:
+    r"""The trial with the highest ``val_mean`` (the first of equals);
+    ``None`` when no trial has a score."""
+    best = None
+    for trial in trials:
+        v = trial.get('val_mean')
+        if v is None or math.isnan(v):
+            continue
+        if best is None or v > best['val_mean']:
+            best = trial
+    return best
+
+
+# --------------------------------------------------------------------------
+# The runner
+# --------------------------------------------------------------------------
+
+_RUNNER_MODULES: Dict[str, Any] = {}
+
+
+def load_runner(name: str):
+    r"""The runner module ``benchmarks/NAME.py`` of this checkout (it holds
+    the datasets' protocols, ``PROTOCOLS``)."""
+    if name not in RUNNERS:
+        raise SweepError(f"unknown runner '{name}'; choose from "
+                         f"{', '.join(RUNNERS)}")
+    if name not in _RUNNER_MODULES:
+        path = PROJECT_ROOT / 'benchmarks' / f'{name}.py'
+        if not path.is_file():
+            raise SweepError(f"runner {path} not found (sweeps run from a "
+                             f"checkout of the project)")
+        spec = importlib.util.spec_from_file_location(
+            f'pyg_hma_runner_{name}', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _RUNNER_MODULES[name] = module
+    return _RUNNER_MODULES[name]
+
+
+def parse_runner_args(runner: str, protocols, argv: Sequence[str]
+                      ) -> argparse.Namespace:
+    r"""The runner's command line :obj:`argv` parsed and checked as its
+    ``main`` does; :class:`SweepError` names the first problem."""
+    from .benchmark import build_parser, check_settings, settings_of
+    parser = build_parser(runner, protocols)
+
+    def error(message):
+        raise SweepError(f'{runner}.py {shlex.join(argv)}: {message}')
+    parser.error = error
+    parser.exit = lambda status=0, message=None: error(
+        (message or '').strip() or 'exited')
+    args = parser.parse_args(list(argv))
+    if args.epochs is not None and args.epochs < 1:
+        error('--epochs must be positive')
+    if args.jobs < 1:
+        error('--jobs must be positive')
+    for dataset in args.dataset:
+        if dataset not in protocols:
+            error(f"unknown dataset '{dataset}'; choose from "
+                  f"{', '.join(protocols)}")
+        try:
+            check_settings(settings_of(args),
+                           args.backbone or [protocols[dataset].backbone])
+        except ValueError as e:
+            error(str(e))
+    return args
+
+
+def run_runner(runner: str, protocols, argv: Sequence[str],
+               stdout=None) -> List[dict]:
+    r"""Runs the runner in this process on :obj:`argv`; returns the result
+    records of its runs (those it trained and, with ``--resume``, those it
+    kept). The runner's summary goes to :obj:`stdout` (``None``: this
+    process's stdout)."""
+    from .benchmark import run_benchmark
+    args = parse_runner_args(runner, protocols, argv)
+    with contextlib.redirect_stdout(stdout or sys.stdout):
+        return run_benchmark(args, runner, protocols)
+
+
+# --------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------
+
+@dataclass
+class Sweep:
+    r"""One sweep: what to tune, where, and on which seeds.
+
+    Args:
+        runner: ``'ood'``, ``'ogb_mol'`` or ``'tu_id'``.
+        dataset, method: one of the runner's datasets, one method.
+        space: key -> values (values may be ``'Nx'``, N x the batch size).
+        search_seeds: the seeds that score a trial.
+        confirm_seeds: the seeds of the confirmation (none: no confirmation).
+        out: the output folder.
+        runner_args: further runner options for every run (``--epochs 50``).
+        quick: the runner's ``--quick``.
+        n_trials: run at most this many trials now (``None``: all left).
+        quiet: no progress lines.
+        space_name: ``'paper'`` or ``'custom'`` (for the record).
+    """
+    runner: str
+    dataset: str
+    method: str
+    space: Dict[str, list]
+    search_seeds: List[int]
+    confirm_seeds: List[int]
+    out: Path
+    runner_args: List[str] = field(default_factory=list)
+    quick: bool = False
+    n_trials: Optional[int] = None
+    quiet: bool = False
+    space_name: str = 'custom'
+    # Filled by check():
+    batch_size: int = 0
+    points: List[Dict[str, Any]] = field(default_factory=list)
+    ids: List[str] = field(default_factory=list)
+    protocols: Any = None
+
+    # ---- checks, before any training ------------------------------------
+    def check(self) -> 'Sweep':
+        r"""Checks everything that can be checked without training: the
+        runner, dataset, method, runner options, every trial's settings, the
+        seeds. Raises :class:`SweepError`."""
+        from ..models import METHODS
+        from .benchmark import QUICK_DEFAULTS, settings_of
+        self.protocols = load_runner(self.runner).PROTOCOLS
+        if self.dataset not in self.protocols:
+            raise SweepError(f"runner {self.runner} has no dataset "
+                             f"'{self.dataset}'; choose from "
+                             f"{', '.join(self.protocols)}")
+        if self.method not in METHODS:
+            raise SweepError(f"unknown method '{self.method}'; choose from "
+                             f"{', '.join(METHODS)}")
+        if not self.search_seeds:
+            raise SweepError('--search-seeds: at least one seed is needed')
+        both = sorted(set(self.search_seeds) & set(self.confirm_seeds))
+        if both:
+            raise SweepError(f'search and confirmation seeds overlap ({both}):'
+                             f' a confirmation needs fresh seeds')
+        if self.n_trials is not None and self.n_trials < 1:
+            raise SweepError('--n-trials must be positive')
+        for token in self.runner_args:
+            if token.split('=')[0] in _OWN_OPTIONS:
+                raise SweepError(f'runner option {token} is set by the sweep '
+                                 f'itself; leave it out')
+        base = parse_runner_args(self.runner, self.protocols,
+                                 self._base_argv())
+        if base.dataset != [self.dataset] or base.method or base.seeds \
+                or base.out or base.resume:
+            raise SweepError('the runner options after -- may not set '
+                             '--dataset, --method, --seeds, --out or --resume '
+                             '(the sweep sets them)')
+        if base.backbone and len(base.backbone) > 1:
+            raise SweepError('a sweep tunes one backbone; give one --backbone')
+        given = settings_of(base)
+        for key in self.space:
+            section, _, name = key.partition('.')
+            if (name in given.get(section, {})
+                    or (key in _SAME_AS
+                        and getattr(base, _SAME_AS[key], None) is not None)
+                    or (key == 'momentum' and hasattr(base, 'momentum'))):
+                raise SweepError(f'{key} is swept; do not also set it in the '
+                                 f'runner options')
+        proto = self.protocols[self.dataset]
+        quick = {**QUICK_DEFAULTS, **proto.quick} if self.quick else {}
+        self.batch_size = (given['train'].get('batch_size') or base.batch_size
+                           or quick.get('batch_size')
+                           or proto.train.batch_size)
+        resolved = resolve_space(self.space, self.batch_size)
+        self.points = grid(resolved)
+        self.ids = trial_ids(self.points)
+        for params in self.points:  # every trial's options are valid
+            parse_runner_args(self.runner, self.protocols,
+                              self._base_argv() + trial_args(params))
+        self.space = resolved
+        return self
+
+    def _base_argv(self) -> List[str]:
+        return (['--dataset', self.dataset] + (['--quick'] if self.quick
+                                               else [])
+                + list(self.runner_args))
+
+    def run_argv(self, params: Mapping[str, Any], seeds: Sequence[int],
+                 out: Path) -> List[str]:
+        r"""The runner's command line for :obj:`params` on :obj:`seeds`."""
+        return (self._base_argv() + ['--method', self.method]
+                + trial_args(params)
+                + ['--seeds', seeds_arg(seeds), '--out', str(out), '--resume']
+                + (['--quiet'] if self.quiet else []))
+
+    def reproduce_command(self, params: Mapping[str, Any],
+                          seeds: Sequence[int]) -> str:
+        argv = (['python', f'benchmarks/{self.runner}.py']
+                + self._base_argv() + ['--method', self.method]
+                + trial_args(params) + ['--seeds', seeds_arg(seeds)])
+        return shlex.join(argv)
+
+    def say(self, *lines):
+        if not self.quiet:
+            for line in lines:
+                print(line, file=sys.stderr, flush=True)
+
+    def identity(self) -> Dict[str, Any]:
+        r"""What a stored study must match to be continued."""
+        return dict(kind=SWEEP_KIND, runner=self.runner, dataset=self.dataset,
+                    method=self.method, space=self.space,
+                    search_seeds=self.search_seeds, quick=self.quick,
+                    runner_args=self.runner_args)
+
+    # ---- the study -------------------------------------------------------
+    def open_study(self):
+        r"""The Optuna study in ``OUT/study.db`` (created, or loaded when it
+        exists and belongs to this sweep), with interrupted trials queued
+        again."""
+        optuna = import_optuna()
+        self.out.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{(self.out / 'study.db').resolve()}")
+        study = optuna.create_study(
+            study_name=STUDY_NAME, storage=storage, direction='maximize',
+            sampler=optuna.samplers.GridSampler(self.space, seed=0),
+            load_if_exists=True)
+        stored = study.user_attrs.get('sweep')
+        mine = json.loads(json.dumps(self.identity()))
+        if stored is None:
+            study.set_user_attr('sweep', mine)
+        elif stored != mine:
+            diff = [k for k in mine if stored.get(k) != mine[k]]
+            raise SweepError(
+                f"{self.out} holds another sweep (its {', '.join(diff)} "
+                f"differ); use another --out")
+        _requeue_interrupted(study)
+        return study
+
+    def left(self, study) -> List[int]:
+        r"""Indices of the grid points without a finished trial."""
+        done = {_point_key(t.params) for t in _complete(study)}
+        return [i for i, p in enumerate(self.points)
+                if _point_key(p) not in done]
+
+    def objective(self, trial) -> float:
+        params = {key: trial.suggest_categorical(key, values)
+                  for key, values in self.space.items()}
+        index = [_point_key(p) for p in self.points].index(
+            _point_key(params))
+        params = self.points[index]  # in the space's key order
+        tid = self.ids[index]
+        trial.set_user_attr('trial_id', tid)
+        self.say(f'[sweep] trial {tid}: {_fmt_params(params)}; seeds '
+                 f'{self.search_seeds}')
+        start = time.perf_counter()
+        records = run_runner(
+            self.runner, self.protocols,
+            self.run_argv(params, self.search_seeds,
+                          self.out / 'trials' / tid),
+            stdout=io.StringIO() if self.quiet else sys.stderr)
+        score = score_runs(records)
+        for key in ('val_mean', 'val_std', 'n', 'val', 'metric'):
+            trial.set_user_attr(key, score[key])
+        val = _fmt_score(score['val_mean'], score['val_std'], score['metric'])
+        self.say(f"[sweep] trial {tid}: mean val {val} over "
+                 f"{score['n']} seed(s), {time.perf_counter() - start:.0f} s")
+        # No score (NaN): Optuna records the trial as failed.
+        return (float('nan') if score['val_mean'] is None
+                else score['val_mean'])
+
+    def trials(self, study) -> List[dict]:
+        r"""The finished trials in grid order: id, params and score."""
+        by_point = {_point_key(t.params): t for t in _complete(study)}
+        out = []
+        for tid, params in zip(self.ids, self.points):
+            t = by_point.get(_point_key(params))
+            if t is not None:
+                attrs = t.user_attrs
+                out.append(dict(trial=tid, params=params,
+                                val_mean=attrs['val_mean'],
+                                val_std=attrs['val_std'], n=attrs['n'],
+                                val=attrs['val'], metric=attrs['metric'],
+                                optuna_number=t.number))
+        return out
+
+    def confirm(self, best: Mapping[str, Any]) -> Dict[str, Any]:
+        r"""Trains the best trial on the confirmation seeds; its scores."""
+        out = self.out / 'confirm'
+        self.say(f"[sweep] confirming {best['trial']} "
+                 f"({_fmt_params(best['params'])}) on seeds "
+                 f"{self.confirm_seeds}")
+        records = run_runner(self.runner, self.protocols,
+                             self.run_argv(best['params'], self.confirm_seeds,
+                                           out))
+        primary = records[0]['primary_test']
+        val = _finite(mean_std([r['val'] for r in records]))
+        test = _finite(mean_std([r['test'][primary] for r in records]))
+        return dict(trial=best['trial'], params=best['params'],
+                    seeds=[r['seed'] for r in records], out=str(out),
+                    n=len(records), metric=records[0]['metric'],
+                    val_mean=val[0], val_std=val[1], test_name=primary,
+                    test_mean=test[0], test_std=test[1],
+                    val=[r['val'] for r in records],
+                    test=[r['test'][primary] for r in records])
+
+    def run(self) -> Dict[str, Any]:
+        r"""Runs (or continues) the sweep and the confirmation; writes
+        ``best.json`` and ``summary.md``; returns ``best.json``'s content."""
+        if not self.points:
+            self.check()
+        optuna = import_optuna()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.out.mkdir(parents=True, exist_ok=True)
+        with _lock(self.out / '.sweep.lock'):
+            study = self.open_study()
+            left = self.left(study)
+            todo = len(left) if self.n_trials is None else min(
+                self.n_trials, len(left))
+            finished = len(self.points) - len(left)
+            self.say(f'[sweep] {self.runner} / {self.dataset} / {self.method}:'
+                     f' {len(self.points)} trials ({finished} finished '
+                     f'earlier, {todo} to run now) x '
+                     f'{len(self.search_seeds)} search seed(s); output '
+                     f'{self.out}')
+            if todo:
+                study.optimize(self.objective, n_trials=todo)
+            trials = self.trials(study)
+            complete = len(trials) == len(self.points)
+            best = choose_best(trials)
+            report = self.report(trials, best, complete)
+            confirmed = None
+            if best is not None and complete and self.confirm_seeds:
+                self._write(report)
+                confirmed = self.confirm(best)
+                report['confirm'] = confirmed
+            self._write(report)
+        print(format_report(report), flush=True)
+        return report
+
+    def report(self, trials, best, complete) -> Dict[str, Any]:
+        best_out = None
+        if best is not None:
+            best_out = dict(
+                trial=best['trial'], params=best['params'],
+                val_mean=best['val_mean'], val_std=best['val_std'],
+                n=best['n'],
+                runner_args=(['--method', self.method]
+                             + trial_args(best['params'])),
+                command=self.reproduce_command(
+                    best['params'], self.confirm_seeds or range(10)))
+        return dict(kind=SWEEP_KIND, runner=self.runner, dataset=self.dataset,
+                    method=self.method, space_name=self.space_name,
+                    space=self.space, batch_size=self.batch_size,
+                    quick=self.quick, runner_options=self.runner_args,
+                    search_seeds=self.search_seeds,
+                    confirm_seeds=self.confirm_seeds,
+                    selection='highest mean validation score over the search '
+                              'seeds (test scores are not read)',
+                    complete=complete, num_trials=len(self.points),
+                    trials=trials, best=best_out, confirm=None)
+
+    def _write(self, report):
+        from .results import write_json
+        write_json(self.out / 'best.json', report)
+        (self.out / 'summary.md').write_text(format_report(report))
+
+
+def _complete(study):
+    from optuna.trial import TrialState
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, ))
+
+
+def _requeue_interrupted(study):
+    r"""Trials left running by a stopped sweep (or failed) whose grid point
+    has no finished trial are marked failed and queued again with the same
+    grid point (the sweep's lock guarantees no other process runs them)."""
+    import optuna
+    from optuna.trial import TrialState
+    trials = study.get_trials(deepcopy=False)
+    done = {t.system_attrs.get('grid_id') for t in trials
+            if t.state == TrialState.COMPLETE}
+    queued = {t.system_attrs.get('grid_id') for t in trials
+              if t.state == TrialState.WAITING}
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(t._trial_id,
+                                                  TrialState.FAIL)
+        elif t.state != TrialState.FAIL:
+            continue
+        grid_id = t.system_attrs.get('grid_id')
+        if grid_id is None or grid_id in done | queued:
+            continue
+        # GridSampler keeps the grid point of a trial that carries one.
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=t.params,
+            distributions=t.distributions,
+            system_attrs={'grid_id': grid_id,
+                          'search_space': t.system_attrs['search_space'],
+                          'retry_of': t.number}))
+        queued.add(grid_id)
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    import fcntl
+    with open(path, 'w') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SweepError(f'another sweep is using {path.parent}') from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise SweepError(OPTUNA_MISSING) from None
+    return optuna
+
+
+# --------------------------------------------------------------------------
+# Printing
+# --------------------------------------------------------------------------
+
+def _fmt_params(params: Mapping[str, Any]) -> str:
+    return ' '.join(f'{k}={_arg_value(v)}' for k, v in params.items())
+
+
+def _fmt_score(mean, std, metric) -> str:
+    from .results import fmt
+    from .metrics import scale_for_table
+    if mean is None or math.isnan(mean):
+        return '-'
+    return fmt(scale_for_table(metric, mean),
+               None if std is None else scale_for_table(metric, std), metric)
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    r"""The sweep's tables as markdown: one row per trial (mean validation
+    ± std over the search seeds, n), the best, the confirmation."""
+    from .metrics import METRIC_LABELS
+    trials = report['trials']
+    metric = trials[0]['metric'] if trials else 'accuracy'
+    keys = list(report['space'])
+    best = report['best']
+    lines = [f"Sweep {report['runner']} / {report['dataset']} / "
+             f"{report['method']} ({report['space_name']} space, "
+             f"{len(trials)} of {report['num_trials']} trials finished): "
+             f"mean validation {METRIC_LABELS.get(metric, metric)} over "
+             f"search seeds {report['search_seeds']}",
+             '', '| trial | ' + ' | '.join(keys) + ' | val | n |',
+             '|' + '---|' * (len(keys) + 3)]
+    for t in trials:
+        mark = ' (best)' if best and t['trial'] == best['trial'] else ''
+        lines.append(f"| {t['trial']}{mark} | "
+                     + ' | '.join(_arg_value(t['params'][k]) for k in keys)
+                     + f" | {_fmt_score(t['val_mean'], t['val_std'], metric)}"
+                     f" | {t['n']} |")
+    lines.append('')
+    if best is None:
+        lines.append('No finished trial yet.')
+    else:
+        val = _fmt_score(best['val_mean'], best['val_std'], metric)
+        lines.append(f"Best: {best['trial']} ({_fmt_params(best['params'])}),"
+                     f" val {val} (test scores were not read)")
+        lines.append(f"Reproduce: {best['command']}")
+    conf = report.get('confirm')
+    if conf:
+        m = conf['metric']
+        val = _fmt_score(conf['val_mean'], conf['val_std'], m)
+        test = _fmt_score(conf['test_mean'], conf['test_std'], m)
+        lines.append(
+            f"Confirmation of {conf['trial']} on seeds {conf['seeds']} "
+            f"({conf['out']}): val {val}, {conf['test_name']} {test}, "
+            f"n={conf['n']}")
+    elif not report['complete']:
+        lines.append(f"Unfinished: {report['num_trials'] - len(trials)} "
+                     f"trial(s) left; run the same command again to "
+                     f"continue (the confirmation follows the last trial).")
+    elif not report['confirm_seeds']:
+        lines.append('No confirmation (--confirm-seeds 0).')
+    return '\n'.join(lines) + '\n'
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise SweepError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog='sweep.py', description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                usage='%(prog)s --runner R --dataset D --method M [options] '
+                      '[-- RUNNER OPTIONS]')
+    p.add_argument('--runner', required=True, choices=RUNNERS)
+    p.add_argument('--dataset', required=True, help="one of the runner's")
+    p.add_argument('--method', required=True,
+                   help='one method (erm, hma, ...)')
+    p.add_argument('--space', choices=('paper', ), help="the built-in space "
+                   "(default when no --param is given): HMA M x k, others "
+                   "dropout x lr, 12 trials each")
+    p.add_argument('--param', action='append', default=[],
+                   metavar='KEY=V1,V2,..', help='a swept setting and its '
+                   'values (repeatable), e.g. hma.memory_size=1x,2x or '
+                   'train.lr=1e-3,1e-4')
+    p.add_argument('--search-seeds', default='3', metavar='N|A-B|A,B',
+                   help=f'seeds that score a trial (default 3: '
+                   f'{SEARCH_SEED_START}-{SEARCH_SEED_START + 2})')
+    p.add_argument('--confirm-seeds', default='10', metavar='N|A-B|A,B',
+                   help='fresh seeds for the best trial (default 10: 0-9; '
+                   '0: no confirmation)')
+    p.add_argument('--n-trials', type=int, metavar='N',
+                   help='run at most N more trials now, then stop (run '
+                   'again to continue)')
+    p.add_argument('--out', type=Path, help='output folder (default '
+                   'results/sweeps/DATASET-METHOD, results/quick/sweeps/... '
+                   'with --quick)')
+    p.add_argument('--quick', action='store_true',
+                   help="the runner's --quick (tiny smoke runs)")
+    p.add_argument('--quiet', action='store_true',
+                   help='no progress output (the tables are still printed)')
+    return p
+
+
+def sweep_from_args(argv: Sequence[str]) -> Sweep:
+    r"""A checked :class:`Sweep` from a command line (``--`` separates the
+    runner's options). Raises :class:`SweepError`."""
+    argv = list(argv)
+    runner_args: List[str] = []
+    if '--' in argv:
+        cut = argv.index('--')
+        argv, runner_args = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    space: Dict[str, list] = {}
+    if args.space == 'paper' or not args.param:
+        space = paper_space(args.method)
+    for text in args.param:
+        key, values = parse_param(text)
+        space[key] = values
+    out = args.out or Path('results') / ('quick/sweeps' if args.quick
+                                         else 'sweeps') / \
+        f'{args.dataset}-{args.method}'
+    return Sweep(
+        runner=args.runner, dataset=args.dataset, method=args.method,
+        space=space, space_name=('custom' if not args.space and args.param
+                                 else 'paper' if not args.param
+                                 else 'paper+param'),
+        search_seeds=parse_seed_list(args.search_seeds, SEARCH_SEED_START,
+                                     '--search-seeds'),
+        confirm_seeds=parse_seed_list(args.confirm_seeds, 0,
+                                      '--confirm-seeds'),
+        out=out, runner_args=runner_args, quick=args.quick,
+        n_trials=args.n_trials, quiet=args.quiet).check()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    r"""``benchmarks/sweep.py``: returns the exit status (2: bad input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        import_optuna()
+        sweep = sweep_from_args(argv)
+        sweep.run()
+    except SweepError as e:
+        print(f'sweep.py: error: {e}', file=sys.stderr)
+        return 2
+    return 0
