@@ -154,8 +154,10 @@ def paper_space(method: str) -> Dict[str, list]:
     r"""The built-in space of :obj:`method` (values ``'Nx'`` are multiples
     of the batch size): the paper's M x k grid for HMA and its ablations,
     dropout x learning rate with as many trials for the other methods."""
-    from ..models import HMA_VARIANTS
-    space = PAPER_HMA_SPACE if method in HMA_VARIANTS else PAPER_ERM_SPACE
+    from ..methods import METHODS
+    spec = METHODS.get(method)
+    space = (PAPER_HMA_SPACE if spec is not None and spec.uses_hma
+             else PAPER_ERM_SPACE)
     return {key: list(values) for key, values in space.items()}
 
 
@@ -392,7 +394,7 @@ class Sweep:
         r"""Checks everything that can be checked without training: the
         runner, dataset, method, runner options, every trial's settings, the
         seeds. Raises :class:`SweepError`."""
-        from ..models import METHODS
+        from ..methods import METHODS
         from .benchmark import QUICK_DEFAULTS, settings_of
         self.protocols = load_runner(self.runner).PROTOCOLS
         if self.dataset not in self.protocols:
