@@ -39,6 +39,13 @@ class Registry(Mapping[str, T], Generic[T]):
         self._entries[name] = spec
         return spec
 
+    def unregister(self, name: str) -> T:
+        r"""Removes and returns the entry :obj:`name` (for tests and
+        interactive sessions)."""
+        spec = self[name]
+        del self._entries[name]
+        return spec
+
     def __getitem__(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -1,0 +1,79 @@
+"""docs/extending.md: a new method and a new backbone are one registry entry
+each, and the runner's command line, result files and report pick them up."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import SAGEConv, global_mean_pool
+
+from pyg_hma.data import find_mirror
+from pyg_hma.methods import METHODS, MethodSpec, Objective, method_label
+from pyg_hma.models import BACKBONES, BackboneSpec, build_model
+from pyg_hma.registry import UnknownNameError
+from pyg_hma.train.results import find_results, report_markdown
+
+BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+
+
+class LabelSmoothing(Objective):
+    def __call__(self, model, batch, crit, ctx):
+        logits = model(batch, y=crit.tokens(batch.y))
+        loss = F.cross_entropy(logits, batch.y.view(-1), label_smoothing=0.1)
+        return loss, logits, {}
+
+
+class SAGE(nn.Module):
+    def __init__(self, in_channels, hidden_channels=32, dropout=0.0):
+        super().__init__()
+        self.conv = SAGEConv(in_channels, hidden_channels)
+        self.out_channels = hidden_channels
+
+    def forward(self, batch):
+        h = self.conv(batch.x, batch.edge_index).relu()
+        return global_mean_pool(h, batch.batch, size=batch.num_graphs)
+
+
+@pytest.fixture
+def registered():
+    METHODS.register(MethodSpec('erm-ls', 'ERM+LS', LabelSmoothing()))
+    BACKBONES.register(BackboneSpec('sage', SAGE, 'SAGE'))
+    yield
+    METHODS.unregister('erm-ls')
+    BACKBONES.unregister('sage')
+
+
+def test_registries_refuse_unknown_and_duplicate_names(registered):
+    with pytest.raises(UnknownNameError, match="choose one of .*erm-ls"):
+        METHODS['erm-sl']
+    with pytest.raises(ValueError, match='registered twice'):
+        METHODS.register(MethodSpec('erm-ls', 'x', LabelSmoothing()))
+    model = build_model('sage', 'hma', num_classes=2, num_features=3,
+                        backbone_kwargs=dict(hidden_channels=16))
+    assert model.readout.in_channels == 16
+    assert method_label('erm-ls') == 'ERM+LS'
+
+
+@pytest.mark.skipif(find_mirror() is None, reason='needs the data mirror')
+def test_new_entries_reach_the_runner_and_the_report(registered, tmp_path):
+    spec = importlib.util.spec_from_file_location('bench_ood',
+                                                  BENCH / 'ood.py')
+    ood = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ood)
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method',
+            'erm-ls', '--backbone', 'sage', '--seeds', '0-0', '--epochs', '2',
+            '--set', 'backbone.hidden_channels=16', '--out', str(tmp_path),
+            '--root', str(tmp_path.parent / 'pyg_hma_data')]
+    assert ood.main(argv) == 0
+    rec = json.loads((tmp_path / 'PROTEINS/sage/erm-ls/seed0.json')
+                     .read_text())
+    assert rec['method_label'] == 'ERM+LS' and rec['backbone_label'] == 'SAGE'
+    assert rec['config']['backbone_kwargs'] == {'hidden_channels': 16,
+                                                'dropout': 0.3}
+    summary = (tmp_path / 'PROTEINS/sage/summary.md').read_text()
+    assert '| ERM+LS | 1 |' in summary
+    report = report_markdown([dict(r, quick=False)
+                              for r in find_results([tmp_path])])
+    assert '| SAGE | ERM+LS |' in report
