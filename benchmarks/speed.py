@@ -999,8 +999,10 @@ def parse_args(argv=None):
                    help='read the tensors of --export-gpu-data from here')
     p.add_argument('--root', default=None, help='dataset cache folder')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=None,
-                   help='torch CPU threads (default: torch default)')
+    p.add_argument('--threads', type=int, default=1,
+                   help="torch CPU threads (default 1, as the runners: small "
+                   "graph batches run faster single-threaded, and much "
+                   "faster on a shared machine; 0 keeps torch's default)")
     p.add_argument('--compile', default='none',
                    choices=('none', 'readout', 'model'),
                    help='torch.compile the HMA readout or the whole model '
@@ -1019,8 +1021,25 @@ def parse_args(argv=None):
                    '--dataset with --export-datasets) as tensors and exit')
     p.add_argument('--export-datasets', nargs='+',
                    default=['ogbg-molhiv', 'NCI1', 'Graph-SST5'])
-    p.add_argument('--out', default=None, help='write the JSON report here')
+    p.add_argument('--out', default=None,
+                   help='write the JSON report into this folder (as '
+                   'speed-DATASET-BACKBONE.json), like every runner\'s --out; '
+                   'a path ending in .json is written as given')
     args = p.parse_args(argv)
+    if args.threads < 0:
+        p.error(f'--threads must be at least 0, got {args.threads}')
+    if args.out:
+        out = Path(args.out)
+        if out.suffix != '.json':
+            if out.exists() and not out.is_dir():
+                p.error(f'--out {out} is a file; give a folder or a .json '
+                        f'path')
+            backbone = args.backbone or PRESETS[args.dataset].backbone
+            out = out / f'speed-{args.dataset}-{backbone.lower()}.json'
+        elif out.is_dir():
+            p.error(f'--out {out} is a folder named .json; give another '
+                    f'name')
+        args.out = out
     args.device = torch.device(args.device)
     global PAD
     PAD = args.pad
@@ -1068,12 +1087,10 @@ def main(argv=None) -> dict:
         print_table(report)
     report['argv'] = sys.argv[1:] if argv is None else list(argv)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + '.tmp')
-        tmp.write_text(json.dumps(report, indent=1, default=str))
-        os.replace(tmp, out)
-        print(f'\nwrote {out}')
+        from pyg_hma.data._io import atomic_path
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(report, indent=1, default=str))
+        print(f'\nwrote {args.out}')
     return report
 
 

@@ -281,6 +281,21 @@ def test_speed_benchmark_quick_report(tmp_path):
         assert set(erm['eval_graphs_per_s']) == {'batch'}
 
 
+def test_speed_benchmark_out_is_a_folder_like_the_runners(tmp_path):
+    speed = _speed_module()
+    speed.main(['--quick', '--synthetic', '--dataset', 'NCI1', '--methods',
+                'erm', '--paths', 'fast', '--out', str(tmp_path)])
+    report = json.loads((tmp_path / 'speed-NCI1-gcn.json').read_text())
+    assert report['dataset'] == 'NCI1'
+    assert torch.get_num_threads() == 1  # the runners' default
+    a_file = tmp_path / 'notes'
+    a_file.write_text('keep')
+    for bad in (['--out', str(a_file)], ['--threads', '-1']):
+        with pytest.raises(SystemExit):  # refused before the benchmark runs
+            speed.main(['--quick', '--synthetic', '--dataset', 'NCI1', *bad])
+    assert a_file.read_text() == 'keep'
+
+
 def test_speed_check_static_passes_on_equal_training(tmp_path):
     # The static path (padded batches + torch.compile) trains like the fast
     # path; the check reports the loss differences and would exit otherwise.
