@@ -6,9 +6,12 @@ from .engine import (BestTracker, FitResult, TrainConfig, evaluate, fit,
 from .loaders import (LOADER_FACTORIES, TensorBatch, device_loader,
                       get_loader_factory, pyg_loader)
 from .metrics import compute_metric
+from .seed_batch import fit_seeds, seed_batch_support
 
 __all__ = [
     'fit',
+    'fit_seeds',
+    'seed_batch_support',
     'TrainConfig',
     'FitResult',
     'BestTracker',

@@ -1,0 +1,481 @@
+r"""Seed-batched training: the S seeds of one table cell trained as one model.
+
+:func:`fit_seeds` trains S runs that differ only in their seed (same
+dataset split, backbone, method and :class:`~pyg_hma.train.TrainConfig`) in
+lockstep: one :class:`~pyg_hma.train.stacked.StackedModel` whose parameters
+carry a leading seed dimension takes one step for all seeds at once (see
+:mod:`pyg_hma.train.stacked` for the layers). Each seed keeps what
+:func:`~pyg_hma.train.fit` gives it:
+
+* its initial weights (``seed_everything(seed); model_fn()``, then stacked);
+* its own data order (its own loader, re-seeded from ``(seed, epoch)``);
+* its own optimizer state (one Adam over the stacked tensors is elementwise
+  the S Adams; gradient clipping uses each seed's own norm);
+* its own evaluation, best-validation selection, early stopping, history,
+  log and checkpoint (``seed{S}.ckpt``, in :func:`fit`'s format), and its
+  own :class:`~pyg_hma.train.FitResult`.
+
+A seed that stops early leaves the group (its result is final) and the
+others continue as a smaller group.
+
+Randomness: :func:`fit` draws dropout masks and IRM/V-REx environments from
+the global torch RNG, which S interleaved seeds cannot reproduce. Here every
+seed draws them from its own generator, re-seeded from ``(seed, epoch)``
+before each epoch, and over its own rows only, so a seed's run does not
+depend on which other seeds share its group, and resumption needs no RNG
+state. Without dropout (and without IRM/V-REx) a seed trained here follows
+the same trajectory as :func:`fit` with that seed, up to float rounding
+(``tests/test_seed_batch.py``); with dropout it is a different, equally
+valid draw. Checkpoints of the two are therefore not interchangeable: the
+fingerprint says which wrote them.
+
+Models or methods that cannot be batched (see :func:`seed_batch_support`)
+fall back to one :func:`fit` per seed, with one warning, and
+``result.extra['seed_batch']`` says which path each result took.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..methods import IRM, METHODS, Criterion, Objective, StepContext, VREx
+from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
+                     SplitScorer, TrainConfig, _adam, _state_copy,
+                     epoch_seed, fingerprint, fit, resolve_device,
+                     score_epoch, seed_everything)
+from .loaders import as_batch, get_loader_factory
+from .metrics import compute_metric
+from .stacked import Noise, StackedModel, UnionBatch, unsupported_reason
+
+#: Bumped when the seed-batched random streams change.
+SEED_BATCH_VERSION = 1
+
+
+def seed_batch_support(model: nn.Module, method: str) -> Optional[str]:
+    r"""``None`` when :func:`fit_seeds` can batch :obj:`method` on models like
+    :obj:`model`, else the reason it falls back to :func:`fit` per seed."""
+    spec = METHODS[method]
+    if type(spec.objective) not in (Objective, IRM, VREx):
+        return f"method '{method}' ({type(spec.objective).__name__})"
+    return unsupported_reason(model)
+
+
+def noise_seed(seed: int, epoch: int) -> int:
+    r"""The seed of a seed's dropout/environment generator in an epoch."""
+    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------
+# Objectives over [S, B, ...] logits
+# --------------------------------------------------------------------------
+
+def _per_seed_loss(crit: Criterion, logits: Tensor, y: Tensor):
+    S, B = logits.shape[:2]
+    loss, weight = crit.per_sample(logits.reshape(S * B, -1),
+                                   y.reshape(S * B, *y.shape[2:]))
+    return loss.view(S, B), weight.view(S, B)
+
+
+def _env_risks(loss, weight, env, num_envs):
+    onehot = torch.nn.functional.one_hot(env, num_envs).to(loss.dtype)
+    counts = torch.bmm(weight.unsqueeze(1), onehot).squeeze(1)  # [S, E]
+    risks = torch.bmm(loss.unsqueeze(1), onehot).squeeze(1) / \
+        counts.clamp_min(1.0)
+    return risks, counts > 0
+
+
+def stacked_objective(objective: Objective, model: StackedModel,
+                      data: UnionBatch, crit: Criterion, ctx: StepContext,
+                      noise: Noise):
+    r"""``(per-seed losses [S], logits [S, B, out], extras {name: [S]})`` of
+    :obj:`objective` (ERM, IRM or V-REx) for every seed."""
+    if type(objective) is Objective:
+        S, B = data.S, data.B
+        tokens = crit.tokens(data.y.reshape(S * B, *data.y.shape[2:]))
+        logits = model(data, noise, y=tokens.view(S, B))
+        loss, weight = _per_seed_loss(crit, logits, data.y)
+        return loss.sum(1) / weight.sum(1).clamp_min(1.0), logits, {}
+    logits = model(data, noise)
+    S, B = logits.shape[:2]
+    E = objective.num_envs
+    env = noise.randint(E, B, logits.device)  # [S, B]
+    lam = ctx.penalty_lambda()
+    if isinstance(objective, IRM):
+        scale = torch.ones(S, E, device=logits.device, requires_grad=True)
+        loss, weight = _per_seed_loss(
+            crit, logits * scale.gather(1, env).unsqueeze(-1), data.y)
+        risks, _ = _env_risks(loss, weight, env, E)
+        grad, = torch.autograd.grad(risks.sum(), scale, create_graph=True)
+        penalty = grad.pow(2).mean(1)
+    else:
+        loss, weight = _per_seed_loss(crit, logits, data.y)
+        risks, present = _env_risks(loss, weight, env, E)
+        present = present.to(risks.dtype)
+        n = present.sum(1).clamp_min(1.0)
+        mean = (risks * present).sum(1, keepdim=True) / n.unsqueeze(1)
+        penalty = (((risks - mean) ** 2) * present).sum(1) / n
+    erm = loss.sum(1) / weight.sum(1).clamp_min(1.0)
+    total = erm + lam * penalty
+    if lam > 1.0:
+        total = total / lam
+    return total, logits, {'penalty': penalty}
+
+
+def clip_per_seed(params: Sequence[Tensor], max_norm: float):
+    r""":func:`torch.nn.utils.clip_grad_norm_` for every seed separately
+    (each slice ``p.grad[s]`` is seed ``s``'s gradient)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    S = grads[0].size(0)
+    norms = torch.stack([g.reshape(S, -1).norm(dim=1) for g in grads])
+    total = norms.norm(dim=0)  # [S]
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view((S, ) + (1, ) * (g.dim() - 1)))
+
+
+# --------------------------------------------------------------------------
+# One seed's run inside a group
+# --------------------------------------------------------------------------
+
+class _SeedRun:
+    def __init__(self, seed: int, model: nn.Module, cfg: TrainConfig):
+        self.seed = seed
+        self.model = model  # current weights (unstacked), also for eval
+        self.tracker = BestTracker(cfg.patience, cfg.warmup)
+        self.history: List[dict] = []
+        self.best_state: Optional[Dict[str, Tensor]] = None
+        self.elapsed, self.skipped = 0.0, 0
+        self.resumed_from: Optional[int] = None
+        self.next_epoch = 1
+        self.optimizer_state: Optional[dict] = None
+        self.scheduler_state: Optional[dict] = None
+        self.checkpointer: Optional[Checkpointer] = None
+        self.logger: Optional[EpochLogger] = None
+        self.score: Optional[SplitScorer] = None
+        self.loader = None
+        self.generator = torch.Generator()
+        self.noise: Optional[torch.Generator] = None
+
+    def done(self, cfg: TrainConfig) -> bool:
+        return self.tracker.stopped or self.next_epoch > cfg.epochs
+
+    def result(self, num_parameters: int, group: int) -> FitResult:
+        best, selected = self.tracker.best_record, self.tracker.best_epoch
+        best_state = self.best_state
+        if best is None and self.history:
+            best, selected = self.history[-1], self.history[-1]['epoch']
+            best_state = _state_copy(self.model)
+        best = best or {}
+        return FitResult(
+            history=self.history, selected_epoch=selected,
+            val=best.get('val', float('nan')),
+            test=dict(best.get('test', {})), epochs_run=len(self.history),
+            stopped_early=self.tracker.stopped, wall_time_s=self.elapsed,
+            skipped_batches=self.skipped, num_parameters=num_parameters,
+            resumed_from=self.resumed_from, best_state=best_state,
+            extra={'seed_batch': True, 'seed_batch_group': group})
+
+
+def _seed_optimizer_state(full: dict, s: int) -> dict:
+    # Seed s's slice of the stacked Adam's state, in the format of an Adam
+    # over one model's parameters.
+    state = {i: {k: (v[s].clone() if torch.is_tensor(v) and v.dim() > 0
+                     else (v.clone() if torch.is_tensor(v) else v))
+                 for k, v in st.items()}
+             for i, st in full['state'].items()}
+    return {'state': state, 'param_groups': full['param_groups']}
+
+
+def _stacked_optimizer_state(states: Sequence[dict]) -> dict:
+    first = states[0]
+    stacked = {}
+    for i, st in first['state'].items():
+        stacked[i] = {k: (torch.stack([s['state'][i][k] for s in states])
+                          if torch.is_tensor(v) and v.dim() > 0 else v)
+                      for k, v in st.items()}
+    return {'state': stacked, 'param_groups': first['param_groups']}
+
+
+# --------------------------------------------------------------------------
+# fit_seeds
+# --------------------------------------------------------------------------
+
+def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
+              cfg: TrainConfig, *, seeds: Sequence[int],
+              device: Any = 'cpu', loader: Any = 'pyg',
+              checkpoint_dir: Optional[os.PathLike] = None,
+              resume: bool = False, run_id: Optional[dict] = None,
+              log_dir: Optional[os.PathLike] = None,
+              progress: bool = False, verbose: bool = False,
+              callbacks: Sequence[Callable[[int, int, dict], None]] = (),
+              compare_eval_modes: bool = False,
+              fallback: str = 'warn') -> List[FitResult]:
+    r"""Trains one run per seed of :obj:`seeds`, all at once (see the module
+    docstring), and returns their :class:`~pyg_hma.train.FitResult` in the
+    order of :obj:`seeds`.
+
+    Args:
+        model_fn, splits, method, cfg, device, loader, run_id, progress,
+            verbose, compare_eval_modes: as in :func:`~pyg_hma.train.fit`.
+        seeds: distinct seeds.
+        checkpoint_dir: one checkpoint per seed, ``seed{S}.ckpt``, written
+            (atomically) after every epoch the seed trains.
+        resume: continue every seed from its checkpoint when it exists
+            (seeds left at different epochs are caught up first).
+        log_dir: one log per seed, ``seed{S}.log`` (one line per epoch).
+        callbacks: ``cb(seed, epoch, record)`` after each seed's epoch
+            checkpoint is written.
+        fallback: what to do when the model or method cannot be batched
+            (:func:`seed_batch_support`): ``'warn'`` (run :func:`fit` per
+            seed, with one warning), ``'silent'`` or ``'raise'``.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f'seeds must be distinct and non-empty (got '
+                         f'{seeds})')
+    if fallback not in ('warn', 'silent', 'raise'):
+        raise ValueError(f"fallback must be 'warn', 'silent' or 'raise' "
+                         f"(got '{fallback}')")
+    device = resolve_device(device) if not isinstance(
+        device, torch.device) else device
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    log_path = Path(log_dir) if log_dir is not None else None
+    for folder in (ckpt_dir, log_path):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    runs: List[_SeedRun] = []
+    for seed in seeds:
+        seed_everything(seed)
+        runs.append(_SeedRun(seed, model_fn().to(device), cfg))
+    reason = seed_batch_support(runs[0].model, method)
+    if reason is not None:
+        if fallback == 'raise':
+            raise NotImplementedError(f'seed batching does not support '
+                                      f'{reason}')
+        if fallback == 'warn':
+            warnings.warn(f'fit_seeds: {reason} cannot be seed-batched; '
+                          f'training the {len(seeds)} seeds one by one',
+                          stacklevel=2)
+        return _fit_each(model_fn, splits, method, cfg, seeds, device, loader,
+                         ckpt_dir, resume, run_id, log_path, progress,
+                         verbose, callbacks, compare_eval_modes, reason)
+
+    factory = get_loader_factory(loader)
+    params0 = [p for p in runs[0].model.parameters() if p.requires_grad]
+    num_parameters = sum(p.numel() for p in params0)
+    for run in runs:
+        described = {'method': method, 'seed': run.seed,
+                     'cfg': cfg.to_dict(), 'run': run_id or {},
+                     'seed_batch': SEED_BATCH_VERSION}
+        if compare_eval_modes:
+            described['compare_eval_modes'] = True
+        run.checkpointer = Checkpointer(
+            ckpt_dir / f'seed{run.seed}.ckpt' if ckpt_dir else None,
+            fingerprint(described))
+        state = run.checkpointer.load() if resume else None
+        if state is not None:
+            run.model.load_state_dict(state['model'])
+            run.optimizer_state = state['optimizer']
+            run.scheduler_state = state['scheduler']
+            run.tracker.load_state_dict(state['tracker'])
+            run.history, run.best_state = state['history'], state['best_state']
+            run.elapsed = state['elapsed']
+            run.skipped = state['skipped_batches']
+            run.next_epoch = run.resumed_from = state['epoch'] + 1
+        run.loader = factory(splits.train, batch_size=cfg.batch_size,
+                             shuffle=True, device=device,
+                             generator=run.generator)
+        run.noise = torch.Generator(device)
+        run.score = SplitScorer(
+            lambda split, **kw: factory(split, device=device, **kw), splits,
+            cfg.eval_batch_size or cfg.batch_size, run.seed, device)
+        run.logger = EpochLogger(
+            log_path / f'seed{run.seed}.log' if log_path else None, verbose,
+            progress, cfg.epochs, run.next_epoch - 1,
+            f'{method} seed {run.seed}')
+        if run.resumed_from is not None:
+            run.logger.line(f'resumed from the checkpoint after epoch '
+                            f'{run.resumed_from - 1}')
+
+    trainer = _GroupTrainer(splits, method, cfg, device, callbacks,
+                            compare_eval_modes)
+    try:
+        while True:
+            active = [r for r in runs if not r.done(cfg)]
+            if not active:
+                break
+            first = min(r.next_epoch for r in active)
+            group = [r for r in active if r.next_epoch == first]
+            later = [r.next_epoch for r in active if r.next_epoch > first]
+            # Seeds left behind (an interrupted write) catch up first.
+            until = min(later) - 1 if later else cfg.epochs
+            trainer.train(group, until)
+    finally:
+        for run in runs:
+            run.logger.close()
+    return [run.result(num_parameters, len(seeds)) for run in runs]
+
+
+class _GroupTrainer:
+    def __init__(self, splits, method, cfg, device, callbacks,
+                 compare_eval_modes):
+        self.splits, self.method, self.cfg = splits, method, cfg
+        self.device, self.callbacks = device, callbacks
+        self.compare = compare_eval_modes
+        self.objective = METHODS[method].objective
+        self.crit = Criterion(cfg.loss)
+
+    def train(self, group: List[_SeedRun], until: int):
+        r"""Trains :obj:`group` (all at the same epoch) until epoch
+        :obj:`until`, or until one of its seeds stops (the caller then
+        regroups the others)."""
+        cfg = self.cfg
+        stacked = StackedModel([r.model for r in group])
+        params = stacked.parameters()
+        optimizer = _adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = (torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+                     if cfg.lr_step else None)
+        if group[0].optimizer_state is not None:
+            optimizer.load_state_dict(_stacked_optimizer_state(
+                [r.optimizer_state for r in group]))
+            if scheduler is not None:
+                scheduler.load_state_dict(group[0].scheduler_state)
+        noise = Noise([r.noise for r in group])
+        epoch = group[0].next_epoch
+        while epoch <= until:
+            tic = time.perf_counter()
+            for r in group:
+                r.generator.manual_seed(epoch_seed(r.seed, epoch))
+                r.noise.manual_seed(noise_seed(r.seed, epoch))
+            ctx = StepContext(epoch, cfg.penalty_weight,
+                              cfg.penalty_anneal_epochs, cfg.drop_ratio,
+                              cfg.mixup_alpha)
+            trained, skips = self._epoch(stacked, group, noise, ctx,
+                                         optimizer, params)
+            if scheduler is not None:
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+            else:
+                lr = optimizer.param_groups[0]['lr']
+            train_time = (time.perf_counter() - tic) / len(group)
+            full_opt = optimizer.state_dict()
+            sched_state = (scheduler.state_dict() if scheduler is not None
+                           else None)
+            stopped = False
+            for s, run in enumerate(group):
+                tic = time.perf_counter()
+                stacked.load_into(s, run.model)
+                run.skipped += skips
+                rec = {'epoch': epoch, 'lr': lr, **trained[s],
+                       **score_epoch(run.score, run.model, cfg.eval_mode,
+                                     self.compare)}
+                rec['time_s'] = train_time + time.perf_counter() - tic
+                run.elapsed += rec['time_s']
+                run.history.append(rec)
+                if run.tracker.update(epoch, rec['val'], rec):
+                    run.best_state = _state_copy(run.model)
+                run.logger.epoch(rec, cfg.epochs, self.splits.metric,
+                                 run.tracker.best_val)
+                run.optimizer_state = _seed_optimizer_state(full_opt, s)
+                run.scheduler_state = sched_state
+                run.next_epoch = epoch + 1
+                run.checkpointer.save({
+                    'epoch': epoch, 'model': run.model.state_dict(),
+                    'optimizer': run.optimizer_state,
+                    'scheduler': sched_state,
+                    'tracker': run.tracker.state_dict(),
+                    'history': run.history, 'best_state': run.best_state,
+                    'elapsed': run.elapsed, 'skipped_batches': run.skipped,
+                    'rng': {'seed_batch': SEED_BATCH_VERSION}})
+                stopped |= run.tracker.stopped
+            for run in group:
+                for cb in self.callbacks:
+                    cb(run.seed, epoch, run.history[-1])
+            if stopped:
+                return
+            epoch += 1
+
+    def _epoch(self, stacked: StackedModel, group, noise, ctx, optimizer,
+               params):
+        cfg, device = self.cfg, self.device
+        S = len(group)
+        stacked.train()
+        loss_sum = torch.zeros(S, device=device)
+        extra_sums: Dict[str, Tensor] = {}
+        seen = steps = skipped = 0
+        logits_all, ys_all = [], []
+        for batches in zip(*[r.loader for r in group]):
+            batches = [as_batch(b, device) for b in batches]
+            n = batches[0].num_graphs
+            if n < 2:
+                skipped += 1
+                continue
+            data = UnionBatch(batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss, logits, extras = stacked_objective(
+                self.objective, stacked, data, self.crit, ctx, noise)
+            loss.sum().backward()
+            if cfg.clip_grad_norm is not None:
+                clip_per_seed(params, cfg.clip_grad_norm)
+            optimizer.step()
+            loss_sum += loss.detach() * n
+            for key, value in extras.items():
+                extra_sums[key] = (extra_sums.get(key, 0.0)
+                                   + value.detach() * n)
+            seen += n
+            steps += 1
+            logits_all.append(logits.detach())
+            ys_all.append(data.y)
+        if steps == 0:
+            raise RuntimeError('No training batch with at least two samples: '
+                               'the training split is too small')
+        logits_all = torch.cat(logits_all, dim=1).cpu()
+        ys_all = torch.cat(ys_all, dim=1).cpu()
+        losses = (loss_sum / seen).tolist()
+        extras = {k: (v / seen).tolist() for k, v in extra_sums.items()}
+        records = []
+        for s in range(S):
+            rec = {'train_loss': losses[s],
+                   'train_metric': compute_metric(
+                       self.splits.metric, logits_all[s], ys_all[s],
+                       self.splits.name)}
+            for key, values in extras.items():
+                rec[key] = values[s]
+            records.append(rec)
+        return records, skipped
+
+
+def _fit_each(model_fn, splits, method, cfg, seeds, device, loader, ckpt_dir,
+              resume, run_id, log_path, progress, verbose, callbacks,
+              compare_eval_modes, reason) -> List[FitResult]:
+    results = []
+    for seed in seeds:
+        cbs = [lambda epoch, rec, seed=seed, cb=cb: cb(seed, epoch, rec)
+               for cb in callbacks]
+        res = fit(model_fn, splits, method, cfg, seed=seed, device=device,
+                  loader=loader,
+                  checkpoint=ckpt_dir / f'seed{seed}.ckpt' if ckpt_dir
+                  else None, resume=resume, run_id=run_id,
+                  progress=progress, verbose=verbose,
+                  log_file=log_path / f'seed{seed}.log' if log_path
+                  else None, callbacks=cbs,
+                  compare_eval_modes=compare_eval_modes)
+        res.extra.update(seed_batch=False, seed_batch_fallback=reason)
+        results.append(res)
+    return results
+
+
+__all__ = ['fit_seeds', 'seed_batch_support', 'noise_seed',
+           'SEED_BATCH_VERSION', 'clip_per_seed', 'stacked_objective']

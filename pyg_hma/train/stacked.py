@@ -1,0 +1,469 @@
+r"""S copies of one model, trained as one: the layers of seed-batched
+training (:mod:`pyg_hma.train.seed_batch`).
+
+Every parameter and buffer of the S models is stacked along a new leading
+*seed* dimension (:class:`StackedModel`); the forward pass is written out
+functionally for the supported modules and keeps the S models apart:
+
+* node tensors live in a padded layout ``[S, N_max, d]`` (seed ``s``'s own
+  batch in rows ``:N_s``), so every linear layer is one batched matrix
+  product (``baddbmm``) with per-seed weights;
+* message passing runs once on the disjoint union of the S batches (the
+  edge indices of seed ``s`` are shifted by ``s * N_max``), with PyG's own
+  scatter, so every node sums its messages in the same order as alone;
+* BatchNorm statistics (and running statistics) are computed per seed over
+  its real nodes only (the padding rows are masked out);
+* pooled embeddings are ``[S, B, d]`` (all seeds of a group see batches of
+  the same size, as they read the same training split with the same batch
+  size), so HMA's attention blocks run with the seed as the batch
+  dimension, and each seed writes its own queue;
+* dropout masks come from one :class:`torch.Generator` per seed and cover
+  that seed's real rows only, so a seed's masks do not depend on the other
+  seeds of its group.
+
+Supported: :class:`~pyg_hma.models.build.LinearClassifier` and
+:class:`~pyg_hma.HMAClassifier` (with or without momentum encoder) around a
+:class:`~pyg_hma.models.gnn.GNN` (GCN or GIN, any pooling, dropout,
+residual; no virtual node, no OGB atom/bond encoders yet).
+:func:`unsupported_reason` says why a model is not.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from ..models.build import LinearClassifier
+from ..models.gnn import GNN, POOLINGS
+from ..nn import HMAClassifier, HMAReadout
+
+# --------------------------------------------------------------------------
+# Support
+# --------------------------------------------------------------------------
+
+
+def unsupported_reason(model: nn.Module) -> Optional[str]:
+    r"""``None`` when :class:`StackedModel` can batch S copies of
+    :obj:`model`, else why not."""
+    if isinstance(model, LinearClassifier):
+        encoder = model.encoder
+    elif isinstance(model, HMAClassifier):
+        encoder = model.encoder
+        if type(model.readout) is not HMAReadout:
+            return f'readout {type(model.readout).__name__}'
+    else:
+        return f'model {type(model).__name__}'
+    if type(encoder) is not GNN:
+        return f'backbone {type(encoder).__name__}'
+    if encoder.virtual_node:
+        return 'virtual node'
+    if encoder.atom_encoder or encoder.uses_edge_attr:
+        return 'OGB atom/bond encoders'
+    return None
+
+
+# --------------------------------------------------------------------------
+# The union of S batches
+# --------------------------------------------------------------------------
+
+class UnionBatch:
+    r"""S graph batches (one per seed, with the same number of graphs
+    :obj:`B`) in the padded layout of :class:`StackedModel`.
+
+    Attributes: :obj:`x` ``[S * N_max, F]``, :obj:`edge_index` (shifted to
+    padded positions), :obj:`batch` (graph ``s * B + g``; padding rows in
+    graph ``S * B``), :obj:`weight` ``[S, N_max]`` (1 for real nodes),
+    :obj:`count` ``[S, 1, 1]`` real nodes per seed, :obj:`y` ``[S, B, ...]``,
+    :obj:`num_nodes` (a list), :obj:`size` ``N_max``.
+    """
+    def __init__(self, batches: Sequence):
+        S = len(batches)
+        B = int(batches[0].num_graphs)
+        if any(int(b.num_graphs) != B for b in batches):
+            raise ValueError('seed-batched training needs batches with the '
+                             'same number of graphs for every seed')
+        num_nodes = [int(b.x.size(0)) for b in batches]
+        N = max(num_nodes)
+        first = batches[0].x
+        device = first.device
+        self.S, self.B, self.size, self.num_nodes = S, B, N, num_nodes
+        starts = np.arange(S) * N
+        # Real node positions in the padded layout, built on the host.
+        pos = np.concatenate([np.arange(n) + s for n, s in
+                              zip(num_nodes, starts)])
+        pos_t = torch.from_numpy(pos).to(device)
+        self.pos = pos_t
+        x = first.new_zeros((S * N, ) + tuple(first.shape[1:]))
+        x.index_copy_(0, pos_t, torch.cat([b.x for b in batches]))
+        self.x = x
+        shifts = np.repeat(starts, [int(b.edge_index.size(1))
+                                    for b in batches])
+        self.edge_index = (torch.cat([b.edge_index for b in batches], dim=1)
+                           + torch.from_numpy(shifts).to(device))
+        batch = torch.full((S * N, ), S * B, dtype=torch.long, device=device)
+        graph_shift = np.repeat(np.arange(S) * B, num_nodes)
+        batch.index_copy_(0, pos_t, torch.cat([b.batch for b in batches])
+                          + torch.from_numpy(graph_shift).to(device))
+        self.batch = batch
+        weight = torch.zeros(S * N, device=device)
+        weight[pos_t] = 1.0
+        self.weight = weight.view(S, N)
+        self.count = torch.tensor(num_nodes, dtype=torch.float,
+                                  device=device).view(S, 1, 1)
+        self.y = torch.stack([b.y for b in batches])
+        self._gcn_norm = None
+
+    def gcn_norm(self, dtype) -> Tuple[Tensor, Tensor]:
+        r"""``(deg, norm)`` of OGB's GCN layer (degree with a self loop),
+        computed once per batch."""
+        if self._gcn_norm is None:
+            row, col = self.edge_index
+            deg = scatter(torch.ones(row.numel(), dtype=dtype,
+                                     device=row.device), row, 0,
+                          dim_size=self.S * self.size, reduce='sum') + 1
+            dis = deg.pow(-0.5)
+            self._gcn_norm = deg, dis[row] * dis[col]
+        return self._gcn_norm
+
+
+# --------------------------------------------------------------------------
+# Functional layers with a leading seed dimension
+# --------------------------------------------------------------------------
+
+def linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    r""":math:`x_s W_s^T + b_s` for :obj:`x` ``[S, N, in]``, :obj:`w`
+    ``[S, out, in]``, :obj:`b` ``[S, out]``."""
+    if b is None:
+        return torch.bmm(x, w.transpose(1, 2))
+    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+
+def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
+    out = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return torch.addcmul(b.unsqueeze(1), out, w.unsqueeze(1))
+
+
+class Noise:
+    r"""Per-seed random streams: dropout masks of seed ``s`` are drawn from
+    its own generator over its real rows only."""
+    def __init__(self, generators: Sequence[torch.Generator]):
+        self.generators = list(generators)
+
+    def dropout(self, x: Tensor, p: float, rows: Optional[List[int]] = None
+                ) -> Tensor:
+        r""":obj:`x` ``[S, R, d]``; :obj:`rows`: real rows per seed (all
+        when ``None``)."""
+        if p <= 0.0:
+            return x
+        if p >= 1.0:
+            return torch.zeros_like(x)
+        mask = torch.ones_like(x)
+        for s, gen in enumerate(self.generators):
+            part = mask[s] if rows is None else mask[s, :rows[s]]
+            part.bernoulli_(1.0 - p, generator=gen)
+        return x * mask * (1.0 / (1.0 - p))
+
+    def randint(self, high: int, size: int, device) -> Tensor:
+        return torch.stack([torch.randint(0, high, (size, ), generator=g,
+                                          device=device)
+                            for g in self.generators])
+
+
+def masked_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
+                      bn: nn.BatchNorm1d, weight: Tensor, count: Tensor,
+                      training: bool) -> Tensor:
+    r"""BatchNorm of every seed over its real rows: :obj:`x` ``[S, N, C]``,
+    :obj:`weight` ``[S, N]`` (1 for real rows), :obj:`count` ``[S, 1, 1]``.
+    Running statistics (``P[pre + 'running_mean']`` ...) are updated in place
+    as :class:`torch.nn.BatchNorm1d` does."""
+    if not training:
+        mean = P[pre + 'running_mean'].unsqueeze(1)
+        var = P[pre + 'running_var'].unsqueeze(1)
+        out = (x - mean) * torch.rsqrt(var + bn.eps)
+    else:
+        w = weight.unsqueeze(1)  # [S, 1, N]
+        mean = torch.bmm(w, x) / count
+        centred = x - mean
+        var = torch.bmm(w, centred.square()) / count
+        if bn.track_running_stats:
+            with torch.no_grad():
+                tracked = P[pre + 'num_batches_tracked']
+                tracked.add_(1)
+                if bn.momentum is None:
+                    raise NotImplementedError(
+                        'BatchNorm with momentum=None (cumulative average)')
+                P[pre + 'running_mean'].lerp_(mean.detach().squeeze(1),
+                                              bn.momentum)
+                unbiased = var.detach() * count / (count - 1).clamp(min=1.0)
+                P[pre + 'running_var'].lerp_(unbiased.squeeze(1),
+                                             bn.momentum)
+        out = centred * torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        out = torch.addcmul(P[pre + 'bias'].unsqueeze(1), out,
+                            P[pre + 'weight'].unsqueeze(1))
+    return out
+
+
+def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
+                noise: Noise, training: bool) -> Tensor:
+    r""":class:`~pyg_hma.models.gnn.GNN` of every seed on its own batch:
+    returns pooled embeddings ``[S, B, hidden]``."""
+    S, N = data.S, data.size
+    x = data.x
+    if not x.is_floating_point():
+        x = x.float()
+    h = linear(x.view(S, N, -1), P[pre + 'node_encoder.weight'],
+               P[pre + 'node_encoder.bias'])
+    d = h.size(-1)
+    row, col = data.edge_index
+    for i in range(gnn.num_layers):
+        h_in = h
+        c = f'{pre}convs.{i}.'
+        if gnn.conv == 'gcn':
+            deg, norm = data.gcn_norm(h.dtype)
+            z = linear(h, P[c + 'linear.weight'], P[c + 'linear.bias'])
+            zf = z.reshape(S * N, d)
+            msg = norm.view(-1, 1) * F.relu(zf.index_select(0, row))
+            out = scatter(msg, col, 0, dim_size=S * N, reduce='sum')
+            root = P[c + 'root_emb.weight']  # [S, 1, d]
+            h = (out.view(S, N, d) + F.relu(z + root)
+                 / deg.view(S, N, 1))
+        else:
+            hf = h.reshape(S * N, d)
+            msg = F.relu(hf.index_select(0, row))
+            out = scatter(msg, col, 0, dim_size=S * N, reduce='sum')
+            z = (1 + P[c + 'eps']).view(S, 1, 1) * h + out.view(S, N, d)
+            mlp = gnn.convs[i].mlp
+            z = linear(z, P[c + 'mlp.0.weight'], P[c + 'mlp.0.bias'])
+            z = masked_batch_norm(z, P, c + 'mlp.1.', mlp[1], data.weight,
+                                  data.count, training)
+            z = F.relu(z)
+            h = linear(z, P[c + 'mlp.3.weight'], P[c + 'mlp.3.bias'])
+        h = masked_batch_norm(h, P, f'{pre}norms.{i}.', gnn.norms[i],
+                              data.weight, data.count, training)
+        if i < gnn.num_layers - 1:
+            h = F.relu(h)
+        if training:
+            h = noise.dropout(h, gnn.dropout, data.num_nodes)
+        if gnn.residual:
+            h = h + h_in
+    size = S * data.B
+    pooled = POOLINGS[gnn.pooling](h.reshape(S * N, d), data.batch,
+                                   size + 1)
+    return pooled[:size].view(S, data.B, d)
+
+
+def attention_block(block, P: Dict[str, Tensor], pre: str, tokens: Tensor,
+                    num_queries: int, mask: Optional[Tensor], noise: Noise,
+                    training: bool) -> Tensor:
+    r""":class:`~pyg_hma.nn.utils.MaskedAttentionBlock` per seed:
+    :obj:`tokens` ``[S, T, D]``, :obj:`mask` ``[S, Q, T]``."""
+    S, T, D = tokens.shape
+    Q, H = num_queries, block.heads
+    query = tokens[:, :Q]
+    eps = block.norm1.eps
+    h = layer_norm(tokens, P[pre + 'norm1.weight'], P[pre + 'norm1.bias'],
+                   eps)
+    q = linear(h[:, :Q], P[pre + 'q_proj.weight'], P[pre + 'q_proj.bias'])
+    q = q.view(S, Q, H, -1)
+    kv = linear(h, P[pre + 'kv_proj.weight'], P[pre + 'kv_proj.bias'])
+    poisoned = None
+    if mask is not None:
+        bad = ~torch.isfinite(kv).all(dim=2)  # [S, T]
+        kv = torch.where(bad[..., None], kv.new_zeros(()), kv)
+        poisoned = (mask & bad[:, None, :]).any(dim=2)  # [S, Q]
+    k, v = kv.view(S, T, 2, H, -1).unbind(dim=2)
+    attn_mask = None if mask is None else mask.view(S, 1, Q, T)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        attn_mask=attn_mask)
+    out = out.transpose(1, 2).reshape(S, Q, D)
+    if poisoned is not None:
+        out = torch.where(poisoned[..., None], out.new_full((), np.nan), out)
+    out = linear(out, P[pre + 'out_proj.weight'], P[pre + 'out_proj.bias'])
+    if training:
+        out = noise.dropout(out, block.dropout)
+    z = query + out
+    f = layer_norm(z, P[pre + 'norm2.weight'], P[pre + 'norm2.bias'],
+                   block.norm2.eps)
+    f = F.gelu(linear(f, P[pre + 'ffn.0.weight'], P[pre + 'ffn.0.bias']))
+    f = linear(f, P[pre + 'ffn.2.weight'], P[pre + 'ffn.2.bias'])
+    if training:
+        f = noise.dropout(f, block.dropout)
+    return z + f
+
+
+def _embed(table: Tensor, index: Tensor) -> Tensor:
+    # Per-seed lookup: table [S, V, l], index [S, R] -> [S, R, l].
+    S, V, _ = table.shape
+    offset = torch.arange(S, device=index.device).view(S, 1) * V
+    return F.embedding(index + offset, table.reshape(S * V, -1))
+
+
+def readout_forward(ro: HMAReadout, P: Dict[str, Tensor], pre: str,
+                    x: Tensor, y: Optional[Tensor], key: Optional[Tensor],
+                    noise: Noise, training: bool) -> Tensor:
+    r""":class:`~pyg_hma.HMAReadout` per seed: :obj:`x` ``[S, B, d]``,
+    :obj:`y` ``[S, B]`` (written into each seed's queue in training)."""
+    S, B, d = x.shape
+    C = ro.num_classes
+    emb = P[pre + 'label_emb.weight']  # [S, C + 1, l]
+    unknown = emb[:, C]
+    z = torch.cat([x, unknown.unsqueeze(1).expand(S, B, -1)], dim=-1)
+    eye = torch.eye(B, dtype=torch.bool, device=x.device).expand(S, B, B)
+    if ro.rma_block is not None:
+        labels = P[pre + 'queue_labels']  # [S, M]
+        memory = torch.cat([P[pre + 'queue_keys'],
+                            _embed(emb, labels.clamp(min=0))], dim=-1)
+        filled = (labels >= 0).unsqueeze(1).expand(S, B, -1)
+        mask = torch.cat([eye, filled], dim=2)
+        z = attention_block(ro.rma_block, P, pre + 'rma_block.',
+                            torch.cat([z, memory], dim=1), B, mask, noise,
+                            training)
+    if ro.sma_block is not None:
+        tokens = [z]
+        if ro.slots is not None:
+            slots = P[pre + 'slots'].reshape(S, -1, ro.in_channels)
+            slot_labels = ro.slot_labels.to(x.device).expand(S, -1)
+            tokens.append(torch.cat([slots, _embed(emb, slot_labels)],
+                                    dim=-1))
+        across = ro.abd and (training or ro.inference == 'batch')
+        mask = None
+        if not across:
+            mask = torch.cat([eye, eye.new_ones(S, B,
+                                                ro.slot_labels.numel())],
+                             dim=2)
+        z = attention_block(ro.sma_block, P, pre + 'sma_block.',
+                            torch.cat(tokens, dim=1), B, mask, noise,
+                            training)
+    if ro.head == 'feature':
+        z = z[..., :ro.in_channels]
+    elif ro.head == 'label':
+        z = z[..., ro.in_channels:]
+    out = linear(z, P[pre + 'lin.weight'], P[pre + 'lin.bias'])
+    if training and y is not None and ro.rma:
+        write_queues(ro, P, pre, (x if key is None else key).detach(), y)
+    return out
+
+
+@torch.no_grad()
+def write_queues(ro: HMAReadout, P: Dict[str, Tensor], pre: str,
+                 keys: Tensor, labels: Tensor):
+    r""":meth:`HMAReadout.write <pyg_hma.HMAReadout.write>` for every seed:
+    :obj:`keys` ``[S, B, d]``, :obj:`labels` ``[S, B]``."""
+    size = ro.memory_size
+    if size == 0:
+        return
+    qk, ql, ptr = (P[pre + 'queue_keys'], P[pre + 'queue_labels'],
+                   P[pre + 'queue_ptr'])
+    S, B, d = keys.shape
+    keys = keys.to(qk.dtype)
+    labels = labels.reshape(S, B).long()
+    valid = (torch.isfinite(keys).all(dim=2) & (labels >= 0)
+             & (labels < ro.num_classes))
+    count = valid.sum(dim=1)  # [S]
+    pos = valid.cumsum(1) - 1
+    kept = valid & (pos >= (count - size).unsqueeze(1))
+    index = torch.where(kept, (ptr.unsqueeze(1) + pos) % size,
+                        torch.full_like(pos, size))
+    index = (index + torch.arange(S, device=index.device).view(S, 1)
+             * (size + 1)).view(-1)
+    spare_keys = torch.cat([qk, qk.new_zeros(S, 1, d)], dim=1).view(-1, d)
+    spare_keys.index_copy_(0, index, torch.where(
+        kept[..., None], keys, keys.new_zeros(())).view(-1, d))
+    spare_labels = torch.cat([ql, ql.new_full((S, 1), -1)], dim=1).view(-1)
+    spare_labels.index_copy_(0, index, labels.reshape(-1))
+    qk.copy_(spare_keys.view(S, size + 1, d)[:, :size])
+    ql.copy_(spare_labels.view(S, size + 1)[:, :size])
+    ptr.copy_((ptr + count) % size)
+
+
+# --------------------------------------------------------------------------
+# The stacked model
+# --------------------------------------------------------------------------
+
+class StackedModel:
+    r"""S models of one architecture as one: every parameter and buffer of
+    their ``state_dict`` stacked along a leading seed dimension.
+
+    Args:
+        models: the S models (identical architecture; :obj:`models[0]` is
+            the template whose configuration the forward pass reads).
+    """
+    def __init__(self, models: Sequence[nn.Module]):
+        template = models[0]
+        reason = unsupported_reason(template)
+        if reason is not None:
+            raise NotImplementedError(f'seed batching: {reason}')
+        self.template = template
+        self.S = len(models)
+        self.keys = list(template.state_dict().keys())
+        states = [m.state_dict() for m in models]
+        trainable = {n for n, p in template.named_parameters()
+                     if p.requires_grad}
+        self.param_names = [n for n, p in template.named_parameters()
+                            if p.requires_grad]
+        self.tensors: Dict[str, Tensor] = {}
+        for k in self.keys:
+            t = torch.stack([s[k].detach() for s in states]).clone()
+            if k in trainable:
+                t.requires_grad_(True)
+            self.tensors[k] = t
+        self.training = True
+        mom = getattr(template, 'momentum_encoder', None)
+        self._momentum = None
+        if isinstance(template, HMAClassifier) and mom is not None:
+            online = [n for n, _ in template.encoder.named_parameters()]
+            self._momentum = (
+                mom.momentum,
+                [self.tensors['momentum_encoder.module.' + n] for n in online],
+                [self.tensors['encoder.' + n] for n in online],
+                [(self.tensors['momentum_encoder.module.' + n],
+                  self.tensors['encoder.' + n])
+                 for n, _ in template.encoder.named_buffers()
+                 if 'encoder.' + n in self.tensors])
+
+    def parameters(self) -> List[Tensor]:
+        r"""The trainable stacked tensors, in the order of
+        ``[p for p in model.parameters() if p.requires_grad]``."""
+        return [self.tensors[n] for n in self.param_names]
+
+    def train(self, mode: bool = True):
+        self.training = mode
+
+    def state_dict(self, s: int) -> Dict[str, Tensor]:
+        r"""Seed :obj:`s`'s ``state_dict`` (copies), loadable into the
+        template's architecture."""
+        return {k: self.tensors[k][s].detach().clone() for k in self.keys}
+
+    def load_into(self, s: int, model: nn.Module):
+        r"""Copies seed :obj:`s`'s weights and buffers into :obj:`model`."""
+        with torch.no_grad():
+            for k, v in model.state_dict(keep_vars=True).items():
+                v.copy_(self.tensors[k][s])
+
+    def __call__(self, data: UnionBatch, noise: Noise,
+                 y: Optional[Tensor] = None) -> Tensor:
+        r"""Logits ``[S, B, out]``; :obj:`y` ``[S, B]`` integer labels for
+        HMA's queues."""
+        m, P, training = self.template, self.tensors, self.training
+        h = gnn_forward(m.encoder, P, 'encoder.', data, noise, training)
+        if isinstance(m, LinearClassifier):
+            return linear(h, P['head.weight'], P['head.bias'])
+        key = None
+        if training and y is not None and self._momentum is not None:
+            momentum, k_params, q_params, buffers = self._momentum
+            with torch.no_grad():
+                torch._foreach_lerp_(k_params, [p.detach() for p in q_params],
+                                     1.0 - momentum)
+                for k_buf, q_buf in buffers:
+                    k_buf.copy_(q_buf)
+                key = gnn_forward(m.momentum_encoder.module, P,
+                                  'momentum_encoder.module.', data, noise,
+                                  training)
+        return readout_forward(m.readout, P, 'readout.', h, y, key, noise,
+                               training)
