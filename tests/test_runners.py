@@ -166,7 +166,10 @@ def test_momentum_flag_reaches_the_model(workdir, data_root, tmp_path):
     rec = json.loads(
         (tmp_path / 'PROTEINS/gin-max/hma/seed0.json').read_text())
     assert rec['config']['momentum'] is None
-    assert runner('ood').main(argv[:-1] + ['0.5']) == 0
+    # Another configuration in the same folder replaces the finished run:
+    # refused up front, allowed with --force (the old run moved aside).
+    assert runner('ood').main(argv[:-1] + ['0.5']) == 2
+    assert runner('ood').main(argv[:-1] + ['0.5', '--force']) == 0
     rec2 = json.loads(
         (tmp_path / 'PROTEINS/gin-max/hma/seed0.json').read_text())
     assert rec2['config']['momentum'] == 0.5
@@ -243,7 +246,7 @@ def test_eval_flags_are_recorded_and_the_selected_model_saved(
     state = torch.load(stem.with_suffix('.model.pt'), weights_only=True)
     assert 'readout.queue_keys' in state and 'readout.slots' in state
     # The default is batch-independent evaluation, and it is a different run.
-    assert runner('ood').main(argv[:-4]) == 0
+    assert runner('ood').main(argv[:-4] + ['--force']) == 0
     rec2 = json.loads(stem.with_suffix('.json').read_text())
     assert rec2['eval_mode'] == 'independent' and rec2['by_eval_mode'] is None
     assert rec2['run_fingerprint'] != rec['run_fingerprint']
@@ -276,3 +279,21 @@ def test_hyperparameter_options_reach_the_run(workdir, data_root, tmp_path):
         with pytest.raises(SystemExit) as exc:
             runner('ood').main(argv[:-6] + bad)
         assert exc.value.code == 2
+
+
+def test_seed_batched_runs_are_their_own_configuration(data_root, tmp_path):
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--seeds', '0,1', '--epochs', '2', '--root', str(data_root),
+            '--out', str(tmp_path)]
+    assert runner('ood').main(argv + ['--seed-batch', '2']) == 0
+    recs = [json.loads((tmp_path / f'PROTEINS/gin-max/hma/seed{s}.json')
+                       .read_text()) for s in (0, 1)]
+    assert [r['seed_batch'] for r in recs] == [2, 2]
+    assert all(r['config']['seed_batched'] for r in recs)
+    assert recs[0]['history'] != recs[1]['history']
+    # Resuming keeps them; a sequential run in the same folder would replace
+    # them and is refused before any training.
+    assert runner('ood').main(argv + ['--seed-batch', '2', '--resume']) == 0
+    assert runner('ood').main(argv + ['--resume']) == 2
+    with pytest.raises(SystemExit):
+        runner('ood').main(argv + ['--seed-batch', '2', '--pad', '64,128'])

@@ -307,6 +307,13 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    'after the other, in this process). On one GPU the '
                    'processes time-slice the card: 16 jobs on an H100 were '
                    'slow (docs/performance.md); keep N small there')
+    p.add_argument('--seed-batch', type=int, default=1, metavar='N',
+                   help='train up to N seeds of a method as one seed-batched '
+                   'model (pyg_hma.train.fit_seeds; GCN/GIN with ERM, the '
+                   'HMA variants, IRM and V-REx; others fall back to one by '
+                   'one). Default 1: one run at a time. Seed-batched runs '
+                   'draw dropout from per-seed generators, so they are '
+                   'recorded as their own configuration')
     p.add_argument('--out', type=Path,
                    help=f'output folder (default results/{runner}, or '
                    f'results/quick/{runner} with --quick)')
@@ -447,7 +454,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
         paper = load_paper()
         all_records: List[dict] = []
         for cell in cells:
-            all_records += _run_cell(cell, workers, args.threads, paper, say)
+            all_records += _run_cell(cell, workers, args.threads, paper, say,
+                                     getattr(args, 'seed_batch', 1))
     _SPLITS_CACHE.clear()
     return all_records
 
@@ -521,6 +529,10 @@ def _plan(args, runner, protocols, settings, out_root, device, workers,
                                   momentum=proto.momentum,
                                   dataset_kwargs=proto.dataset_kwargs,
                                   quick=quick)
+                    if getattr(args, 'seed_batch', 1) > 1:
+                        # Other dropout draws than a run alone: its own
+                        # configuration (never averaged with sequential runs).
+                        run_id['seed_batched'] = True
                     ident = fingerprint({'run': run_id, 'method': method,
                                          'seed': seed,
                                          'train': cfg.to_dict()})
@@ -551,9 +563,10 @@ def _plan(args, runner, protocols, settings, out_root, device, workers,
     return cells
 
 
-def _run_cell(cell: _Cell, workers: int, threads: int, paper, say
-              ) -> List[dict]:
-    for job, rec in _execute(cell.jobs, workers, threads):
+def _run_cell(cell: _Cell, workers: int, threads: int, paper, say,
+              seed_batch: int = 1) -> List[dict]:
+    for job, rec in _execute(_units(cell.jobs, seed_batch), workers,
+                             threads):
         cell.finished[job.seed, job.method] = rec
         say(f"  {method_label(job.method)} seed {job.seed}: val "
             f"{rec['val']:.4f} {rec['primary_test']} "
@@ -612,13 +625,85 @@ def _splits_for(job: _Job):
 
 def _run_job(job: _Job) -> dict:
     r"""Trains one run, writes its JSON (atomically) and returns it."""
-    rec = _run_one(_splits_for(job), job.dataset, job.backbone, job.bb_kwargs,
-                   job.method, job.seed, job.cfg, job.proto, job.device,
-                   job.args, job.stem, job.run_id, job.ident, job.progress)
+    splits = _splits_for(job)
+    model_fn, built = _model_for(job, splits)
+    job.stem.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    res = fit(model_fn, splits, job.method, job.cfg, seed=job.seed,
+              device=job.device, loader=job.args.loader,
+              pad=getattr(job.args, 'pad', None),
+              compile=getattr(job.args, 'compile', None),
+              checkpoint=job.stem.with_suffix('.ckpt'),  # settled up front
+              resume=job.args.resume, run_id=job.run_id,
+              progress=job.progress, verbose=job.args.verbose,
+              log_file=attempt_log(job.stem),  # a new log per attempt
+              compare_eval_modes=getattr(job.args, 'compare_evals', False))
+    return _finish(job, splits, res, built, time.perf_counter() - start)
+
+
+def _run_group(jobs: Sequence[_Job]) -> List[Tuple[_Job, dict]]:
+    r"""Trains the runs of :obj:`jobs` (one method, several seeds) as one
+    seed-batched model (:func:`~pyg_hma.train.seed_batch.fit_seeds`);
+    writes and returns their records."""
+    from .seed_batch import fit_seeds
+    if len(jobs) == 1:
+        return [(jobs[0], _run_job(jobs[0]))]
+    job = jobs[0]
+    splits = [_splits_for(j) for j in jobs]
+    model_fn, built = _model_for(job, splits[0])
+    job.stem.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = fit_seeds(
+        model_fn, splits, job.method, job.cfg, seeds=[j.seed for j in jobs],
+        device=job.device, loader=job.args.loader,
+        checkpoint_dir=job.stem.parent, log_dir=job.stem.parent,
+        resume=job.args.resume, run_id=job.run_id,
+        verbose=job.args.verbose,
+        compare_eval_modes=getattr(job.args, 'compare_evals', False))
+    seconds = (time.perf_counter() - start) / len(jobs)
+    return [(j, _finish(j, s, res, built, seconds))
+            for j, s, res in zip(jobs, splits, results)]
+
+
+def _model_for(job: _Job, splits):
+    r"""``(model_fn, what it builds)`` of a run on :obj:`splits`."""
+    num_tasks = _num_tasks(splits)
+    if job.cfg.loss == 'ce' and num_tasks != 1:
+        raise ValueError(f'{job.dataset}: cross entropy needs one label per '
+                         f'sample, found {num_tasks}')
+    if METHODS[job.method].uses_hma and num_tasks != 1:
+        raise ValueError(f'{job.dataset} has {num_tasks} tasks per sample; '
+                         f'HMA supports single-task classification only')
+    built = dict(
+        out_channels=num_tasks if job.cfg.loss == 'bce' else None,
+        input_shape=_input_shape(splits),
+        # Validation inside HMAReadout costs device syncs every step; the
+        # engine's inputs are well formed.
+        hma_kwargs={**job.proto.hma, 'check_inputs': False})
+
+    def model_fn():
+        return build_model(job.backbone, job.method,
+                           num_classes=splits.num_classes,
+                           num_features=splits.num_features,
+                           input_shape=built['input_shape'],
+                           out_channels=built['out_channels'],
+                           backbone_kwargs=job.bb_kwargs,
+                           hma_kwargs=built['hma_kwargs'],
+                           momentum=job.proto.momentum)
+    return model_fn, built
+
+
+def _finish(job: _Job, splits, res, built: dict, seconds: float) -> dict:
+    r"""The record of a finished run, written (atomically) as its JSON; the
+    checkpoint goes unless --keep-checkpoints."""
+    args, stem = job.args, job.stem
+    if getattr(args, 'save_model', False) and res.best_state is not None:
+        atomic_torch_save(res.best_state, stem.with_suffix('.model.pt'))
+    rec = _record(job, splits, res, built, seconds)
     rec.update(job.meta)
-    write_json(job.stem.with_suffix('.json'), rec)
-    ckpt = job.stem.with_suffix('.ckpt')
-    if ckpt.exists() and not job.args.keep_checkpoints:
+    write_json(stem.with_suffix('.json'), rec)
+    ckpt = stem.with_suffix('.ckpt')
+    if ckpt.exists() and not args.keep_checkpoints:
         ckpt.unlink()
     return rec
 
@@ -628,73 +713,51 @@ def _init_worker(threads: int):
         torch.set_num_threads(threads)
 
 
-def _execute(jobs: Sequence[_Job], workers: int, threads: int):
-    r"""Yields ``(job, record)`` for every job: in this process one after
-    the other, or with :obj:`workers` > 1 in that many worker processes
-    (``spawn``, so CUDA works in them), in the order they finish.
+def _units(jobs: Sequence[_Job], seed_batch: int) -> List[List[_Job]]:
+    r"""The jobs in training units: single runs, or groups of up to
+    :obj:`seed_batch` seeds of one method (in seed order)."""
+    if seed_batch <= 1:
+        return [[job] for job in jobs]
+    by_method: Dict[str, List[_Job]] = {}
+    for job in jobs:
+        by_method.setdefault(job.method, []).append(job)
+    return [group[i:i + seed_batch] for group in by_method.values()
+            for i in range(0, len(group), seed_batch)]
+
+
+def _execute(units: Sequence[List[_Job]], workers: int, threads: int):
+    r"""Yields ``(job, record)`` for every job of every unit: in this
+    process one unit after the other, or with :obj:`workers` > 1 in that
+    many worker processes (``spawn``, so CUDA works in them), in the order
+    they finish.
 
     Every run seeds itself and loads its own split, so a run's numbers do
     not depend on which process trains it or on what ran before it there.
     """
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield job, _run_job(job)
+    if workers <= 1 or len(units) <= 1:
+        for unit in units:
+            yield from _run_group(unit)
         return
     import concurrent.futures as cf
     import multiprocessing as mp
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(units)),
                                 mp_context=mp.get_context('spawn'),
                                 initializer=_init_worker,
                                 initargs=(threads, )) as pool:
-        futures = {pool.submit(_run_job, job): job for job in jobs}
+        futures = [pool.submit(_run_group, unit) for unit in units]
         try:
             for future in cf.as_completed(futures):
-                yield futures[future], future.result()
+                yield from future.result()
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
 
 
-def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
-             proto, device, args, stem: Path, run_id, ident, progress
-             ) -> dict:
-    num_tasks = _num_tasks(splits)
-    if cfg.loss == 'ce' and num_tasks != 1:
-        raise ValueError(f'{dataset}: cross entropy needs one label per '
-                         f'sample, found {num_tasks}')
+def _record(job: _Job, splits, res, built: dict, seconds: float) -> dict:
+    args, cfg, method = job.args, job.cfg, job.method
     uses_hma = METHODS[method].uses_hma
-    if uses_hma and num_tasks != 1:
-        raise ValueError(f'{dataset} has {num_tasks} tasks per sample; HMA '
-                         f'supports single-task classification only')
-    out_channels = num_tasks if cfg.loss == 'bce' else None
-    input_shape = _input_shape(splits)
-    # Validation inside HMAReadout costs device syncs every step; the
-    # engine's inputs are well formed.
-    hma_kwargs = {**proto.hma, 'check_inputs': False}
-
-    def model_fn():
-        return build_model(backbone, method, num_classes=splits.num_classes,
-                           num_features=splits.num_features,
-                           input_shape=input_shape,
-                           out_channels=out_channels,
-                           backbone_kwargs=bb_kwargs, hma_kwargs=hma_kwargs,
-                           momentum=proto.momentum)
-
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    log_file = attempt_log(stem)  # a new log per attempt, none deleted
-    ckpt = stem.with_suffix('.ckpt')  # conflicts were settled up front
-    start = time.perf_counter()
-    res = fit(model_fn, splits, method, cfg, seed=seed, device=device,
-              loader=args.loader, pad=getattr(args, 'pad', None),
-              compile=getattr(args, 'compile', None), checkpoint=ckpt,
-              resume=args.resume,
-              run_id=run_id, progress=progress, verbose=args.verbose,
-              log_file=log_file,
-              compare_eval_modes=getattr(args, 'compare_evals', False))
     primary = 'test' if 'test' in res.test else next(iter(res.test))
-    if getattr(args, 'save_model', False) and res.best_state is not None:
-        atomic_torch_save(res.best_state, stem.with_suffix('.model.pt'))
     by_eval_mode = None
     if res.history and 'by_eval_mode' in res.history[0]:
         at_selected = next(r for r in res.history
@@ -702,10 +765,23 @@ def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
         by_eval_mode = select_by_eval_mode(res.history)
         for mode, chosen in by_eval_mode.items():
             chosen['at_run_selection'] = at_selected['by_eval_mode'][mode]
+    config = {
+        'train': cfg.to_dict(), 'backbone_kwargs': job.bb_kwargs,
+        'hma': built['hma_kwargs'] if uses_hma else None,
+        'hma_variant': METHODS[method].hma,
+        'momentum': job.proto.momentum if uses_hma else None,
+        'dataset_kwargs': job.proto.dataset_kwargs, 'loader': args.loader,
+        'pad': getattr(args, 'pad', None),
+        'compile': getattr(args, 'compile', None),
+        'quick': job.run_id['quick'], 'out_channels': built['out_channels'],
+        'input_shape': built['input_shape'],
+    }
+    if job.run_id.get('seed_batched'):
+        config['seed_batched'] = True
     return {
         'kind': RESULT_KIND, 'format': RESULT_FORMAT,
-        'dataset': dataset, 'backbone': backbone, 'method': method,
-        'method_label': method_label(method), 'seed': seed,
+        'dataset': job.dataset, 'backbone': job.backbone, 'method': method,
+        'method_label': method_label(method), 'seed': job.seed,
         'metric': splits.metric, 'primary_test': primary,
         'eval_mode': cfg.eval_mode,
         'val': res.val, 'test': res.test,
@@ -713,29 +789,20 @@ def _run_one(splits, dataset, backbone, bb_kwargs, method, seed, cfg,
         'selected_epoch': res.selected_epoch, 'epochs_run': res.epochs_run,
         'stopped_early': res.stopped_early,
         'wall_time_s': res.wall_time_s,
-        'process_time_s': time.perf_counter() - start,
+        'process_time_s': seconds,
         'resumed_from_epoch': res.resumed_from,
         'skipped_batches': res.skipped_batches,
         'num_parameters': res.num_parameters,
-        'device': str(device), 'device_name': device_name(device),
+        'device': str(job.device), 'device_name': device_name(job.device),
         'threads': torch.get_num_threads(),
-        'config': {
-            'train': cfg.to_dict(), 'backbone_kwargs': bb_kwargs,
-            'hma': hma_kwargs if uses_hma else None,
-            'hma_variant': METHODS[method].hma,
-            'momentum': proto.momentum if uses_hma else None,
-            'dataset_kwargs': proto.dataset_kwargs, 'loader': args.loader,
-            'pad': getattr(args, 'pad', None),
-            'compile': getattr(args, 'compile', None),
-            'quick': run_id['quick'], 'out_channels': out_channels,
-            'input_shape': input_shape,
-        },
-        'run_fingerprint': ident,
+        'seed_batch': res.extra.get('seed_batch_group'),
+        'config': config,
+        'run_fingerprint': job.ident,
         'dataset_info': {'sizes': splits.sizes(),
                          'num_features': splits.num_features,
                          'num_classes': splits.num_classes,
                          'protocol': splits.info.get('protocol')},
-        'protocol_note': proto.note,
+        'protocol_note': job.proto.note,
         'history': res.history,
         'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
     }
@@ -787,6 +854,7 @@ _POSITIVE = (('epochs', 1, 'a count of epochs'),
              ('batch_size', 2, 'graphs per batch (BatchNorm over graphs '
               'needs two)'),
              ('jobs', 1, 'a count of processes'),
+             ('seed_batch', 1, 'seeds per batched model'),
              ('memory_size', 1, "HMA's queue length"),
              ('slots_per_class', 1, 'slots per class'),
              ('label_dim', 1, 'a width'),
@@ -806,6 +874,9 @@ def check_arguments(args: argparse.Namespace, runner: str) -> Optional[str]:
                     f"({what}), got {value}")
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         return f'--lr must be a positive number, got {args.lr}'
+    if args.seed_batch > 1 and (args.pad or args.compile):
+        return ('--seed-batch does not combine with --pad or --compile yet; '
+                'drop one of them')
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
         return f'--dropout must lie in [0, 1), got {args.dropout}'
     out = output_root(args, runner)

@@ -225,8 +225,12 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     order of :obj:`seeds`.
 
     Args:
-        model_fn, splits, method, cfg, device, loader, run_id, progress,
+        model_fn, method, cfg, device, loader, run_id, progress,
             verbose, compare_eval_modes: as in :func:`~pyg_hma.train.fit`.
+        splits: the :class:`~pyg_hma.data.DatasetSplits` of every seed, or
+            a sequence of them in the order of :obj:`seeds` (protocols whose
+            split depends on the seed); their training splits must have
+            equal sizes (every seed sees batches of the same size).
         seeds: distinct seeds.
         checkpoint_dir: one checkpoint per seed, ``seed{S}.ckpt``, written
             (atomically) after every epoch the seed trains.
@@ -246,6 +250,15 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     if fallback not in ('warn', 'silent', 'raise'):
         raise ValueError(f"fallback must be 'warn', 'silent' or 'raise' "
                          f"(got '{fallback}')")
+    per_seed = (list(splits) if isinstance(splits, (list, tuple))
+                else [splits] * len(seeds))
+    if len(per_seed) != len(seeds):
+        raise ValueError(f'splits: got {len(per_seed)} for {len(seeds)} '
+                         f'seeds; give one per seed or one for all')
+    if len({len(sp.train) for sp in per_seed}) > 1:
+        raise ValueError('splits: the seeds\' training splits differ in '
+                         'size, so their batches cannot be stacked; train '
+                         'them one by one (fit) instead')
     device = resolve_device(device) if not isinstance(
         device, torch.device) else device
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -267,14 +280,15 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             warnings.warn(f'fit_seeds: {reason} cannot be seed-batched; '
                           f'training the {len(seeds)} seeds one by one',
                           stacklevel=2)
-        return _fit_each(model_fn, splits, method, cfg, seeds, device, loader,
+        return _fit_each(model_fn, per_seed, method, cfg, seeds, device,
+                         loader,
                          ckpt_dir, resume, run_id, log_path, progress,
                          verbose, callbacks, compare_eval_modes, reason)
 
     factory = get_loader_factory(loader)
     params0 = [p for p in runs[0].model.parameters() if p.requires_grad]
     num_parameters = sum(p.numel() for p in params0)
-    for run in runs:
+    for run, run_splits in zip(runs, per_seed):
         described = {'method': method, 'seed': run.seed,
                      'cfg': cfg.to_dict(), 'run': run_id or {},
                      'seed_batch': SEED_BATCH_VERSION}
@@ -293,12 +307,13 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             run.elapsed = state['elapsed']
             run.skipped = state['skipped_batches']
             run.next_epoch = run.resumed_from = state['epoch'] + 1
-        run.loader = factory(splits.train, batch_size=cfg.batch_size,
+        run.loader = factory(run_splits.train, batch_size=cfg.batch_size,
                              shuffle=True, device=device,
                              generator=run.generator)
         run.noise = torch.Generator(device)
         run.score = SplitScorer(
-            lambda split, **kw: factory(split, device=device, **kw), splits,
+            lambda split, **kw: factory(split, device=device, **kw),
+            run_splits,
             cfg.eval_batch_size or cfg.batch_size, run.seed, device)
         run.logger = EpochLogger(
             log_path / f'seed{run.seed}.log' if log_path else None, verbose,
@@ -308,7 +323,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             run.logger.line(f'resumed from the checkpoint after epoch '
                             f'{run.resumed_from - 1}')
 
-    trainer = _GroupTrainer(splits, method, cfg, device, callbacks,
+    trainer = _GroupTrainer(per_seed[0], method, cfg, device, callbacks,
                             compare_eval_modes)
     try:
         while True:
@@ -457,11 +472,11 @@ class _GroupTrainer:
         return records, skipped
 
 
-def _fit_each(model_fn, splits, method, cfg, seeds, device, loader, ckpt_dir,
-              resume, run_id, log_path, progress, verbose, callbacks,
-              compare_eval_modes, reason) -> List[FitResult]:
+def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
+              ckpt_dir, resume, run_id, log_path, progress, verbose,
+              callbacks, compare_eval_modes, reason) -> List[FitResult]:
     results = []
-    for seed in seeds:
+    for seed, splits in zip(seeds, per_seed):
         cbs = [lambda epoch, rec, seed=seed, cb=cb: cb(seed, epoch, rec)
                for cb in callbacks]
         res = fit(model_fn, splits, method, cfg, seed=seed, device=device,
