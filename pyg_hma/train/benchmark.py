@@ -91,10 +91,10 @@ QUICK_NOTE = ('(--quick: a smoke test on a data subset for a few epochs; its '
               'scores are not results)')
 
 
-def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
-    r"""``'10'`` -> 0..9; ``'3-6'`` -> 3..6; ``'0,4,7'`` -> those."""
-    if text is None:
-        return None
+def seed_list(text: str, start: int = 0) -> List[int]:
+    r"""``'10'`` -> ``start .. start+9``; ``'3-6'`` -> 3..6; ``'0,4,7'``
+    -> those. Raises :class:`ValueError` for anything else, negative or
+    repeated seeds."""
     text = text.strip()
     try:
         if ',' in text:
@@ -103,19 +103,27 @@ def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
             lo, hi = text.split('-', 1)
             seeds = list(range(int(lo), int(hi) + 1))
         else:
-            seeds = list(range(int(text)))
+            seeds = list(range(start, start + int(text)))
     except ValueError:
         seeds = []
     if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(
-            f"--seeds expects a count (10), a range (3-6) or a list (0,4,7) "
-            f"of non-negative seeds, got '{text}'")
+        raise ValueError(f"expects a count (10), a range (3-6) or a list "
+                         f"(0,4,7) of non-negative seeds, got '{text}'")
     if len(set(seeds)) != len(seeds):
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
-        raise argparse.ArgumentTypeError(
-            f"--seeds lists seed {twice[0]} more than once ('{text}'); each "
-            f"seed is one run")
+        raise ValueError(f"lists seed {twice[0]} more than once ('{text}'); "
+                         f"each seed is one run")
     return seeds
+
+
+def parse_seeds(text: Optional[str]) -> Optional[List[int]]:
+    r"""The ``--seeds`` argument (see :func:`seed_list`)."""
+    if text is None:
+        return None
+    try:
+        return seed_list(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f'--seeds {e}') from None
 
 
 def _momentum(text: str) -> Optional[float]:

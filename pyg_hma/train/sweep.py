@@ -230,24 +230,13 @@ def seeds_arg(seeds: Sequence[int]) -> str:
 def parse_seed_list(text: str, start: int, option: str) -> List[int]:
     r"""A count ``3`` (seeds :obj:`start` .. :obj:`start` + 2), a range
     ``100-102`` or a list ``100,105``; ``0`` or ``none``: no seeds."""
-    text = text.strip()
-    if text.lower() in ('0', 'none'):
+    from .benchmark import seed_list
+    if text.strip().lower() in ('0', 'none'):
         return []
     try:
-        if ',' in text:
-            seeds = [int(s) for s in text.split(',') if s.strip()]
-        elif '-' in text.lstrip('-'):
-            lo, hi = text.split('-', 1)
-            seeds = list(range(int(lo), int(hi) + 1))
-        else:
-            seeds = list(range(start, start + int(text)))
-    except ValueError:
-        seeds = []
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
-        raise SweepError(f"{option} expects a count (3), a range ({start}-"
-                         f"{start + 2}) or a list of distinct non-negative "
-                         f"seeds, got '{text}'")
-    return seeds
+        return seed_list(text, start)
+    except ValueError as e:
+        raise SweepError(f'{option} {e}') from None
 
 
 # --------------------------------------------------------------------------
