@@ -235,6 +235,9 @@ class HMAReadout(nn.Module):
         options = {name: STYLES[style][name] if value is None else value
                    for name, value in given.items()}
         head = options['head']
+        if options['ffn_mult'] < 1:
+            raise ValueError(f"ffn_mult must be >= 1 (got "
+                             f"{options['ffn_mult']})")
         for name, choices in _CHOICES.items():
             if options[name] not in choices:
                 raise ValueError(f"{name} must be one of {choices} (got "
