@@ -378,6 +378,18 @@ def test_divisible_writes_skip_batches_that_do_not_divide_the_queue():
     assert torch.isfinite(readout.queue_keys).all()
 
 
+def test_queue_write_never_keeps_the_queue_as_initialised():
+    # The released Graph-Twitter command: training calls without labels.
+    readout = make(style='reference', queue_write='never')
+    state = copy.deepcopy(readout.state_dict())
+    train_steps(readout, steps=3, batch=6)
+    readout.write(torch.randn(6, D), torch.zeros(6, dtype=torch.long))
+    for name in ('queue_keys', 'queue_label_tokens', 'queue_labels',
+                 'queue_ptr'):
+        assert torch.equal(readout.state_dict()[name], state[name]), name
+    assert int(readout.num_skipped_writes) == 0
+
+
 @pytest.mark.parametrize('style', ['pyg_hma', 'reference'])
 def test_labels_never_enter_the_prediction(style):
     readout = make(style=style)

@@ -32,7 +32,7 @@ STYLES = {
 _CHOICES = dict(slot_init=('normal', 'zeros'),
                 queue_init=('empty', 'random'),
                 queue_stores=('labels', 'label_tokens'),
-                queue_write=('wrap', 'divisible'))
+                queue_write=('wrap', 'divisible', 'never'))
 
 
 class HMAReadout(nn.Module):
@@ -177,7 +177,9 @@ class HMAReadout(nn.Module):
             written, wrapping around; :obj:`"divisible"`: a write of
             :math:`n` rows is skipped altogether unless :math:`n` divides
             :math:`M` (rows written still wrap, where the released code would
-            fail). (default: the style's: :obj:`"wrap"`;
+            fail); :obj:`"never"`: the queue is never written (as in the
+            released Graph-Twitter command, whose training calls pass no
+            labels). (default: the style's: :obj:`"wrap"`;
             :obj:`"divisible"`)
 
     Shapes:
@@ -499,14 +501,15 @@ class HMAReadout(nn.Module):
         gather) is skipped altogether unless :math:`n` divides
         :obj:`memory_size`, as in the released code. With
         :obj:`queue_stores="label_tokens"` the current label embeddings of
-        :obj:`labels` are copied into :obj:`queue_label_tokens`.
+        :obj:`labels` are copied into :obj:`queue_label_tokens`. With
+        :obj:`queue_write="never"` nothing is written (nor counted).
 
         Rows with a non-finite key (or label token) or a label outside
         ``[0, num_classes)`` are skipped (the others keep their order and the
         pointer advances by the number written) and counted in
         :obj:`num_skipped_writes`, as are the rows of a skipped write. This
         runs on the device without a host sync."""
-        if self.memory_size == 0:
+        if self.memory_size == 0 or self.queue_write == 'never':
             return
         keys, labels = gather_from_all_ranks(keys.detach(),
                                              labels.view(-1).long())
