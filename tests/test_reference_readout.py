@@ -366,6 +366,8 @@ def test_divisible_writes_skip_batches_that_do_not_divide_the_queue():
             assert int(readout.queue_ptr) == 5
         readout.write(torch.randn(4, D), torch.ones(4, dtype=torch.long))
         assert int(readout.queue_ptr) == (4 if mode == 'divisible' else 9)
+        readout.write(torch.randn(0, D), torch.ones(0, dtype=torch.long))
+        assert int(readout.queue_ptr) == (4 if mode == 'divisible' else 9)
     # A row refused for its value moves the pointer off the batch grid; the
     # next writes still wrap (the released slice assignment would fail).
     readout = make(queue_write='divisible')

@@ -62,15 +62,17 @@ class HMAReadout(nn.Module):
     4. A linear head gives the logits.
 
     The queue is written only in training mode and only when labels are
-    given; writes wrap around for any batch size. Queue contents and the write
-    pointer are registered buffers, so they are saved in the
-    :obj:`state_dict`. Empty queue entries are masked out of the attention.
+    given; writes wrap around for any batch size (see :obj:`queue_write`).
+    Queue contents and the write pointer are registered buffers, so they are
+    saved in the :obj:`state_dict`. Empty queue entries are masked out of the
+    attention (see :obj:`queue_init`).
 
     The queue stays finite: rows with a NaN or Inf key, or a label outside
     ``[0, num_classes)``, are never written (skipped on the device, without
     a host sync; counted in the non-persistent buffer
     :obj:`num_skipped_writes`), and :meth:`load_state_dict` refuses a queue
-    with out-of-range labels, a non-finite key or an out-of-range pointer.
+    with out-of-range labels, a non-finite key (or label token) or an
+    out-of-range pointer, in every style.
     A non-finite sample only affects the outputs of the samples that attend
     to it: under :obj:`inference="independent"` in eval mode, its own.
 
@@ -515,8 +517,9 @@ class HMAReadout(nn.Module):
                                              labels.view(-1).long())
         keys = keys.to(self.queue_keys.dtype)
         size = self.memory_size
-        if self.queue_write == 'divisible' and size % labels.numel() != 0:
-            self.num_skipped_writes.add_(labels.numel())
+        rows = labels.numel()
+        if self.queue_write == 'divisible' and (rows == 0 or size % rows):
+            self.num_skipped_writes.add_(rows)
             return
         valid = (torch.isfinite(keys).all(dim=1) & (labels >= 0)
                  & (labels < self.num_classes))
