@@ -10,8 +10,11 @@ Protocols (CIGA's scripts; Chen et al., 2022): Adam 1e-3, batch 32, up to
 gradient norm clipped to 1.0, test at the best-validation epoch. TU: a
 3-layer GCN with 32 dims, dropout 0.3 and mean pooling (PROTEINS: GIN with max
 pooling), MCC, 10 seeds. SST5/Twitter: a 3-layer GCN with 128 dims, CIGA's
-default dropout 0.5, mean pooling, accuracy, 5 seeds. HMA uses the paper's
-memory size M, slots per class k and label size l per dataset.
+default dropout 0.5, mean pooling, accuracy, 5 seeds. HMA's memory size M,
+slots per class k and label size l: PROTEINS and Graph-Twitter from the
+released commands (qiuzh20/HMA scripts/HMA_exp.sh); Graph-SST5 from a released
+command that trains CIGA, not HMA; NCI1, NCI109 and DD the released main.py's
+argparse defaults (M=256, k=8, l=16), for which no command was released.
 
 Colored MNIST (IRM's two colour environments, not in the paper's tables):
 IRM's MLP (256 hidden units), one-logit BCE, Adam 1e-3 with weight decay

@@ -38,10 +38,15 @@ def test_output_shapes(out_channels, expected):
 
 
 def test_repr():
+    # The constructor's arguments, in its order: (in_channels, num_classes).
     assert repr(make()) == (
-        'HMAReadout(24, 3, num_classes=3, memory_size=10, slots_per_class=4, '
-        "label_dim=8, heads=4, rma=True, abd=True, synthetic=True, "
-        "inference='batch')")
+        'HMAReadout(24, 3, memory_size=10, slots_per_class=4, label_dim=8, '
+        "heads=4, dropout=0.0, rma=True, abd=True, synthetic=True, "
+        "inference='batch', head='both')")
+    assert repr(make(out_channels=1, head='label', check_inputs=False)) == (
+        'HMAReadout(24, 3, out_channels=1, memory_size=10, slots_per_class=4, '
+        "label_dim=8, heads=4, dropout=0.0, rma=True, abd=True, "
+        "synthetic=True, inference='batch', head='label', check_inputs=False)")
 
 
 def test_gradients_reach_slots_labels_and_attention():

@@ -5,12 +5,34 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .utils import MaskedAttentionBlock, gather_from_all_ranks
 
 _HEADS = ('both', 'feature', 'label')
 _INFERENCE = ('batch', 'independent')
+
+#: The options every style sets, and their values. ``'pyg_hma'`` is this
+#: project's readout; ``'reference'`` reproduces the HMA module of the
+#: released code (qiuzh20/HMA, ``CIGA-main/models/HMA/model.py`` and
+#: ``MAB_modules.py``), defects included; see ``docs/hma.md``.
+STYLES = {
+    'pyg_hma': dict(head='both', attention_scale='head',
+                    residual='identity', out_proj=True, ffn_mult=2,
+                    ffn_hidden_dropout=False, separate_kv_norm=False,
+                    norm_eps=1e-5, slot_init='normal', queue_init='empty',
+                    queue_stores='labels', queue_write='wrap'),
+    'reference': dict(head='label', attention_scale='token',
+                      residual='linear', out_proj=False, ffn_mult=4,
+                      ffn_hidden_dropout=True, separate_kv_norm=True,
+                      norm_eps=1e-12, slot_init='zeros', queue_init='random',
+                      queue_stores='label_tokens', queue_write='divisible'),
+}
+_CHOICES = dict(slot_init=('normal', 'zeros'),
+                queue_init=('empty', 'random'),
+                queue_stores=('labels', 'label_tokens'),
+                queue_write=('wrap', 'divisible', 'never'))
 
 
 class HMAReadout(nn.Module):
@@ -40,17 +62,35 @@ class HMAReadout(nn.Module):
     4. A linear head gives the logits.
 
     The queue is written only in training mode and only when labels are
-    given; writes wrap around for any batch size. Queue contents and the write
-    pointer are registered buffers, so they are saved in the
-    :obj:`state_dict`. Empty queue entries are masked out of the attention.
+    given; writes wrap around for any batch size (see :obj:`queue_write`).
+    Queue contents and the write pointer are registered buffers, so they are
+    saved in the :obj:`state_dict`. Empty queue entries are masked out of the
+    attention (see :obj:`queue_init`).
 
     The queue stays finite: rows with a NaN or Inf key, or a label outside
     ``[0, num_classes)``, are never written (skipped on the device, without
     a host sync; counted in the non-persistent buffer
     :obj:`num_skipped_writes`), and :meth:`load_state_dict` refuses a queue
-    with out-of-range labels, a non-finite key or an out-of-range pointer.
+    with out-of-range labels, a non-finite key (or label token) or an
+    out-of-range pointer, in every style.
     A non-finite sample only affects the outputs of the samples that attend
     to it: under :obj:`inference="independent"` in eval mode, its own.
+
+    **Styles.** :obj:`style="reference"` reproduces the HMA module of the
+    released code (qiuzh20/HMA), defects included, so that its numbers can
+    be compared with this project's: the blocks scale the scores by
+    :math:`1/\sqrt{d+l}`, use a learned linear residual, no output
+    projection, a :math:`4\times` feed-forward with dropout after the
+    activation, separate LayerNorms for queries and keys/values
+    (:math:`\epsilon = 10^{-12}`); the slots start at zero (so the :math:`k`
+    slots of a class stay identical); the queue starts as :math:`M` random
+    unit vectors of width :math:`d+l` that are never masked, stores label
+    *tokens* :math:`\mathbf{E}_{y_j}` copied at write time, and skips a
+    write unless the batch size divides :math:`M`; the head reads the label
+    part only. Each of these is also an option of its own (below); an option
+    left at :obj:`None` takes its style's value. The default
+    :obj:`style="pyg_hma"` is the behaviour described above. The table in
+    ``docs/hma.md`` cites the released source for every difference.
 
     .. warning::
         With :obj:`inference="batch"` (the paper's behaviour) a sample's
@@ -86,11 +126,63 @@ class HMAReadout(nn.Module):
         head (str, optional): which part of the output token the linear head
             reads: :obj:`"both"` (feature and label parts), :obj:`"feature"`
             (:math:`d` dims) or :obj:`"label"` (:math:`l` dims).
-            (default: :obj:`"both"`)
+            (default: the style's: :obj:`"both"`; :obj:`"label"` for
+            :obj:`"reference"`)
         check_inputs (bool, optional): validate label range and finiteness of
             the features. These checks synchronise with the device; switch
             them off in tight training loops. Shape and dtype checks always
             run. (default: :obj:`True`)
+        style (str, optional): :obj:`"pyg_hma"` (this project's readout) or
+            :obj:`"reference"` (the released code's module); sets every
+            option below that is left at :obj:`None`.
+            (default: :obj:`"pyg_hma"`)
+        attention_scale (str, optional): divide the attention scores by the
+            square root of the :obj:`"head"` width :math:`(d+l)/H` or of the
+            whole :obj:`"token"` width :math:`d+l`. (default: the style's:
+            :obj:`"head"`; :obj:`"token"` for :obj:`"reference"`)
+        residual (str, optional): the attention residual is the query token
+            (:obj:`"identity"`) or a learned :obj:`"linear"` map of it.
+            (default: the style's: :obj:`"identity"`; :obj:`"linear"`)
+        out_proj (bool, optional): a linear output projection after the
+            attention heads. (default: the style's: :obj:`True`;
+            :obj:`False`)
+        ffn_mult (int, optional): feed-forward hidden size relative to
+            :math:`d+l`. (default: the style's: :obj:`2`; :obj:`4`)
+        ffn_hidden_dropout (bool, optional): dropout also after the
+            feed-forward activation. (default: the style's: :obj:`False`;
+            :obj:`True`)
+        separate_kv_norm (bool, optional): a LayerNorm for the keys/values
+            of its own, apart from the queries'. (default: the style's:
+            :obj:`False`; :obj:`True`)
+        norm_eps (float, optional): :math:`\epsilon` of every LayerNorm.
+            (default: the style's: :obj:`1e-5`; :obj:`1e-12`)
+        slot_init (str, optional): slots drawn :obj:`"normal"`
+            :math:`\mathcal{N}(0, 1/d)` or set to :obj:`"zeros"` (the
+            released code's; all :math:`k` slots of a class then get
+            identical gradients and stay identical). (default: the style's:
+            :obj:`"normal"`; :obj:`"zeros"`)
+        queue_init (str, optional): :obj:`"empty"`: the queue starts empty
+            and empty entries are masked out; :obj:`"random"`: it starts as
+            random unit vectors of width :math:`d+l` (feature and label part)
+            and no entry is ever masked. Random entries hold no label
+            (:obj:`queue_labels` is :obj:`-1`); with
+            :obj:`queue_stores="labels"` they read the "unknown" label
+            embedding. (default: the style's: :obj:`"empty"`;
+            :obj:`"random"`)
+        queue_stores (str, optional): :obj:`"labels"`: the label embedding
+            of a queue row is looked up at read time (current, and trained
+            through the queue); :obj:`"label_tokens"`: it is copied into the
+            buffer :obj:`queue_label_tokens` at write time and never changes
+            afterwards. (default: the style's: :obj:`"labels"`;
+            :obj:`"label_tokens"`)
+        queue_write (str, optional): :obj:`"wrap"`: any number of rows is
+            written, wrapping around; :obj:`"divisible"`: a write of
+            :math:`n` rows is skipped altogether unless :math:`n` divides
+            :math:`M` (rows written still wrap, where the released code would
+            fail); :obj:`"never"`: the queue is never written (as in the
+            released Graph-Twitter command, whose training calls pass no
+            labels). (default: the style's: :obj:`"wrap"`;
+            :obj:`"divisible"`)
 
     Shapes:
         - **input:**
@@ -102,6 +194,7 @@ class HMAReadout(nn.Module):
     queue_keys: Tensor
     queue_labels: Tensor
     queue_ptr: Tensor
+    queue_label_tokens: Optional[Tensor]
 
     def __init__(
         self,
@@ -118,10 +211,41 @@ class HMAReadout(nn.Module):
         abd: bool = True,
         synthetic: bool = True,
         inference: str = 'batch',
-        head: str = 'both',
+        head: Optional[str] = None,
         check_inputs: bool = True,
+        style: str = 'pyg_hma',
+        attention_scale: Optional[str] = None,
+        residual: Optional[str] = None,
+        out_proj: Optional[bool] = None,
+        ffn_mult: Optional[int] = None,
+        ffn_hidden_dropout: Optional[bool] = None,
+        separate_kv_norm: Optional[bool] = None,
+        norm_eps: Optional[float] = None,
+        slot_init: Optional[str] = None,
+        queue_init: Optional[str] = None,
+        queue_stores: Optional[str] = None,
+        queue_write: Optional[str] = None,
     ):
         super().__init__()
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {tuple(STYLES)} (got "
+                             f"'{style}')")
+        given = dict(head=head, attention_scale=attention_scale,
+                     residual=residual, out_proj=out_proj, ffn_mult=ffn_mult,
+                     ffn_hidden_dropout=ffn_hidden_dropout,
+                     separate_kv_norm=separate_kv_norm, norm_eps=norm_eps,
+                     slot_init=slot_init, queue_init=queue_init,
+                     queue_stores=queue_stores, queue_write=queue_write)
+        options = {name: STYLES[style][name] if value is None else value
+                   for name, value in given.items()}
+        head = options['head']
+        if options['ffn_mult'] < 1:
+            raise ValueError(f"ffn_mult must be >= 1 (got "
+                             f"{options['ffn_mult']})")
+        for name, choices in _CHOICES.items():
+            if options[name] not in choices:
+                raise ValueError(f"{name} must be one of {choices} (got "
+                                 f"'{options[name]}')")
         if in_channels < 1 or num_classes < 2:
             raise ValueError(f"HMAReadout needs in_channels >= 1 and "
                              f"num_classes >= 2 (got {in_channels}, "
@@ -157,12 +281,28 @@ class HMAReadout(nn.Module):
         self.inference = inference
         self.head = head
         self.check_inputs = check_inputs
+        self.style = style
+        #: Every style option's value (the style's, unless given).
+        self.options = options
+        self.slot_init = options['slot_init']
+        self.queue_init = options['queue_init']
+        self.queue_stores = options['queue_stores']
+        self.queue_write = options['queue_write']
 
         # Row `num_classes` is the "unknown" label given to every input.
         self.label_emb = nn.Embedding(num_classes + 1, label_dim)
-        self.rma_block = (MaskedAttentionBlock(channels, heads, dropout)
+        block = dict(
+            ffn_ratio=options['ffn_mult'],
+            attention_scale=options['attention_scale'],
+            residual=options['residual'], out_proj=options['out_proj'],
+            ffn_hidden_dropout=options['ffn_hidden_dropout'],
+            separate_kv_norm=options['separate_kv_norm'],
+            norm_eps=options['norm_eps'])
+        self.rma_block = (MaskedAttentionBlock(channels, heads, dropout,
+                                               **block)
                           if rma else None)
-        self.sma_block = (MaskedAttentionBlock(channels, heads, dropout)
+        self.sma_block = (MaskedAttentionBlock(channels, heads, dropout,
+                                               **block)
                           if (abd or synthetic) else None)
         self.slots = (nn.Parameter(
             torch.empty(num_classes, slots_per_class, in_channels))
@@ -178,7 +318,14 @@ class HMAReadout(nn.Module):
             'queue_labels', torch.full((self.memory_size, ), -1,
                                        dtype=torch.long))
         self.register_buffer('queue_ptr', torch.zeros((), dtype=torch.long))
-        # Rows refused by write() (non-finite key or invalid label) since
+        # Label tokens copied at write time (queue_stores='label_tokens'
+        # only, so that default state dicts keep their keys).
+        self.register_buffer(
+            'queue_label_tokens',
+            torch.zeros(self.memory_size, label_dim)
+            if self.queue_stores == 'label_tokens' else None)
+        # Rows refused by write() (non-finite key or label token, invalid
+        # label, or a whole write skipped by queue_write='divisible') since
         # construction. A diagnostic: not saved, so state dicts of older
         # versions load unchanged.
         self.register_buffer('num_skipped_writes',
@@ -197,17 +344,34 @@ class HMAReadout(nn.Module):
             if block is not None:
                 block.reset_parameters()
         if self.slots is not None:
-            # Distinct small random slots: with a shared (e.g. zero) init all
-            # k slots of a class get identical gradients and stay identical.
-            nn.init.normal_(self.slots, std=1.0 / math.sqrt(self.in_channels))
+            if self.slot_init == 'zeros':  # the released code's defect
+                nn.init.zeros_(self.slots)
+            else:
+                # Distinct small random slots: with a shared (e.g. zero) init
+                # all k slots of a class get identical gradients and stay
+                # identical.
+                nn.init.normal_(self.slots,
+                                std=1.0 / math.sqrt(self.in_channels))
         self.lin.reset_parameters()
         self.reset_memory()
 
     def reset_memory(self):
-        r"""Empties the queue."""
+        r"""Empties the queue (with :obj:`queue_init="random"`: refills it
+        with fresh random unit vectors, which hold no label)."""
         self.queue_keys.zero_()
         self.queue_labels.fill_(-1)
         self.queue_ptr.zero_()
+        if self.queue_label_tokens is not None:
+            self.queue_label_tokens.zero_()
+        if self.queue_init == 'random' and self.memory_size:
+            # As the released code: randn rows of the whole token width,
+            # normalised to unit length.
+            rows = F.normalize(torch.randn(
+                self.memory_size, self.in_channels + self.label_dim,
+                device=self.queue_keys.device), dim=1)
+            self.queue_keys.copy_(rows[:, :self.in_channels])
+            if self.queue_label_tokens is not None:
+                self.queue_label_tokens.copy_(rows[:, self.in_channels:])
 
     # ------------------------------------------------------------------ #
 
@@ -258,6 +422,30 @@ class HMAReadout(nn.Module):
     def _label_tokens(self, feats: Tensor, labels: Tensor) -> Tensor:
         return torch.cat([feats, self.label_emb(labels)], dim=-1)
 
+    def memory_tokens(self) -> Tensor:
+        r"""The queue as the RMA block reads it: :math:`(M, d + l)` tokens
+        :math:`[\mathbf{k}_j \| \mathbf{E}_{y_j}]` (the label part looked
+        up now, or the copy made at write time with
+        :obj:`queue_stores="label_tokens"`)."""
+        if self.queue_label_tokens is not None:
+            return torch.cat([self.queue_keys, self.queue_label_tokens],
+                             dim=-1)
+        if self.queue_init == 'random':
+            # Unlabelled (random) entries are attended: give them the
+            # "unknown" label.
+            labels = torch.where(self.queue_labels >= 0, self.queue_labels,
+                                 self.num_classes)
+        else:  # empty entries are masked out; any valid row will do
+            labels = self.queue_labels.clamp(min=0)
+        return self._label_tokens(self.queue_keys, labels)
+
+    def memory_mask(self) -> Tensor:
+        r"""Which queue entries the RMA block attends to, :math:`(M)`: the
+        filled ones, or all of them with :obj:`queue_init="random"`."""
+        if self.queue_init == 'random':
+            return torch.ones_like(self.queue_labels, dtype=torch.bool)
+        return self.queue_labels >= 0
+
     def forward(self, x: Tensor, y: Optional[Tensor] = None,
                 key: Optional[Tensor] = None) -> Tensor:
         r"""
@@ -278,9 +466,8 @@ class HMAReadout(nn.Module):
         if self.rma_block is not None:
             # Each sample attends over itself (the diagonal) and the filled
             # queue entries; never over the rest of the batch.
-            memory = self._label_tokens(self.queue_keys,
-                                        self.queue_labels.clamp(min=0))
-            filled = (self.queue_labels >= 0).expand(batch_size, -1)
+            memory = self.memory_tokens()
+            filled = self.memory_mask().expand(batch_size, -1)
             mask = torch.cat([eye, filled], dim=1)
             z = self.rma_block(torch.cat([z, memory], dim=0), batch_size, mask)
 
@@ -316,20 +503,37 @@ class HMAReadout(nn.Module):
         :meth:`forward` in training mode; exposed for custom loops.
 
         Any number of rows wraps around correctly; with more rows than the
-        queue holds, the newest :obj:`memory_size` rows are kept.
+        queue holds, the newest :obj:`memory_size` rows are kept. With
+        :obj:`queue_write="divisible"` a write of :math:`n` rows (after the
+        gather) is skipped altogether unless :math:`n` divides
+        :obj:`memory_size`, as in the released code. With
+        :obj:`queue_stores="label_tokens"` the current label embeddings of
+        :obj:`labels` are copied into :obj:`queue_label_tokens`. With
+        :obj:`queue_write="never"` nothing is written (nor counted).
 
-        Rows with a non-finite key or a label outside ``[0, num_classes)``
-        are skipped (the others keep their order and the pointer advances by
-        the number written) and counted in :obj:`num_skipped_writes`. This
+        Rows with a non-finite key (or label token) or a label outside
+        ``[0, num_classes)`` are skipped (the others keep their order and the
+        pointer advances by the number written) and counted in
+        :obj:`num_skipped_writes`, as are the rows of a skipped write. This
         runs on the device without a host sync."""
-        if self.memory_size == 0:
+        if self.memory_size == 0 or self.queue_write == 'never':
             return
         keys, labels = gather_from_all_ranks(keys.detach(),
                                              labels.view(-1).long())
         keys = keys.to(self.queue_keys.dtype)
         size = self.memory_size
+        rows = labels.numel()
+        if self.queue_write == 'divisible' and (rows == 0 or size % rows):
+            self.num_skipped_writes.add_(rows)
+            return
         valid = (torch.isfinite(keys).all(dim=1) & (labels >= 0)
                  & (labels < self.num_classes))
+        tokens = None
+        if self.queue_label_tokens is not None:
+            # A snapshot: later changes of the embedding do not reach it.
+            tokens = self.label_emb.weight.detach()[labels.clamp(
+                0, self.num_classes - 1)].to(self.queue_label_tokens.dtype)
+            valid = valid & torch.isfinite(tokens).all(dim=1)
         count = valid.sum()
         pos = valid.cumsum(0) - 1  # position among the valid rows
         # The newest `size` valid rows; older ones would be overwritten.
@@ -345,6 +549,13 @@ class HMAReadout(nn.Module):
         spare_labels = torch.cat([self.queue_labels,
                                   self.queue_labels.new_full((1, ), -1)])
         spare_labels.index_copy_(0, index, labels)
+        if tokens is not None:
+            spare_tokens = torch.cat([
+                self.queue_label_tokens,
+                self.queue_label_tokens.new_zeros(1, tokens.size(1))])
+            spare_tokens.index_copy_(0, index, torch.where(
+                kept[:, None], tokens, tokens.new_zeros(())))
+            self.queue_label_tokens.copy_(spare_tokens[:size])
         self.queue_keys.copy_(spare_keys[:size])
         self.queue_labels.copy_(spare_labels[:size])
         self.queue_ptr.copy_((self.queue_ptr + count) % size)
@@ -374,6 +585,12 @@ class HMAReadout(nn.Module):
                 f"HMAReadout state dict: {prefix}queue_keys holds NaN or Inf;"
                 f" the checkpoint is corrupt (reset the memory with "
                 f"reset_memory() after loading a cleaned copy)")
+        tokens = state_dict.get(prefix + 'queue_label_tokens')
+        if tokens is not None and tokens.is_floating_point() and \
+                not bool(torch.isfinite(tokens).all()):
+            raise ValueError(
+                f"HMAReadout state dict: {prefix}queue_label_tokens holds NaN"
+                f" or Inf; the checkpoint is corrupt")
         ptr = state_dict.get(prefix + 'queue_ptr')
         if ptr is not None and ptr.numel() == 1 and self.memory_size and \
                 not 0 <= int(ptr) < self.memory_size:
@@ -386,10 +603,21 @@ class HMAReadout(nn.Module):
                                       error_msgs)
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}({self.in_channels}, '
-                f'{self.out_channels}, num_classes={self.num_classes}, '
-                f'memory_size={self.memory_size}, '
-                f'slots_per_class={self.slots_per_class}, '
-                f'label_dim={self.label_dim}, heads={self.heads}, '
-                f'rma={self.rma}, abd={self.abd}, synthetic={self.synthetic}, '
-                f'inference={self.inference!r})')
+        args = [str(self.in_channels), str(self.num_classes)]
+        if self.out_channels != self.num_classes:
+            args.append(f'out_channels={self.out_channels}')
+        args += [f'memory_size={self.memory_size}',
+                 f'slots_per_class={self.slots_per_class}',
+                 f'label_dim={self.label_dim}', f'heads={self.heads}',
+                 f'dropout={self.dropout}', f'rma={self.rma}',
+                 f'abd={self.abd}', f'synthetic={self.synthetic}',
+                 f'inference={self.inference!r}', f'head={self.head!r}']
+        if not self.check_inputs:
+            args.append('check_inputs=False')
+        if self.style != 'pyg_hma':
+            args.append(f'style={self.style!r}')
+        # The options set apart from the style (head is printed above).
+        preset = STYLES[self.style]
+        args += [f'{name}={value!r}' for name, value in self.options.items()
+                 if name != 'head' and value != preset[name]]
+        return f'{self.__class__.__name__}({", ".join(args)})'

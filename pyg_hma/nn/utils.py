@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+_ATTENTION_SCALES = ('head', 'token')
+_RESIDUALS = ('identity', 'linear')
+_BLOCK_DEFAULTS = dict(ffn_ratio=2, attention_scale='head',
+                       residual='identity', out_proj=True,
+                       ffn_hidden_dropout=False, separate_kv_norm=False,
+                       norm_eps=1e-5)
 
 
 class MaskedAttentionBlock(nn.Module):
@@ -15,26 +22,52 @@ class MaskedAttentionBlock(nn.Module):
     :obj:`num_queries` tokens attend over all tokens under a boolean mask:
 
     .. math::
-        \mathbf{z} &= \mathbf{q} + \mathrm{Drop}\big(\mathrm{MHA}(
-        \mathrm{LN}_1(\mathbf{q}), \mathrm{LN}_1(\mathbf{T}),
-        \mathrm{LN}_1(\mathbf{T}); \mathbf{A})\big) \\
+        \mathbf{z} &= \mathrm{R}(\mathbf{q}) + \mathrm{Drop}\big(
+        \mathrm{O}\big(\mathrm{MHA}(\mathrm{LN}_1(\mathbf{q}),
+        \mathrm{LN}_{kv}(\mathbf{T}), \mathrm{LN}_{kv}(\mathbf{T});
+        \mathbf{A})\big)\big) \\
         \mathbf{z}' &= \mathbf{z} + \mathrm{Drop}\big(\mathrm{FFN}(
         \mathrm{LN}_2(\mathbf{z}))\big)
 
     where :math:`\mathbf{T}` are all tokens, :math:`\mathbf{q}` its first
     :obj:`num_queries` rows and :math:`\mathbf{A}` the mask (:obj:`True` =
-    may attend). Keys and values are projected once for all tokens and the
-    attention runs through
-    :func:`torch.nn.functional.scaled_dot_product_attention`.
+    may attend). By default the residual :math:`\mathrm{R}` is the identity,
+    :math:`\mathrm{O}` a linear output projection,
+    :math:`\mathrm{LN}_{kv} = \mathrm{LN}_1` and the attention scores are
+    :math:`\mathbf{q}_h^\top \mathbf{k}_h / \sqrt{D / H}` (head width). Keys
+    and values are projected once for all tokens and the attention runs
+    through :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+    The options after :obj:`ffn_ratio` exist to reproduce the block of the
+    released HMA code (``MAB`` in ``models/HMA/MAB_modules.py`` of
+    qiuzh20/HMA, see ``docs/hma.md``); their defaults give this project's
+    block.
 
     Args:
-        channels (int): token size.
-        heads (int): number of attention heads (must divide :obj:`channels`).
+        channels (int): token size :math:`D`.
+        heads (int): number of attention heads :math:`H` (must divide
+            :obj:`channels`).
         dropout (float): dropout on both residual branches. The attention
             weights themselves are not dropped: over a few hundred memory
             tokens that mask costs more than the rest of the block on CPU.
         ffn_ratio (int): hidden size of the feed-forward network relative to
-            :obj:`channels`.
+            :obj:`channels`. (default: :obj:`2`)
+        attention_scale (str, optional): :obj:`"head"` divides the scores by
+            :math:`\sqrt{D / H}`, :obj:`"token"` by :math:`\sqrt{D}` (the
+            released code). (default: :obj:`"head"`)
+        residual (str, optional): :obj:`"identity"` adds the query token
+            itself, :obj:`"linear"` a learned linear map of it (the released
+            code's ``fc_res``). (default: :obj:`"identity"`)
+        out_proj (bool, optional): project the concatenated heads with a
+            linear layer; the released code has none. (default: :obj:`True`)
+        ffn_hidden_dropout (bool, optional): also apply dropout after the
+            feed-forward activation, as the released code does.
+            (default: :obj:`False`)
+        separate_kv_norm (bool, optional): normalise the keys/values with a
+            LayerNorm of their own instead of the queries' one.
+            (default: :obj:`False`)
+        norm_eps (float, optional): :math:`\epsilon` of every LayerNorm.
+            (default: :obj:`1e-5`)
 
     With a mask, a NaN or Inf token reaches only the queries allowed to
     attend to it (without the guard, ``0 * NaN`` in the masked attention
@@ -46,19 +79,42 @@ class MaskedAttentionBlock(nn.Module):
         - **output:** :math:`(Q, D)`
     """
     def __init__(self, channels: int, heads: int, dropout: float = 0.0,
-                 ffn_ratio: int = 2):
+                 ffn_ratio: int = 2, *, attention_scale: str = 'head',
+                 residual: str = 'identity', out_proj: bool = True,
+                 ffn_hidden_dropout: bool = False,
+                 separate_kv_norm: bool = False, norm_eps: float = 1e-5):
         super().__init__()
         if channels % heads != 0:
             raise ValueError(f"Token size {channels} must be divisible by "
                              f"heads={heads}")
+        if attention_scale not in _ATTENTION_SCALES:
+            raise ValueError(f"attention_scale must be one of "
+                             f"{_ATTENTION_SCALES} (got '{attention_scale}')")
+        if residual not in _RESIDUALS:
+            raise ValueError(f"residual must be one of {_RESIDUALS} (got "
+                             f"'{residual}')")
+        if ffn_ratio < 1:
+            raise ValueError(f"ffn_ratio must be >= 1 (got {ffn_ratio})")
         self.channels = channels
         self.heads = heads
         self.dropout = dropout
-        self.norm1 = nn.LayerNorm(channels)
+        self.ffn_ratio = ffn_ratio
+        self.attention_scale = attention_scale
+        self.residual = residual
+        self.ffn_hidden_dropout = ffn_hidden_dropout
+        self.separate_kv_norm = separate_kv_norm
+        self.norm_eps = norm_eps
+        # Submodules that only some options need are created only then, so
+        # the default block keeps its state_dict keys.
+        self.norm1 = nn.LayerNorm(channels, eps=norm_eps)
+        self.norm_kv = (nn.LayerNorm(channels, eps=norm_eps)
+                        if separate_kv_norm else None)
         self.q_proj = nn.Linear(channels, channels)
         self.kv_proj = nn.Linear(channels, 2 * channels)
-        self.out_proj = nn.Linear(channels, channels)
-        self.norm2 = nn.LayerNorm(channels)
+        self.out_proj = nn.Linear(channels, channels) if out_proj else None
+        self.res_proj = (nn.Linear(channels, channels)
+                         if residual == 'linear' else None)
+        self.norm2 = nn.LayerNorm(channels, eps=norm_eps)
         self.ffn = nn.Sequential(
             nn.Linear(channels, ffn_ratio * channels),
             nn.GELU(),
@@ -77,6 +133,8 @@ class MaskedAttentionBlock(nn.Module):
         h = self.norm1(tokens)
         # [1, heads, N, D/heads]: one "batch" whose sequence is the token set.
         q = self.q_proj(h[:num_queries]).view(1, num_queries, self.heads, -1)
+        if self.norm_kv is not None:
+            h = self.norm_kv(tokens)
         kv = self.kv_proj(h)
         poisoned = None
         if mask is not None:
@@ -89,20 +147,42 @@ class MaskedAttentionBlock(nn.Module):
             poisoned = (mask & bad[None, :]).any(dim=1)
         k, v = kv.view(1, h.size(0), 2, self.heads, -1).unbind(dim=2)
         attn_mask = None if mask is None else mask.view(1, 1, *mask.shape)
+        # scale=None is SDPA's own 1 / sqrt(head width).
+        scale = (1.0 / math.sqrt(self.channels)
+                 if self.attention_scale == 'token' else None)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            attn_mask=attn_mask)
+            attn_mask=attn_mask, scale=scale)
         out = out.transpose(1, 2).reshape(num_queries, self.channels)
         if poisoned is not None:
             out = torch.where(poisoned[:, None], out.new_full((), math.nan),
                               out)
-        z = query + F.dropout(self.out_proj(out), self.dropout, self.training)
-        ffn = self.ffn(self.norm2(z))
+        if self.out_proj is not None:
+            out = self.out_proj(out)
+        res = query if self.res_proj is None else self.res_proj(query)
+        z = res + F.dropout(out, self.dropout, self.training)
+        hidden = self.ffn[1](self.ffn[0](self.norm2(z)))
+        if self.ffn_hidden_dropout:
+            hidden = F.dropout(hidden, self.dropout, self.training)
+        ffn = self.ffn[2](hidden)
         return z + F.dropout(ffn, self.dropout, self.training)
 
+    def extra_options(self) -> Dict[str, Any]:
+        r"""The options that differ from their defaults, by name."""
+        current = dict(ffn_ratio=self.ffn_ratio,
+                       attention_scale=self.attention_scale,
+                       residual=self.residual,
+                       out_proj=self.out_proj is not None,
+                       ffn_hidden_dropout=self.ffn_hidden_dropout,
+                       separate_kv_norm=self.separate_kv_norm,
+                       norm_eps=self.norm_eps)
+        return {k: v for k, v in current.items() if v != _BLOCK_DEFAULTS[k]}
+
     def __repr__(self) -> str:
+        extra = ''.join(f', {k}={v!r}'
+                        for k, v in self.extra_options().items())
         return (f'{self.__class__.__name__}({self.channels}, '
-                f'heads={self.heads})')
+                f'heads={self.heads}, dropout={self.dropout}{extra})')
 
 
 def gather_from_all_ranks(*tensors: Tensor) -> Tuple[Tensor, ...]:
