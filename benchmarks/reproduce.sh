@@ -3,6 +3,7 @@
 # order, as two lanes that can run side by side on a 2-core machine:
 #
 #   benchmarks/reproduce.sh a &   benchmarks/reproduce.sh b &
+#   benchmarks/reproduce.sh c     # when a lane is free: the reference module
 #
 # Every command resumes (--resume): run the lanes again after an interruption
 # and finished runs are kept. Results go to $OUT (default results/study); turn
@@ -29,5 +30,15 @@ case "${1:-}" in
     run --dataset Graph-Twitter --method erm irm vrex hma --seeds 5
     run --dataset Graph-SST5 --method irm vrex --seeds 5
     ;;
-  *) echo "usage: $0 a|b" >&2; exit 2 ;;
+  c)  # faithfulness: the released code's module (--set hma.style=reference),
+      # early stopping on the released code's evaluation (dataset order);
+      # collect with: reproduction.py collect results/study/reference --config reference
+    for ds in NCI1 PROTEINS; do
+      echo "== reference $ds" >&2
+      "$PY" benchmarks/ood.py --dataset "$ds" --method hma --seeds 10 \
+        --set hma.style=reference --eval order --resume --compare-evals \
+        --quiet --out "$OUT/reference"
+    done
+    ;;
+  *) echo "usage: $0 a|b|c" >&2; exit 2 ;;
 esac

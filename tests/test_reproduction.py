@@ -160,3 +160,25 @@ def test_report_without_runs_is_a_clear_error(tmp_path):
     assert res.returncode == 2
     assert 'no runs' in res.stderr and 'Traceback' not in res.stderr
     assert not (tmp_path / 'r.md').exists()
+
+
+def test_reference_rows_get_their_own_section(results, tmp_path):
+    runs = tmp_path / 'runs.csv'
+    collect([results], runs)
+    ref = tmp_path / 'reference'
+    for seed, h in enumerate(HMA):
+        write_json(ref / f'hma/seed{seed}.json',
+                   record('hma', seed, h - 0.05, modes(h - 0.05, h - 0.08),
+                          eval_mode='order', run_fingerprint=f'ref{seed}'))
+    # The reference runs selected under 'order': their own row is order's.
+    added, _ = collect([ref], runs, config='reference')
+    assert added == 25
+    from pyg_hma.train.reproduction import report_markdown
+    text = report_markdown(read_runs(runs), None)
+    row = next(line for line in text.splitlines()
+               if line.startswith('| NCI1 | HMA | 0.200'))
+    cells = [c.strip() for c in row.split('|')[3:9]]
+    assert cells[0] == '0.200 ± 0.016 (5)'          # published/independent
+    assert cells[5] == '0.150 ± 0.016 (5)'          # reference/order (own)
+    # The main table still shows only the published configuration.
+    assert '| NCI1 | GCN | HMA | 0.200 ± 0.016 (5)' in text

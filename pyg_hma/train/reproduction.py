@@ -365,6 +365,7 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
         if figures and table in figures:
             lines += [f'![{title}]({figures[table]})', '']
     lines += _eval_section(rows, config, metric_of)
+    lines += _reference_section(rows, config, metric_of)
     lines += ['## Differences from the paper\'s setting', '',
               '| affects | difference |', '|---|---|']
     lines += [f'| {where} | {what} |' for where, what in SETTING_DIFFERENCES]
@@ -472,6 +473,46 @@ def _eval_section(rows, config, metric_of) -> List[str]:
                 cells.append(f'{_f(mean, metric)} ± {_f(std, metric)} ({n})')
             out.append(f'| {dataset} | {method_label(method)} | {label} | '
                        + ' | '.join(cells) + ' |')
+    return out + ['']
+
+
+def _reference_section(rows, config, metric_of) -> List[str]:
+    r"""This project's readout beside the released code's module
+    (``reference`` rows), each scored under its own selection."""
+    cells: Dict[tuple, Dict[str, Dict[int, float]]] = {}
+    for r in rows:
+        cfg, scored = r['variant'].split('/', 1)
+        if cfg not in (config, 'reference') or scored != r['selected_by']:
+            continue
+        key = (str(r['table']), r['dataset'], r['method'])
+        cells.setdefault(key, {}).setdefault(r['variant'], {})[
+            int(r['seed'])] = scale_for_table(r['metric'], float(r['test']))
+    keys = [k for k, v in cells.items()
+            if any(var.startswith('reference/') for var in v)]
+    if not keys:
+        return []
+    variants = [f'{config}/{m}' for m in EVAL_MODES] + \
+        [f'reference/{m}' for m in EVAL_MODES]
+    out = ['## Faithfulness: the released code\'s module', '',
+           "`reference` = `HMAReadout(style='reference')`, the released "
+           "code's HMA module with its defects (docs/hma.md lists the 16 "
+           "differences), trained with early stopping on the released "
+           "code's evaluation (`order`). Test scores at each mode's own "
+           "selection, mean ± std over seeds (n).", '',
+           '| dataset | method | ' + ' | '.join(f'`{v}`' for v in variants)
+           + ' |', '|---|---|' + '---|' * len(variants)]
+    for key in sorted(keys):
+        metric = metric_of[key[:2]]
+        row = []
+        for v in variants:
+            seeds = cells[key].get(v)
+            if not seeds:
+                row.append('')
+                continue
+            mean, std, _, n = mean_interval(list(seeds.values()))
+            row.append(f'{_f(mean, metric)} ± {_f(std, metric)} ({n})')
+        out.append(f'| {key[1]} | {method_label(key[2])} | '
+                   + ' | '.join(row) + ' |')
     return out + ['']
 
 
