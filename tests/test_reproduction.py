@@ -135,7 +135,7 @@ def test_report_regenerates_from_the_committed_csv(results, tmp_path):
     assert 'HMA − ERM | +0.050 [+0.050, +0.050] (5) | 0.000 | +0.040' in text
     # Cells of the paper without a run are listed, baselines we do not
     # implement (CIGA) are not.
-    assert 'Cells: DD ERM.' in text and 'CIGA' not in text
+    assert 'Cells: DD ERM.' in text and 'CIGAv1' not in text
     assert 'Graph-SST5 GCN ERM' in text
     # The eval section: HMA's run selection scored three ways.
     row = next(line for line in lines
