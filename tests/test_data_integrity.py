@@ -140,6 +140,21 @@ def test_a_corrupt_tu_cache_is_rebuilt(listed_mirror, tmp_path, damage):
     assert meta['num_graphs'] == len(SIZES)
 
 
+def test_missing_raw_files_come_from_the_mirror_again(listed_mirror,
+                                                      tmp_path):
+    root = tmp_path / 'cache'
+    first = load_dataset('PROTEINS', root=root, mirror=listed_mirror)
+    raw = root / 'tu' / 'PROTEINS' / 'raw' / 'PROTEINS_A.txt'
+    assert raw.is_file()
+    raw.unlink()  # behind the folder's completion marker
+    for folder in (root / 'processed').iterdir():
+        shutil.rmtree(folder)  # so the raw files are read again
+    again = load_dataset('PROTEINS', root=root, mirror=listed_mirror)
+    assert raw.is_file()
+    assert [g.num_edges for g in again.train] == [
+        g.num_edges for g in first.train]
+
+
 def test_a_cache_that_stays_unreadable_is_reported(listed_mirror, tmp_path,
                                                    monkeypatch):
     root = tmp_path / 'cache'

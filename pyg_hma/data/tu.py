@@ -276,6 +276,12 @@ def _tu_dataset(name: str, root: Path, mirror: Optional[PathLike]
     """
     folder = root / 'tu'
     source_file = folder / name / 'SOURCE.txt'
+    required = [folder / name / 'raw' / f'{name}_{part}.txt'
+                for part in ('A', 'graph_indicator', 'graph_labels')]
+    if source_file.is_file() and not all(p.is_file() for p in required):
+        # Raw files went missing behind the marker: fetch them again (from
+        # the mirror, checked) rather than fail or read what is left.
+        shutil.rmtree(folder / name)
     if not source_file.is_file():
         url = f'{TUDataset.url}/{name}.zip'
         mirror_root = find_mirror(mirror)
