@@ -5,7 +5,7 @@ Three places are involved:
 * the **cache root** (``--root`` / ``root=``), default ``$PYG_HMA_ROOT`` or
   ``~/.cache/pyg_hma``: processed datasets live here;
 * the **offline mirror**: ``$PYG_HMA_MIRROR`` if set, else ``../shared/data``
-  relative to the project root when that folder exists, else none;
+  relative to the working directory when that folder exists, else none;
 * the **usual download** (TU Dortmund, OGB, ...), used only when no mirror is found.
 
 Mirror files are checked against the mirror's ``SHA256SUMS``; a mirror
@@ -41,7 +41,13 @@ PathLike = Union[str, os.PathLike]
 
 MIRROR_ENV = 'PYG_HMA_MIRROR'
 ROOT_ENV = 'PYG_HMA_ROOT'
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shared_dir() -> Path:
+    r"""``../shared`` beside the working directory: where a checkout of the
+    project finds the offline data mirror and the paper's numbers when run
+    from its root (never derived from where the package is installed)."""
+    return Path.cwd().parent / 'shared'
 
 
 class MissingDataError(FileNotFoundError):
@@ -88,7 +94,7 @@ def find_mirror(mirror: Optional[PathLike] = None) -> Optional[Path]:
                 f"'{path}'. Point it at a folder laid out like the project's "
                 f"shared/data mirror, or unset it to download.")
         return path
-    default = PROJECT_ROOT.parent / 'shared' / 'data'
+    default = shared_dir() / 'data'
     return default if default.is_dir() else None
 
 
@@ -163,14 +169,14 @@ def mirror_file(relpath: str, mirror: Optional[PathLike] = None,
         raise MissingDataError(
             f"No offline mirror found for '{relpath}'{label}: set "
             f"${MIRROR_ENV} to a folder holding it, pass --mirror, or place "
-            f"it at '{PROJECT_ROOT.parent / 'shared' / 'data' / relpath}'.")
+            f"it at '{shared_dir() / 'data' / relpath}'.")
     path = root / relpath
     if not path.is_file():
         raise MissingDataError(
             f"'{relpath}'{label} is missing from the offline mirror: looked "
             f"for '{path}'. Copy the file there (see the mirror's README); "
             f"on a machine with internet access, run without a mirror (no "
-            f"${MIRROR_ENV} and no ../shared/data beside the project) to "
+            f"${MIRROR_ENV} and no ../shared/data beside the working directory) to "
             f"download it instead.")
     expected = _read_checksums(root).get(relpath)
     if expected is None:

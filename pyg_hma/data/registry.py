@@ -100,7 +100,8 @@ def load_dataset(name: str, root: Optional[PathLike] = None,
         name: one of :func:`available_datasets`.
         root: cache folder (default ``$PYG_HMA_ROOT`` or ``~/.cache/pyg_hma``).
         mirror: offline mirror folder (default ``$PYG_HMA_MIRROR``, else
-            ``../shared/data`` beside the project when present, else download).
+            ``../shared/data`` beside the working directory when present, else
+            download).
         seed: seed of the split where the protocol shuffles.
         exported: a folder of exported splits (default
             ``$PYG_HMA_EXPORTED``): read ``NAME-seedS.pt`` from it instead of

@@ -8,7 +8,7 @@ best-validation epoch, on the paper's scale (ROC-AUC and accuracy in
 percent, MCC raw), next to the paper's number labelled "paper".
 
 The paper's numbers are read from ``$PYG_HMA_PAPER`` or, by default,
-``../shared/paper/graph_results.csv`` beside the project root (columns
+``../shared/paper/graph_results.csv`` beside the working directory (columns
 ``table,metric,dataset,backbone,method,mean,std``). When neither exists the
 paper column is left out and the summary says so.
 """
@@ -24,7 +24,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..data._io import PROJECT_ROOT, atomic_path
+from ..data._io import atomic_path, shared_dir
 from ..methods import METHODS, method_label
 from ..models.backbones import backbone_label
 from .metrics import METRIC_LABELS, scale_for_table
@@ -75,16 +75,30 @@ def source_commit() -> Optional[str]:
     the runners have uncommitted changes), or ``None`` outside a git
     checkout (e.g. an installed wheel)."""
     import subprocess
-    root = str(PROJECT_ROOT)
+    # The code that runs: the git checkout holding this package (an
+    # installed wheel is in none: None).
+    here = str(Path(__file__).resolve().parent)
     try:
+        top = subprocess.run(['git', '-C', here, 'rev-parse',
+                              '--show-toplevel'],
+                             capture_output=True, text=True, timeout=10)
+        if top.returncode != 0:
+            return None
+        root = top.stdout.strip()
+        tracked = subprocess.run(  # not a wheel inside some other checkout
+            ['git', '-C', root, 'ls-files', '--error-unmatch',
+             str(Path(__file__).resolve())],
+            capture_output=True, text=True, timeout=10)
+        if tracked.returncode != 0:
+            return None
         head = subprocess.run(['git', '-C', root, 'rev-parse', 'HEAD'],
                               capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
             ['git', '-C', root, 'status', '--porcelain', '--untracked-files=no',
-             '--', 'pyg_hma',
-             'benchmarks'], capture_output=True, text=True, timeout=10)
+             '--', 'pyg_hma', 'benchmarks'],
+            capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
@@ -200,7 +214,7 @@ def paper_csv_path() -> Path:
     env = os.environ.get(PAPER_ENV)
     if env:
         return Path(env).expanduser()
-    return PROJECT_ROOT.parent / 'shared' / 'paper' / 'graph_results.csv'
+    return shared_dir() / 'paper' / 'graph_results.csv'
 
 
 def load_paper(path: Optional[os.PathLike] = None) -> Optional[List[dict]]:

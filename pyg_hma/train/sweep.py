@@ -62,7 +62,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..data._io import PROJECT_ROOT
 from .results import mean_std
 
 RUNNERS = ('ood', 'ogb_mol', 'tu_id')
@@ -286,10 +285,10 @@ def load_runner(name: str):
         raise SweepError(f"unknown runner '{name}'; choose from "
                          f"{', '.join(RUNNERS)}")
     if name not in _RUNNER_MODULES:
-        path = PROJECT_ROOT / 'benchmarks' / f'{name}.py'
+        path = Path.cwd() / 'benchmarks' / f'{name}.py'
         if not path.is_file():
-            raise SweepError(f"runner {path} not found (sweeps run from a "
-                             f"checkout of the project)")
+            raise SweepError(f"runner {path} not found: run sweeps from the "
+                             f"root of a checkout of the project")
         spec = importlib.util.spec_from_file_location(
             f'pyg_hma_runner_{name}', path)
         module = importlib.util.module_from_spec(spec)
