@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,27 @@ def test_seed_batched_runs_are_their_own_configuration(data_root, tmp_path):
     assert runner('ood').main(argv + ['--resume']) == 2
     with pytest.raises(SystemExit):
         runner('ood').main(argv + ['--seed-batch', '2', '--pad', '64,128'])
+
+
+def test_tensorboard_curves_follow_the_recorded_history(data_root, tmp_path):
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import \
+        EventAccumulator
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--seeds', '0,1', '--epochs', '3', '--root', str(data_root),
+            '--compare-evals', '--tensorboard', str(tmp_path / 'tb')]
+    for extra in ([], ['--seed-batch', '2']):  # one by one, seed-batched
+        out = tmp_path / f'out{len(extra)}'
+        assert runner('ood').main(argv + ['--out', str(out)] + extra) == 0
+        for seed in (0, 1):
+            rec = json.loads((out / f'PROTEINS/gin-max/hma/seed{seed}.json')
+                             .read_text())
+            events = EventAccumulator(str(
+                tmp_path / f'tb/PROTEINS/gin-max/hma/seed{seed}')).Reload()
+            val = [e.value for e in events.Scalars('metric/val')]
+            assert val == pytest.approx([h['val'] for h in rec['history']])
+            loss = [e.value for e in events.Scalars('loss/train')]
+            assert loss == pytest.approx(
+                [h['train_loss'] for h in rec['history']])
+            assert 'metric_by_eval/order/test' in events.Tags()['scalars']
+        shutil.rmtree(tmp_path / 'tb')

@@ -315,6 +315,10 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    'after the other, in this process). On one GPU the '
                    'processes time-slice the card: 16 jobs on an H100 were '
                    'slow (docs/performance.md); keep N small there')
+    p.add_argument('--tensorboard', type=Path, metavar='DIR',
+                   help='write per-epoch curves (loss, metrics, lr) of every '
+                   'run for TensorBoard under DIR/DATASET/BACKBONE/METHOD/'
+                   'seedS (needs pyg_hma[tensorboard])')
     p.add_argument('--seed-batch', type=int, default=1, metavar='N',
                    help='train up to N seeds of a method as one seed-batched '
                    'model (pyg_hma.train.fit_seeds; GCN/GIN with ERM, the '
@@ -636,8 +640,29 @@ def _run_job(job: _Job) -> dict:
     splits = _splits_for(job)
     model_fn, built = _model_for(job, splits)
     job.stem.parent.mkdir(parents=True, exist_ok=True)
+    curves = _curves(job)
     start = time.perf_counter()
-    res = fit(model_fn, splits, job.method, job.cfg, seed=job.seed,
+    try:
+        res = _fit_job(job, splits, model_fn, curves)
+    finally:
+        for c in curves:
+            c.close()
+    return _finish(job, splits, res, built, time.perf_counter() - start)
+
+
+def _curves(job: _Job) -> list:
+    """The run's TensorBoard writer (``--tensorboard``), if asked for:
+    ``DIR/DATASET/BACKBONE/METHOD/seedS``."""
+    root = getattr(job.args, 'tensorboard', None)
+    if root is None:
+        return []
+    from .curves import TensorBoardCurves
+    where = Path(*job.stem.parts[-4:])
+    return [TensorBoardCurves(Path(root) / where)]
+
+
+def _fit_job(job: _Job, splits, model_fn, curves):
+    return fit(model_fn, splits, job.method, job.cfg, seed=job.seed,
               device=job.device, loader=job.args.loader,
               pad=getattr(job.args, 'pad', None),
               compile=getattr(job.args, 'compile', None),
@@ -645,32 +670,48 @@ def _run_job(job: _Job) -> dict:
               resume=job.args.resume, run_id=job.run_id,
               progress=job.progress, verbose=job.args.verbose,
               log_file=attempt_log(job.stem),  # a new log per attempt
-              compare_eval_modes=getattr(job.args, 'compare_evals', False))
-    return _finish(job, splits, res, built, time.perf_counter() - start)
+              compare_eval_modes=getattr(job.args, 'compare_evals', False),
+              callbacks=curves)
 
 
 def _run_group(jobs: Sequence[_Job]) -> List[Tuple[_Job, dict]]:
     r"""Trains the runs of :obj:`jobs` (one method, several seeds) as one
     seed-batched model (:func:`~pyg_hma.train.seed_batch.fit_seeds`);
     writes and returns their records."""
-    from .seed_batch import fit_seeds
     if len(jobs) == 1:
         return [(jobs[0], _run_job(jobs[0]))]
     job = jobs[0]
     splits = [_splits_for(j) for j in jobs]
     model_fn, built = _model_for(job, splits[0])
     job.stem.parent.mkdir(parents=True, exist_ok=True)
+    curves = {j.seed: _curves(j) for j in jobs}
     start = time.perf_counter()
-    results = fit_seeds(
+    try:
+        results = _fit_group(jobs, splits, model_fn, curves)
+    finally:
+        for cs in curves.values():
+            for c in cs:
+                c.close()
+    seconds = (time.perf_counter() - start) / len(jobs)
+    return [(j, _finish(j, s, res, built, seconds))
+            for j, s, res in zip(jobs, splits, results)]
+
+
+def _fit_group(jobs, splits, model_fn, curves):
+    from .seed_batch import fit_seeds
+    job = jobs[0]
+
+    def to_curves(seed, epoch, rec):
+        for c in curves[seed]:
+            c(epoch, rec)
+    return fit_seeds(
         model_fn, splits, job.method, job.cfg, seeds=[j.seed for j in jobs],
         device=job.device, loader=job.args.loader,
         checkpoint_dir=job.stem.parent, log_dir=job.stem.parent,
         resume=job.args.resume, run_id=job.run_id,
         verbose=job.args.verbose,
-        compare_eval_modes=getattr(job.args, 'compare_evals', False))
-    seconds = (time.perf_counter() - start) / len(jobs)
-    return [(j, _finish(j, s, res, built, seconds))
-            for j, s, res in zip(jobs, splits, results)]
+        compare_eval_modes=getattr(job.args, 'compare_evals', False),
+        callbacks=[to_curves])
 
 
 def _model_for(job: _Job, splits):
@@ -899,6 +940,15 @@ def check_arguments(args: argparse.Namespace, runner: str) -> Optional[str]:
             return f'--root {root} is a file; give the dataset cache folder'
         if not _writable(root):
             return f'--root {root} cannot be written; choose a writable folder'
+    if getattr(args, 'tensorboard', None) is not None:
+        from .curves import tensorboard_available
+        if not tensorboard_available():
+            return ("--tensorboard needs the tensorboard package: pip "
+                    "install 'pyg_hma[tensorboard]'")
+        if (args.tensorboard.exists() and not args.tensorboard.is_dir()) \
+                or not _writable(args.tensorboard):
+            return (f'--tensorboard {args.tensorboard} cannot be written; '
+                    f'choose a writable folder')
     for option in ('mirror', 'exported'):
         value = getattr(args, option, None)
         if value is not None and not Path(value).expanduser().is_dir():
