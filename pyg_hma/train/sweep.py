@@ -384,14 +384,14 @@ class Sweep:
         seeds. Raises :class:`SweepError`."""
         from ..methods import METHODS
         from .benchmark import QUICK_DEFAULTS, settings_of
+        if self.method not in METHODS:  # needs no runner file
+            raise SweepError(f"unknown method '{self.method}'; choose from "
+                             f"{', '.join(METHODS)}")
         self.protocols = load_runner(self.runner).PROTOCOLS
         if self.dataset not in self.protocols:
             raise SweepError(f"runner {self.runner} has no dataset "
                              f"'{self.dataset}'; choose from "
                              f"{', '.join(self.protocols)}")
-        if self.method not in METHODS:
-            raise SweepError(f"unknown method '{self.method}'; choose from "
-                             f"{', '.join(METHODS)}")
         if not self.search_seeds:
             raise SweepError('--search-seeds: at least one seed is needed')
         both = sorted(set(self.search_seeds) & set(self.confirm_seeds))
