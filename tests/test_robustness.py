@@ -89,7 +89,9 @@ BAD_OPTIONS = {
     '--backbone': st.sampled_from(['gat', 'GCN']),
     '--set': st.sampled_from(['hma.nope=1', 'train.epochs=0', 'x=1',
                               'backbone.conv=gcn', 'hma.rma=false',
-                              'train.lr=abc']),
+                              'train.lr=abc', 'train.lr=-1',
+                              'train.batch_size=2.5', 'train.loss=mse',
+                              'train.weight_decay=-1']),
 }
 
 
@@ -101,11 +103,13 @@ BAD_OPTIONS = {
                              for o in opts])),
        dataset=st.sampled_from(['NCI1', 'PROTEINS', 'nci1', 'CIFAR']))
 def test_bad_command_lines_fail_early_and_clearly(tmp_path, bad, dataset):
-    out = tmp_path / 'out'
+    import tempfile  # tmp_path is shared by all examples: one folder each
+    example = Path(tempfile.mkdtemp(dir=tmp_path))
+    out = example / 'out'
     argv = ['--dataset', dataset, '--out', str(out), '--quick']
     for option, value in bad:
         if value == 'NO_SUCH_DIR':
-            value = str(tmp_path / 'missing')
+            value = str(example / 'missing')
         argv += [option, value]
     code, err = run_cli(argv)
     assert code == 2, (argv, err)

@@ -111,6 +111,23 @@ class TrainConfig:
     eval_mode: str = 'independent'
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # types first: values are compared
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and kind.startswith('Optional['):
+                continue
+            kind = kind.replace('Optional[', '').rstrip(']')
+            ok = {'int': lambda v: isinstance(v, int),
+                  'float': lambda v: isinstance(v, (int, float)),
+                  'str': lambda v: isinstance(v, str)}.get(kind)
+            if ok is not None and (isinstance(value, bool) or not ok(value)):
+                raise TypeError(f'{f.name} must be {kind}, got {value!r}')
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f'lr must be a positive number (got {self.lr})')
+        if self.weight_decay < 0 or (self.clip_grad_norm is not None
+                                     and not self.clip_grad_norm > 0):
+            raise ValueError(f'weight_decay must be >= 0 and clip_grad_norm '
+                             f'> 0 or None (got {self.weight_decay}, '
+                             f'{self.clip_grad_norm})')
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f'epochs and batch_size must be positive (got '
                              f'{self.epochs}, {self.batch_size})')
