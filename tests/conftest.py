@@ -11,3 +11,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def proteins_subset(tmp_path_factory, train: int, evaluate: int):
+    r"""PROTEINS size-shift splits cut to small random subsets (a small real
+    problem), processed once per session into the shared temporary root;
+    skips the test without the offline mirror."""
+    import dataclasses
+    from pyg_hma.data import find_mirror, load_dataset
+    from pyg_hma.train.loaders import random_subset
+    if find_mirror() is None:
+        pytest.skip('needs the offline data mirror (../shared/data)')
+    root = tmp_path_factory.getbasetemp() / 'pyg_hma_data'
+    splits = load_dataset('PROTEINS', root=root)
+    return dataclasses.replace(
+        splits, train=random_subset(splits.train, train, 0),
+        val=random_subset(splits.val, evaluate, 0),
+        test=random_subset(splits.test, evaluate, 0))

@@ -9,35 +9,23 @@ from torch.utils.data import TensorDataset
 from torch_geometric.data import Batch
 
 import pyg_hma.train.engine as engine
-from pyg_hma.data import DatasetSplits, find_mirror, load_dataset
+from pyg_hma.data import DatasetSplits
 from pyg_hma.models import build_model
 from pyg_hma.train import BestTracker, TrainConfig, evaluate, fit
 from pyg_hma.train.loaders import pyg_loader, random_subset
 from pyg_hma.methods import (IRM, Criterion, DropEdge, DropNode,
                              StepContext, VREx)
 
+from conftest import proteins_subset
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Tiny batches: one thread is faster and immune to a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
 def proteins(tmp_path_factory):
-    if find_mirror() is None:
-        pytest.skip('needs the offline data mirror (../shared/data)')
-    # Shared with test_runners.py: processed once per session.
-    root = tmp_path_factory.getbasetemp() / 'pyg_hma_data'
-    splits = load_dataset('PROTEINS', root=root)
     # A small real problem: 300 training graphs, 100 each for val and test.
-    return dataclasses.replace(
-        splits, train=random_subset(splits.train, 300, 0),
-        val=random_subset(splits.val, 100, 0),
-        test=random_subset(splits.test, 100, 0))
+    return proteins_subset(tmp_path_factory, 300, 100)
 
 
 def gcn(splits, method='erm', hidden=16):

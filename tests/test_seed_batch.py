@@ -6,31 +6,19 @@ import dataclasses
 import pytest
 import torch
 
-from pyg_hma.data import find_mirror, load_dataset
 from pyg_hma.models import build_model
 from pyg_hma.train import TrainConfig, fit
-from pyg_hma.train.loaders import random_subset
 from pyg_hma.train.seed_batch import fit_seeds, seed_batch_support
 
+from conftest import proteins_subset
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
 def proteins(tmp_path_factory):
-    if find_mirror() is None:
-        pytest.skip('needs the offline data mirror (../shared/data)')
-    root = tmp_path_factory.getbasetemp() / 'pyg_hma_data'
-    splits = load_dataset('PROTEINS', root=root)
-    return dataclasses.replace(
-        splits, train=random_subset(splits.train, 160, 0),
-        val=random_subset(splits.val, 60, 0),
-        test=random_subset(splits.test, 60, 0))
+    return proteins_subset(tmp_path_factory, 160, 60)
 
 
 @pytest.fixture()
