@@ -283,6 +283,14 @@ def _f(value: float, metric: str, signed: bool = False) -> str:
     return f'{value:+.{digits}f}' if signed else f'{value:.{digits}f}'
 
 
+def _seeds_cell(seeds: Optional[Dict[int, float]], metric: str) -> str:
+    r"""``mean ± std (n)`` of per-seed scores; empty without any."""
+    if not seeds:
+        return ''
+    mean, std, _, n = mean_interval(list(seeds.values()))
+    return f'{_f(mean, metric)} ± {_f(std, metric)} ({n})'
+
+
 def _cells(rows: Sequence[dict], variant: str, selected_by: str
            ) -> Dict[tuple, Dict[int, float]]:
     r"""``{(table, dataset, backbone, method, config_id): {seed: test}}``
@@ -452,9 +460,7 @@ def _eval_section(rows, config, metric_of) -> List[str]:
         metric = metric_of[(table, dataset)]
         by = full[key]
         if all(v == by[DEFAULT_EVAL, DEFAULT_EVAL] for v in by.values()):
-            mean, std, _, n = mean_interval(
-                list(by[DEFAULT_EVAL, DEFAULT_EVAL].values()))
-            same = f'{_f(mean, metric)} ± {_f(std, metric)} ({n})'
+            same = _seeds_cell(by[DEFAULT_EVAL, DEFAULT_EVAL], metric)
             out.append(f'| {dataset} | {method_label(method)} | any (the '
                        f'same in every mode) | ' + ' | '.join(
                            [same] * len(modes)) + ' |')
@@ -466,11 +472,7 @@ def _eval_section(rows, config, metric_of) -> List[str]:
             for m in modes:
                 seeds = by.get((selected_by, m)) if (
                     selected_by == DEFAULT_EVAL or m == selected_by) else None
-                if not seeds:
-                    cells.append('')
-                    continue
-                mean, std, _, n = mean_interval(list(seeds.values()))
-                cells.append(f'{_f(mean, metric)} ± {_f(std, metric)} ({n})')
+                cells.append(_seeds_cell(seeds, metric))
             out.append(f'| {dataset} | {method_label(method)} | {label} | '
                        + ' | '.join(cells) + ' |')
     return out + ['']
@@ -505,12 +507,7 @@ def _reference_section(rows, config, metric_of) -> List[str]:
         metric = metric_of[key[:2]]
         row = []
         for v in variants:
-            seeds = cells[key].get(v)
-            if not seeds:
-                row.append('')
-                continue
-            mean, std, _, n = mean_interval(list(seeds.values()))
-            row.append(f'{_f(mean, metric)} ± {_f(std, metric)} ({n})')
+            row.append(_seeds_cell(cells[key].get(v), metric))
         out.append(f'| {key[1]} | {method_label(key[2])} | '
                    + ' | '.join(row) + ' |')
     return out + ['']
