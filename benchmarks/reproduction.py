@@ -5,8 +5,10 @@ r"""The reproduction study's committed results and its report.
 
 ``collect`` turns every finished (non-quick) run's JSON below the folders
 into rows of ``results/paper/runs.csv`` (one per run and eval setting; rows
-already there are never changed). ``report`` regenerates the report from the
-committed CSV and the paper's numbers; it trains nothing. See
+already there are never changed) and their per-epoch curves into
+``results/paper/curves.csv``. ``report`` regenerates the report from the
+committed CSVs, the sweep summaries in ``results/paper/sweeps/`` (copies of
+sweeps' ``best.json``) and the paper's numbers; it trains nothing. See
 :mod:`pyg_hma.train.reproduction` for the columns and the verdict rule.
 """
 import argparse

@@ -182,3 +182,51 @@ def test_reference_rows_get_their_own_section(results, tmp_path):
     assert cells[5] == '0.150 ± 0.016 (5)'          # reference/order (own)
     # The main table still shows only the published configuration.
     assert '| NCI1 | GCN | HMA | 0.200 ± 0.016 (5)' in text
+
+
+def test_curves_and_sweeps_reach_the_report(results, tmp_path):
+    for seed, h in enumerate(HMA):  # HMA runs carry their per-epoch history
+        rec = record('hma', seed, h, modes(h, h - 0.1), history=[
+            dict(epoch=e, train_loss=1.0 / e, val=0.1 * e,
+                 test={'test': h * e / 3}) for e in (1, 2, 3)])
+        write_json(results / f'hma/seed{seed}.json', rec)
+    runs = tmp_path / 'paper/runs.csv'
+    collect([results], runs)
+    from pyg_hma.train.reproduction import (curves_path, read_curves,
+                                            report)
+    curves = read_curves(curves_path(runs))
+    assert len(curves) == 3 * len(HMA)  # ERM runs have no history here
+    first = next(c for c in curves if c['seed'] == '1' and c['epoch'] == '3')
+    assert float(first['test']) == pytest.approx(HMA[1])
+    assert float(first['train_loss']) == pytest.approx(1 / 3, rel=1e-5)
+    before = curves_path(runs).read_bytes()
+    collect([results], runs)  # again: curves of a known run are kept
+    assert curves_path(runs).read_bytes() == before
+
+    from pyg_hma.train.sweep import SWEEP_KIND
+    trials = [dict(trial=f't{i}', params={'hma.memory_size': m,
+                                          'hma.slots_per_class': k},
+                   val_mean=0.3 + 0.01 * i, metric='mcc')
+              for i, (m, k) in enumerate((m, k) for m in ('1x', '2x')
+                                         for k in (8, 16))]
+    sweep = dict(kind=SWEEP_KIND, dataset='NCI1', method='hma',
+                 space={'hma.memory_size': ['1x', '2x'],
+                        'hma.slots_per_class': [8, 16]},
+                 search_seeds=[100, 101], num_trials=4, trials=trials,
+                 best=dict(trial='t3', params=trials[3]['params'],
+                           val_mean=0.33),
+                 confirm=dict(test=[0.2, 0.3, 0.25], val=[0.4, 0.4, 0.4]))
+    write_json(runs.parent / 'sweeps/NCI1-hma.json', sweep)
+    out = tmp_path / 'docs/reproduction.md'
+    text = report(runs, None, out=out, figures_dir=tmp_path / 'docs/fig')
+    row = next(line for line in text.splitlines()
+               if line.startswith('| NCI1 | HMA | 4 / 4'))
+    assert 'memory_size=2x, slots_per_class=16: 0.330' in row
+    assert '0.250 ± 0.050 (3)' in row and '0.200 ± 0.016 (5)' in row
+    for name in ('curves.png', 'sweep_NCI1.png'):
+        assert (tmp_path / f'docs/fig/{name}').read_bytes()[:4] == b'\x89PNG'
+        assert f'](fig/{name})' in text
+    # A file in sweeps/ that is not a sweep summary is a clear error.
+    (runs.parent / 'sweeps/notes.json').write_text('{"kind": "x"}')
+    with pytest.raises(RunsFileError, match='not a sweep summary'):
+        report(runs, None)

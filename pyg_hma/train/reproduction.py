@@ -24,7 +24,10 @@ without retraining:
   runs of different configurations are never averaged together.
 
 Rows are identified by ``(fingerprint, seed, variant, selected_by)``;
-collecting again never changes a row that is already there.
+collecting again never changes a row that is already there. Beside it,
+``curves.csv`` keeps each run's per-epoch training loss and validation/test
+scores (for the curves figure), and ``sweeps/DATASET-METHOD.json`` the
+summaries of the study's sweeps (section 3: tuned as the paper did).
 """
 from __future__ import annotations
 
@@ -54,6 +57,12 @@ VERDICT_RULE = (
     "confidence interval of our mean over seeds (Student's t, n-1 degrees "
     "of freedom), **not reproduced** when it lies outside (we say whether "
     "ours is above or below), and **inconclusive** with fewer than 3 seeds.")
+
+
+#: Per-epoch curves beside ``runs.csv`` (``curves.csv``): one row per run
+#: and epoch, the run's own eval mode; joined to the runs by
+#: ``(fingerprint, seed)``.
+CURVES_COLUMNS = ('fingerprint', 'seed', 'epoch', 'train_loss', 'val', 'test')
 
 
 class RunsFileError(ValueError):
@@ -97,19 +106,59 @@ def rows_of_result(rec: dict, config: str = 'published') -> List[dict]:
     return rows
 
 
-def read_runs(path: os.PathLike) -> List[dict]:
-    r"""The rows of a ``runs.csv`` (empty when the file does not exist)."""
+def curve_rows_of_result(rec: dict) -> List[dict]:
+    r"""The ``curves.csv`` rows of one result record: per epoch, the
+    training loss and the validation and primary test scores under the
+    run's own eval mode (6 significant digits; empty when not finite)."""
+    primary = rec['primary_test']
+
+    def short(value) -> str:
+        return f'{value:.6g}' if isinstance(value, (int, float)) and \
+            math.isfinite(value) else ''
+    return [dict(fingerprint=rec['run_fingerprint'], seed=rec['seed'],
+                 epoch=h['epoch'], train_loss=short(h.get('train_loss')),
+                 val=short(h.get('val')),
+                 test=short((h.get('test') or {}).get(primary)))
+            for h in rec.get('history') or ()]
+
+
+def curves_path(runs_csv: os.PathLike) -> Path:
+    r"""Where the curves of :obj:`runs_csv` live (``curves.csv`` beside)."""
+    return Path(runs_csv).with_name('curves.csv')
+
+
+def _read_csv(path: os.PathLike, columns: Sequence[str], what: str
+              ) -> List[dict]:
     path = Path(path)
     if not path.exists():
         return []
     with open(path, newline='') as f:
         reader = csv.DictReader(f)
-        missing = set(RUNS_COLUMNS) - set(reader.fieldnames or ())
+        missing = set(columns) - set(reader.fieldnames or ())
         if missing:
             raise RunsFileError(f"'{path}' lacks the columns "
-                                f"{sorted(missing)}; it is not a runs.csv of "
+                                f"{sorted(missing)}; it is not a {what} of "
                                 f"this project")
         return [dict(r) for r in reader]
+
+
+def _write_csv(path: os.PathLike, columns: Sequence[str], rows) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=columns,
+                                    lineterminator='\n')
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in columns} for r in rows)
+
+
+def read_runs(path: os.PathLike) -> List[dict]:
+    r"""The rows of a ``runs.csv`` (empty when the file does not exist)."""
+    return _read_csv(path, RUNS_COLUMNS, 'runs.csv')
+
+
+def read_curves(path: os.PathLike) -> List[dict]:
+    r"""The rows of a ``curves.csv`` (empty when the file does not exist)."""
+    return _read_csv(path, CURVES_COLUMNS, 'curves.csv')
 
 
 def _key(row: dict) -> tuple:
@@ -137,14 +186,22 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
 
     Returns ``(rows added, rows already there)``. A row whose key is present
     with other values raises :class:`RunsFileError` and writes nothing.
+    The runs' per-epoch curves are added to :func:`curves_path` (a run whose
+    curves are there already is left as it is).
     """
     existing = read_runs(runs_csv)
     index = {_key(r): r for r in existing}
     added: List[dict] = []
     kept = 0
+    old_curves = read_curves(curves_path(runs_csv))
+    have_curves = {(r['fingerprint'], str(r['seed'])) for r in old_curves}
+    new_curves: List[dict] = []
     for rec in find_results(folders):
         if rec.get('quick'):
             continue
+        if (rec['run_fingerprint'], str(rec['seed'])) not in have_curves:
+            have_curves.add((rec['run_fingerprint'], str(rec['seed'])))
+            new_curves += curve_rows_of_result(rec)
         for row in rows_of_result(rec, config):
             old = index.get(_key(row))
             if old is None:
@@ -163,13 +220,10 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
                                  r['backbone'], method_rank(r['method']),
                                  r['variant'], r['selected_by'],
                                  int(r['seed']), r['fingerprint']))
-        with atomic_path(runs_csv) as tmp:
-            with open(tmp, 'w', newline='') as f:
-                writer = csv.DictWriter(f, fieldnames=RUNS_COLUMNS,
-                                        lineterminator='\n')
-                writer.writeheader()
-                writer.writerows({k: r[k] for k in RUNS_COLUMNS}
-                                 for r in rows)
+        _write_csv(runs_csv, RUNS_COLUMNS, rows)
+    if new_curves:
+        _write_csv(curves_path(runs_csv), CURVES_COLUMNS,
+                   old_curves + new_curves)
     return len(added), kept
 
 
@@ -317,7 +371,8 @@ def _paper_cell(paper, table, dataset, backbone, method):
 
 def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
                     config: str = 'published',
-                    figures: Optional[Dict[str, str]] = None) -> str:
+                    figures: Optional[Dict[str, str]] = None,
+                    sweeps: Sequence[dict] = ()) -> str:
     r"""The reproduction report (markdown) from ``runs.csv`` rows."""
     metric_of = {(str(r['table']), r['dataset']): r['metric'] for r in rows}
     main = _cells(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
@@ -372,6 +427,14 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
                           for d, b, m in missing) + '.', '']
         if figures and table in figures:
             lines += [f'![{title}]({figures[table]})', '']
+    if figures and 'curves' in figures:
+        lines += ['## Validation and test curves', '',
+                  'ERM and HMA on one size-shift (NCI1) and one degree-shift '
+                  '(Graph-SST5) dataset: per-seed curves (thin) and their '
+                  'mean over the seeds still training (thick), under the '
+                  'default eval mode.', '',
+                  f"![curves]({figures['curves']})", '']
+    lines += _tuning_section(sweeps, rows, config, metric_of, figures)
     lines += _eval_section(rows, config, metric_of)
     lines += _reference_section(rows, config, metric_of)
     lines += ['## Differences from the paper\'s setting', '',
@@ -513,35 +576,157 @@ def _reference_section(rows, config, metric_of) -> List[str]:
     return out + ['']
 
 
-def report(runs_csv: os.PathLike, paper: Optional[List[dict]],
-           out: Optional[os.PathLike] = None, config: str = 'published',
-           figures_dir: Optional[os.PathLike] = None) -> str:
-    r"""Builds the report from :obj:`runs_csv` (and figures into
-    :obj:`figures_dir` when given); writes it to :obj:`out` atomically."""
-    rows = read_runs(runs_csv)
-    if not rows:
-        raise RunsFileError(f"no runs in '{runs_csv}': collect results first "
-                            f"(python benchmarks/reproduction.py collect)")
-    figures = None
-    if figures_dir is not None and out is not None:
-        figures = write_figures(rows, paper, Path(figures_dir), config,
-                                relative_to=Path(out).parent)
-    text = report_markdown(rows, paper, config, figures)
-    if out is not None:
-        with atomic_path(out) as tmp:
-            tmp.write_text(text)
-    return text
+# --------------------------------------------------------------------------
+# Sweeps (section 3 of the study: tuned as the paper did)
+# --------------------------------------------------------------------------
+
+def sweeps_folder(runs_csv: os.PathLike) -> Path:
+    r"""Where committed sweep summaries live (``sweeps/`` beside
+    :obj:`runs_csv`): one ``DATASET-METHOD.json`` per sweep, a copy of the
+    sweep's ``best.json`` (see :mod:`.sweep`)."""
+    return Path(runs_csv).with_name('sweeps')
+
+
+def read_sweeps(folder: os.PathLike) -> List[dict]:
+    r"""The sweep summaries in :obj:`folder` (none when it does not exist),
+    sorted by dataset and method."""
+    import json
+    from .sweep import SWEEP_KIND
+    out = []
+    for path in sorted(Path(folder).glob('*.json')) if \
+            Path(folder).is_dir() else ():
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise RunsFileError(f"'{path}' is not readable JSON ({e}); "
+                                f"copy a sweep's best.json there") from None
+        if rec.get('kind') != SWEEP_KIND:
+            raise RunsFileError(f"'{path}' is not a sweep summary (kind "
+                                f"{rec.get('kind')!r}); copy a sweep's "
+                                f"best.json there")
+        out.append(rec)
+    return sorted(out, key=lambda r: (r['dataset'], method_rank(r['method'])))
+
+
+def _sweep_grid(sweep: dict) -> Optional[dict]:
+    r"""A sweep's trials as a 2-D grid (``None`` unless it has 2 axes)."""
+    axes = list(sweep['space'])
+    if len(axes) != 2:
+        return None
+    (y_key, y_values), (x_key, x_values) = [(k, sweep['space'][k])
+                                            for k in axes]
+    scores = [[None] * len(x_values) for _ in y_values]
+    best = None
+    for t in sweep['trials']:
+        r = y_values.index(t['params'][y_key])
+        c = x_values.index(t['params'][x_key])
+        scores[r][c] = t['val_mean']
+        if sweep.get('best') and t['trial'] == sweep['best']['trial']:
+            best = (r, c)
+    return dict(title=f"{sweep['dataset']} {method_label(sweep['method'])}: "
+                      f"mean validation ({len(sweep['search_seeds'])} "
+                      f"search seeds)",
+                x_label=x_key, x_values=x_values, y_label=y_key,
+                y_values=y_values, scores=scores, best=best)
+
+
+def _tuning_section(sweeps, rows, config, metric_of, figures) -> List[str]:
+    if not sweeps:
+        return []
+    main = _cells(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
+    out = ['## Tuned as the paper did', '',
+           "`benchmarks/sweep.py`: HMA over the paper's grid (memory size "
+           "M in {1, 2, 3} x batch size, slots per class k in {8, 16, 32, "
+           "64}), ERM over the same number of trials (dropout x learning "
+           "rate); each trial scored by its mean validation over the search "
+           "seeds (test never read), the best confirmed on seeds 0-9. The "
+           f"`{config}` column is the runners' protocol (the tables above).",
+           '', '| dataset | method | trials | best (validation) | '
+           'confirmed test (n) | ' + f'`{config}` test (n) |',
+           '|---|---|---|---|---|---|']
+    for sw in sweeps:
+        metric = sw['trials'][0]['metric'] if sw['trials'] else 'mcc'
+        best = sw.get('best')
+        conf = sw.get('confirm')
+        params = ', '.join(f'{k.split(".")[-1]}={v}'
+                           for k, v in best['params'].items()) if best \
+            else '-'
+        best_cell = (f"{params}: {_f(scale_for_table(metric, best['val_mean']), metric)}"
+                     if best else '-')
+        conf_cell = _seeds_cell(dict(enumerate(
+            scale_for_table(metric, v) for v in conf['test'])), metric) \
+            if conf else 'not yet'
+        published = [v for k, v in main.items()
+                     if k[1] == sw['dataset'] and k[3] == sw['method']]
+        pub_cell = _seeds_cell(published[0], metric) if published else '-'
+        out.append(f"| {sw['dataset']} | {method_label(sw['method'])} | "
+                   f"{len(sw['trials'])} / {sw['num_trials']} | {best_cell} "
+                   f"| {conf_cell} | {pub_cell} |")
+    out.append('')
+    for dataset in sorted({sw['dataset'] for sw in sweeps}):
+        if figures and f'sweep:{dataset}' in figures:
+            out += [f"![sweep {dataset}]({figures[f'sweep:{dataset}']})", '']
+    return out
+
+
+# --------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------
+
+#: The curves figure: ERM and HMA on one size-shift and one degree-shift
+#: dataset.
+CURVE_CELLS = (('6', 'NCI1'), ('5', 'Graph-SST5'))
+CURVE_METHODS = ('erm', 'hma')
+
+
+def _curve_panels(rows, curves, config) -> list:
+    runs = {}
+    for r in rows:
+        if (r['variant'] == f'{config}/{DEFAULT_EVAL}'
+                and r['selected_by'] == DEFAULT_EVAL
+                and (str(r['table']), r['dataset']) in CURVE_CELLS
+                and r['method'] in CURVE_METHODS):
+            runs[r['fingerprint'], str(r['seed'])] = r
+    series: Dict[tuple, dict] = {}
+    for c in curves:
+        run = runs.get((c['fingerprint'], str(c['seed'])))
+        if run is None:
+            continue
+        for split in ('val', 'test'):
+            if c[split] == '':
+                continue
+            value = scale_for_table(run['metric'], float(c[split]))
+            series.setdefault((run['table'], run['dataset'], run['metric'],
+                               split), {}).setdefault(
+                method_label(run['method']), {}).setdefault(
+                int(run['seed']), []).append((int(c['epoch']), value))
+    panels = []
+    for (table, dataset, metric, split), by_method in sorted(
+            series.items(), key=lambda kv: (
+                CURVE_CELLS.index((str(kv[0][0]), kv[0][1])), kv[0][3] != 'val')):
+        for seeds in by_method.values():
+            for points in seeds.values():
+                points.sort()
+        panels.append((f'{dataset} ({TABLE_TITLES[int(table)].split(":")[0]})'
+                       f': {"validation" if split == "val" else "test"}',
+                       METRIC_LABELS.get(metric, metric), by_method))
+    return panels
 
 
 def write_figures(rows, paper, folder: Path, config: str,
-                  relative_to: Path) -> Dict[str, str]:
-    r"""One PNG per paper table: ours (mean, 95% interval) beside the
-    paper's mean ± std. Returns ``{table: path relative to the report}``."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+                  relative_to: Path, curves: Sequence[dict] = (),
+                  sweeps: Sequence[dict] = ()) -> Dict[str, str]:
+    r"""The report's PNGs in :obj:`folder`: one per paper table (ours with
+    95% intervals beside the paper's mean ± std), the validation/test curves
+    (``curves``) and one heatmap per swept dataset (``sweep:DATASET``).
+    Returns ``{key: path relative to the report}``."""
+    from . import figures as fig
     main = _cells(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
     out = {}
+
+    def done(key, path):
+        out[key] = os.path.relpath(path, relative_to)
+
     for table in sorted({k[0] for k in main if k[0]}):
         keys = sorted((k for k in main if k[0] == table),
                       key=lambda k: (k[1], method_rank(k[3])))
@@ -554,25 +739,46 @@ def write_figures(rows, paper, folder: Path, config: str,
             ours_err.append(0 if not math.isfinite(half) else half)
             theirs.append(cell[0] if cell else math.nan)
             theirs_err.append(cell[1] if cell else 0)
-        fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(keys)), 3.6))
-        xs = range(len(keys))
-        ax.errorbar([x - 0.12 for x in xs], ours, yerr=ours_err, fmt='o',
-                    label='ours (mean, 95% CI over seeds)')
-        ax.errorbar([x + 0.12 for x in xs], theirs, yerr=theirs_err, fmt='s',
-                    label='paper (mean ± std)')
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels(labels, fontsize=7)
-        metric = next(r['metric'] for r in rows
-                      if str(r['table']) == table)
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.set_title(TABLE_TITLES.get(int(table), f'Table {table}'),
-                     fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+        metric = next(r['metric'] for r in rows if str(r['table']) == table)
         path = folder / f'table{table}.png'
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format='png', dpi=110)
-        plt.close(fig)
-        out[table] = os.path.relpath(path, relative_to)
+        fig.table_figure(path, TABLE_TITLES.get(int(table), f'Table {table}'),
+                         METRIC_LABELS.get(metric, metric), labels, ours,
+                         ours_err, theirs, theirs_err)
+        done(table, path)
+    panels = _curve_panels(rows, curves, config)
+    if panels:
+        path = folder / 'curves.png'
+        fig.curves_figure(path, panels)
+        done('curves', path)
+    for dataset in sorted({sw['dataset'] for sw in sweeps}):
+        grids = [g for g in (_sweep_grid(sw) for sw in sweeps
+                             if sw['dataset'] == dataset) if g]
+        if grids:
+            path = folder / f'sweep_{dataset}.png'
+            fig.heatmap_figure(path, grids)
+            done(f'sweep:{dataset}', path)
     return out
+
+
+def report(runs_csv: os.PathLike, paper: Optional[List[dict]],
+           out: Optional[os.PathLike] = None, config: str = 'published',
+           figures_dir: Optional[os.PathLike] = None) -> str:
+    r"""Builds the report from :obj:`runs_csv`, the curves and sweep
+    summaries beside it (and figures into :obj:`figures_dir` when given);
+    writes it to :obj:`out` atomically."""
+    rows = read_runs(runs_csv)
+    if not rows:
+        raise RunsFileError(f"no runs in '{runs_csv}': collect results first "
+                            f"(python benchmarks/reproduction.py collect)")
+    sweeps = read_sweeps(sweeps_folder(runs_csv))
+    figures = None
+    if figures_dir is not None and out is not None:
+        figures = write_figures(rows, paper, Path(figures_dir), config,
+                                relative_to=Path(out).parent,
+                                curves=read_curves(curves_path(runs_csv)),
+                                sweeps=sweeps)
+    text = report_markdown(rows, paper, config, figures, sweeps)
+    if out is not None:
+        with atomic_path(out) as tmp:
+            tmp.write_text(text)
+    return text

@@ -1,0 +1,125 @@
+r"""The reproduction report's figures (matplotlib, PNG).
+
+Plotting only: :mod:`.reproduction` prepares the numbers and calls these.
+Every figure is written atomically; matplotlib is imported on first use
+with the non-interactive ``Agg`` backend.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+from ..data._io import atomic_path
+
+#: ``{method label: {seed: [(epoch, value), ...]}}``
+SeedCurves = Mapping[str, Mapping[int, Sequence[Tuple[int, float]]]]
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=110)
+    _pyplot().close(fig)
+
+
+def table_figure(path: Path, title: str, ylabel: str, labels: Sequence[str],
+                 ours: Sequence[float], ours_err: Sequence[float],
+                 paper: Sequence[float], paper_err: Sequence[float]) -> None:
+    r"""Ours (mean, 95% interval) beside the paper's mean ± std, one column
+    per cell."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(labels)), 3.6))
+    xs = range(len(labels))
+    ax.errorbar([x - 0.12 for x in xs], ours, yerr=ours_err, fmt='o',
+                label='ours (mean, 95% CI over seeds)')
+    ax.errorbar([x + 0.12 for x in xs], paper, yerr=paper_err, fmt='s',
+                label='paper (mean ± std)')
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _mean_curve(seeds: Mapping[int, Sequence[Tuple[int, float]]],
+                min_seeds: int) -> Tuple[List[int], List[float]]:
+    by_epoch: Dict[int, List[float]] = {}
+    for points in seeds.values():
+        for epoch, value in points:
+            if math.isfinite(value):
+                by_epoch.setdefault(epoch, []).append(value)
+    epochs = sorted(e for e, v in by_epoch.items() if len(v) >= min_seeds)
+    return epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+
+
+def curves_figure(path: Path,
+                  panels: Sequence[Tuple[str, str, SeedCurves]]) -> None:
+    r"""One panel per ``(title, ylabel, curves)``: each method's per-seed
+    curves (thin) and their mean over the seeds still running at an epoch
+    (thick; drawn while at least half of the seeds run)."""
+    plt = _pyplot()
+    cols = 2
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(9, 3.1 * rows),
+                             squeeze=False)
+    for ax, (title, ylabel, curves) in zip(axes.flat, panels):
+        for i, (method, seeds) in enumerate(sorted(curves.items())):
+            color = f'C{i}'
+            for points in seeds.values():
+                ax.plot([e for e, _ in points], [v for _, v in points],
+                        color=color, alpha=0.15, linewidth=0.8)
+            epochs, mean = _mean_curve(seeds, max(1, len(seeds) // 2))
+            ax.plot(epochs, mean, color=color, linewidth=2,
+                    label=f'{method} (mean of {len(seeds)} seeds)')
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel('epoch')
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def heatmap_figure(path: Path, grids: Sequence[dict]) -> None:
+    r"""One heatmap per grid, side by side. A grid is a dict with ``title``,
+    ``x_label``, ``x_values``, ``y_label``, ``y_values``, ``scores`` (rows
+    follow ``y_values``; ``None`` where a trial did not finish) and
+    ``best`` (``(row, column)`` or ``None``)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(grids), figsize=(4.6 * len(grids), 3.6),
+                             squeeze=False)
+    for ax, grid in zip(axes.flat, grids):
+        scores = [[math.nan if v is None else v for v in row]
+                  for row in grid['scores']]
+        image = ax.imshow(scores, cmap='viridis', aspect='auto')
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        ax.set_xticks(range(len(grid['x_values'])))
+        ax.set_xticklabels([str(v) for v in grid['x_values']], fontsize=8)
+        ax.set_yticks(range(len(grid['y_values'])))
+        ax.set_yticklabels([str(v) for v in grid['y_values']], fontsize=8)
+        ax.set_xlabel(grid['x_label'])
+        ax.set_ylabel(grid['y_label'])
+        ax.set_title(grid['title'], fontsize=9)
+        for r, row in enumerate(scores):
+            for c, value in enumerate(row):
+                if math.isfinite(value):
+                    bold = grid.get('best') == (r, c)
+                    ax.text(c, r, f'{value:.3g}', ha='center', va='center',
+                            fontsize=7, color='white',
+                            fontweight='bold' if bold else 'normal')
+    fig.tight_layout()
+    _save(fig, path)
+
+
+__all__ = ['table_figure', 'curves_figure', 'heatmap_figure']
