@@ -447,9 +447,8 @@ def run_benchmark(args: argparse.Namespace, runner: str,
     with OutputFolder(out_root) as output:
         conflicts = [f for cell in cells for job in cell.jobs
                      for f in output.conflicts(
-                         job.stem, job.ident, checkpoint_fingerprint(
-                             job.method, job.seed, job.cfg, job.run_id,
-                             getattr(args, 'compare_evals', False)),
+                         job.stem, job.ident, _checkpoint_fingerprints(
+                             job, getattr(args, 'compare_evals', False)),
                          args.resume)]
         if conflicts:
             what, listing = describe_conflicts(conflicts, out_root)
@@ -760,6 +759,20 @@ def _finish(job: _Job, splits, res, built: dict, seconds: float) -> dict:
 def _init_worker(threads: int):
     if threads and threads > 0:
         torch.set_num_threads(threads)
+
+
+def _checkpoint_fingerprints(job: '_Job', compare_evals: bool) -> List[str]:
+    r"""The checkpoint fingerprints a run of :obj:`job` may have written: a
+    seed-batched job's group writes the seed-batched one, or the run's own
+    when its model or method fell back to :func:`fit`."""
+    from .seed_batch import SEED_BATCH_VERSION
+    own = checkpoint_fingerprint(job.method, job.seed, job.cfg, job.run_id,
+                                 compare_evals)
+    if not job.run_id.get('seed_batched'):
+        return [own]
+    return [own, checkpoint_fingerprint(job.method, job.seed, job.cfg,
+                                        job.run_id, compare_evals,
+                                        SEED_BATCH_VERSION)]
 
 
 def _units(jobs: Sequence[_Job], seed_batch: int) -> List[List[_Job]]:

@@ -264,11 +264,15 @@ def fingerprint(obj: Any) -> str:
 
 def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
                            run_id: Optional[dict] = None,
-                           compare_eval_modes: bool = False) -> str:
-    r"""The fingerprint :func:`fit` writes into (and requires of) a run's
-    checkpoint."""
+                           compare_eval_modes: bool = False,
+                           seed_batch: Optional[int] = None) -> str:
+    r"""The fingerprint :func:`fit` (or, with :obj:`seed_batch` the
+    seed-batched streams' version, :func:`~.seed_batch.fit_seeds`) writes
+    into and requires of a run's checkpoint."""
     described = {'method': method, 'seed': seed, 'cfg': cfg.to_dict(),
                  'run': run_id or {}}
+    if seed_batch is not None:
+        described['seed_batch'] = seed_batch
     if compare_eval_modes:  # the history holds more: not resumable across
         described['compare_eval_modes'] = True
     return fingerprint(described)
