@@ -355,7 +355,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, 'load_parser', lambda: None)
     monkeypatch.setattr(T, 'load_encoder', lambda: (None, None))
-    monkeypatch.setattr(T.InMemoryDataset, 'save', boom)
+    monkeypatch.setattr(T, 'save_graphs', boom)
     monkeypatch.setattr(T, 'build_graphs', lambda s, l, **kw: (
         [T.Data(x=torch.zeros(len(w), 384), y=torch.tensor([y]),
                 edge_index=torch.zeros(2, 0, dtype=torch.long))

@@ -310,7 +310,8 @@ def load_colored_mnist(name: str, root: Optional[PathLike] = None,
             states one.
         val_ratio: share of each training environment used for validation.
     """
-    spec = dataset_spec(name, load_colored_mnist)
+    spec = dataset_spec(name, load_colored_mnist,
+                        'Colored MNIST variant')
     if resolution is None:
         resolution = _RESOLUTIONS[name]
     if resolution not in (14, 28):

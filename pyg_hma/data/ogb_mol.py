@@ -582,7 +582,8 @@ def load_ogb_mol(name: str, root: Optional[PathLike] = None,
     if kwargs:
         raise TypeError(f'load_ogb_mol() got unexpected arguments: '
                         f'{sorted(kwargs)}')
-    registered = dataset_spec(name, load_ogb_mol)
+    registered = dataset_spec(name, load_ogb_mol,
+                              'OGB molecule dataset')
     spec = _spec(name)
     root = resolve_root(root)
     folder = _folder(name, root)

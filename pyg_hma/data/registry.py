@@ -44,9 +44,15 @@ class DatasetSpec:
 DATASETS: Registry[DatasetSpec] = Registry('dataset')
 
 
-def dataset_spec(name: str, loader: Loader) -> DatasetSpec:
+def dataset_spec(name: str, loader: Loader,
+                 what: str = 'dataset') -> DatasetSpec:
     r"""The spec of :obj:`name`, which :obj:`loader` must load (for a loader
     called directly).
+
+    Args:
+        name: the dataset name.
+        loader: the calling loader.
+        what: the loader's kind of dataset, for the error message.
 
     Raises:
         UnknownNameError: :obj:`name` is not one of :obj:`loader`'s datasets
@@ -55,9 +61,8 @@ def dataset_spec(name: str, loader: Loader) -> DatasetSpec:
     spec = DATASETS.get(name)
     if spec is None or spec.loader is not loader:
         names = DATASETS.names(lambda s: s.loader is loader)
-        raise UnknownNameError(
-            f"Unknown dataset {name!r} for {loader.__name__}(); choose one "
-            f"of {', '.join(names)}")
+        raise UnknownNameError(f"Unknown {what} {name!r}; choose one of "
+                               f"{', '.join(names)}")
     return spec
 
 

@@ -737,7 +737,7 @@ def load_text_graphs(name: str, root: Optional[PathLike] = None,
         ImportError: the ``text`` extra is missing and graphs must be built.
         MissingDataError: neither DIG's files nor the raw text can be found.
     """
-    registered = dataset_spec(name, load_text_graphs)
+    registered = dataset_spec(name, load_text_graphs, 'text dataset')
     if source not in ('auto', 'dig', 'text'):
         raise ValueError(f"source must be 'auto', 'dig' or 'text', got "
                          f"{source!r}.")

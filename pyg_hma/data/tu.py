@@ -410,7 +410,7 @@ def load_tu_size_shift(name: str, root: Optional[PathLike] = None,
         train_percentile: node-count percentile bounding the training pool.
         test_percentile: node-count percentile bounding the test split.
     """
-    spec = dataset_spec(name, load_tu_size_shift)
+    spec = dataset_spec(name, load_tu_size_shift, 'size-shift dataset')
     dataset, meta = load_tu_graphs(name, root, mirror)
     num_nodes = np.diff(dataset.slices['x'].numpy())
     index = size_shift_split(num_nodes, seed, val_ratio, train_percentile,
@@ -439,7 +439,8 @@ def load_tu_in_distribution(name: str, root: Optional[PathLike] = None,
         train_ratio: share of graphs for training.
         val_ratio: share of graphs for validation (the rest is test).
     """
-    spec = dataset_spec(name, load_tu_in_distribution)
+    spec = dataset_spec(name, load_tu_in_distribution,
+                        'in-distribution dataset')
     tu_name = name[:-len(ID_SUFFIX)] if name.endswith(ID_SUFFIX) else name
     dataset, meta = load_tu_graphs(tu_name, root, mirror)
     index = random_split(len(dataset), seed, train_ratio, val_ratio)
