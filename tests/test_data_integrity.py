@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pyg_hma.data import ChecksumError, find_mirror, load_dataset, mirror_file
-from pyg_hma.data import mnist, ogb_mol, text, tu
+from pyg_hma.data import mnist, ogb_mol, text, text_raw, tu
 from pyg_hma.data.cache import load_cache, read_cache_file, recipe_dir
 from pyg_hma.files import UnreadableFileError
 
@@ -100,7 +100,8 @@ def _files_the_loaders_read():
              tu.SIZE_SHIFT_DATASETS + tu.IN_DISTRIBUTION_DATASETS]
     files += [rel for rel, _ in mnist._FILES.values()]
     files += [spec.csv for spec in ogb_mol._SPECS.values()]
-    files += [rel for rel, _, _ in text._SST5_FILES + text._TWITTER_FILES]
+    files += [rel for sources in text_raw.RAW_FILES.values()
+              for rel, _, _ in sources]
     return files
 
 
