@@ -31,14 +31,15 @@ import torch
 
 from ..methods import METHODS, method_label
 from ..models import BACKBONES, backbone_label, build_model
-from ..data._io import ChecksumError, MissingDataError, UnreadableFileError
+from ..data.mirror import ChecksumError, MissingDataError
+from ..files import UnreadableFileError
 from ..registry import UnknownNameError
 from .engine import (COMPILE_MODES, EVAL_MODES, TrainConfig,
                      checkpoint_fingerprint, device_name, fingerprint, fit,
                      resolve_device, select_by_eval_mode)
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
                       OutputInUseError, attempt_log, describe_conflicts)
-from ..data._io import atomic_torch_save
+from ..files import atomic_torch_save
 from .loaders import LOADER_FACTORIES, random_subset
 from .results import (RESULT_FORMAT, RESULT_KIND, load_paper,
                       package_versions, read_result, source_commit,

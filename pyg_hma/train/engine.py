@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data._io import UnreadableFileError, atomic_torch_save, torch_load
+from ..files import UnreadableFileError, atomic_torch_save, torch_load
 from .loaders import LoaderFactory, as_batch, get_loader_factory
 from ..methods import METHODS, Criterion, StepContext
 from .metrics import compute_metric

@@ -5,7 +5,7 @@ A runner invocation takes the folder (``--out``) with :class:`OutputFolder`:
 * **lock**: one invocation at a time (``OUT/.lock``, an exclusive
   ``flock``); a second one fails at once naming the first one's PID;
 * **leftovers**: temporary files and folders of writes that were killed
-  (``.NAME.*.tmp``, see :func:`~pyg_hma.data._io.atomic_path`) are removed;
+  (``.NAME.*.tmp``, see :func:`~pyg_hma.files.atomic_path`) are removed;
 * **conflicts**: before anything trains, :meth:`OutputFolder.conflicts`
   lists every existing result or checkpoint the invocation would replace:
   a finished run without ``--resume``, or any run of another configuration.
@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Collection, Iterable, List, Optional, Tuple
 
-from ..data._io import UnreadableFileError, torch_load
+from ..files import UnreadableFileError, torch_load
 from .results import read_result
 
 LOCK_NAME = '.lock'
