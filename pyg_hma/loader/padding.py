@@ -119,7 +119,7 @@ class PaddedLoader:
 
     Args:
         loader: an iterable of PyG mini-batches (e.g.
-            :class:`~pyg_hma.data.device_loader.DeviceGraphLoader`).
+            :class:`~pyg_hma.loader.DeviceGraphLoader`).
         node_step (int, optional): node budgets are multiples of this.
             (default: :obj:`128`)
         edge_step (int, optional): edge budgets are multiples of this.
