@@ -27,7 +27,7 @@ from pyg_hma.data import load_dataset
 from pyg_hma.methods import METHODS, Criterion, StepContext
 from pyg_hma.models import build_model
 from pyg_hma.train.engine import _adam, seed_everything
-from pyg_hma.train.loaders import as_batch, get_loader_factory
+from pyg_hma.loader import as_batch, get_loader_factory
 from pyg_hma.train.seed_batch import stacked_objective
 from pyg_hma.train.stacked import Noise, StackedModel, UnionBatch
 

@@ -68,9 +68,8 @@ from torch_geometric.loader import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyg_hma.data.device_loader import DeviceGraphLoader  # noqa: E402
 from pyg_hma.data.exported import compact_int  # noqa: E402
-from pyg_hma.data.padding import PaddedLoader  # noqa: E402
+from pyg_hma.loader import DeviceGraphLoader, PaddedLoader  # noqa: E402
 from pyg_hma.methods import METHODS  # noqa: E402
 from pyg_hma.models import build_model  # noqa: E402
 from pyg_hma.train.benchmark import parse_pad_steps  # noqa: E402

@@ -19,7 +19,7 @@ def proteins_subset(tmp_path_factory, train: int, evaluate: int):
     skips the test without the offline mirror."""
     import dataclasses
     from pyg_hma.data import find_mirror, load_dataset
-    from pyg_hma.train.loaders import random_subset
+    from pyg_hma.loader import random_subset
     if find_mirror() is None:
         pytest.skip('needs the offline data mirror (../shared/data)')
     root = tmp_path_factory.getbasetemp() / 'pyg_hma_data'

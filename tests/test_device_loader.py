@@ -8,7 +8,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
 from pyg_hma.data import find_mirror, mirror_file
-from pyg_hma.data.device_loader import DeviceGraphLoader
+from pyg_hma.loader import DeviceGraphLoader
+from pyg_hma.loader._pyg_internals import inc_dict, slice_dict
 from pyg_hma.models import build_model
 
 
@@ -30,14 +31,14 @@ def assert_same_batch(ours, ref):
     assert isinstance(ours.num_graphs, int)
     assert ours.num_graphs == ref.num_graphs
     assert ours.num_nodes == ref.num_nodes
-    assert ours._slice_dict.keys() == ref._slice_dict.keys()
-    for key, value in ref._slice_dict.items():
-        assert torch.equal(ours._slice_dict[key], value), key
-    for key, value in ref._inc_dict.items():
+    assert slice_dict(ours).keys() == slice_dict(ref).keys()
+    for key, value in slice_dict(ref).items():
+        assert torch.equal(slice_dict(ours)[key], value), key
+    for key, value in inc_dict(ref).items():
         if value is None:
-            assert ours._inc_dict[key] is None, key
+            assert inc_dict(ours)[key] is None, key
         else:
-            assert torch.equal(ours._inc_dict[key], value), key
+            assert torch.equal(inc_dict(ours)[key], value), key
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,7 @@ import pyg_hma.train.engine as engine
 from pyg_hma.data import DatasetSplits
 from pyg_hma.models import build_model
 from pyg_hma.train import BestTracker, TrainConfig, evaluate, fit
-from pyg_hma.train.loaders import pyg_loader, random_subset
+from pyg_hma.loader import pyg_loader, random_subset
 from pyg_hma.methods import (IRM, Criterion, DropEdge, DropNode,
                              StepContext, VREx)
 
@@ -345,7 +345,7 @@ def test_no_finite_validation_score_falls_back_to_last_epoch(monkeypatch):
 
 def test_device_loader_is_a_drop_in_replacement(proteins):
     # Same batches in the same order as PyG's loader: the same run.
-    pytest.importorskip('pyg_hma.data.device_loader')
+    pytest.importorskip('pyg_hma.loader.device')
     cfg = TrainConfig(epochs=2)
     a = fit(gcn(proteins, 'hma'), proteins, 'hma', cfg, seed=4, loader='pyg')
     b = fit(gcn(proteins, 'hma'), proteins, 'hma', cfg, seed=4,

@@ -8,7 +8,7 @@ from pyg_hma.methods import METHODS
 from pyg_hma.models import (BACKBONES, LinearClassifier, build_backbone,
                             build_model)
 from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
-from pyg_hma.train.loaders import TensorBatch
+from pyg_hma.loader import TensorBatch
 
 GNN_BACKBONES = ('gcn', 'gin', 'gcn-v', 'gin-v', 'gin-gmixup')
 

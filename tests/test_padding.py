@@ -7,8 +7,8 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
-from pyg_hma.data.device_loader import DeviceGraphLoader
-from pyg_hma.data.padding import PaddedLoader, batch_sizes, pad_batch
+from pyg_hma.loader import (DeviceGraphLoader, PaddedLoader, batch_sizes,
+                            pad_batch)
 from pyg_hma.models import build_model
 from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
 from pyg_hma.models.gnn import masked_batch_norm

@@ -78,6 +78,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..loader._pyg_internals import in_memory_data
 from ..registry import UnknownNameError
 from ..files import PathLike, atomic_path, sha256
 from .cache import remove_pyg_side_files, resolve_root
@@ -613,7 +614,7 @@ def load_ogb_mol(name: str, root: Optional[PathLike] = None,
             f'{spec.num_graphs} split {spec.split_sizes}. The RDKit version '
             f'may parse or canonicalize the SMILES differently.')
 
-    data = dataset._data
+    data = in_memory_data(dataset)
     num_graphs = len(dataset)
     y = data.y.view(-1)
     info = {

@@ -57,6 +57,7 @@ from torch_geometric.datasets import TUDataset
 from torch_geometric.io import read_tu_data
 from torch_geometric.utils import degree, is_undirected
 
+from ..loader._pyg_internals import in_memory_data
 from ..files import PathLike, atomic_path
 from .cache import (InMemoryGraphs, load_cache, read_graphs, recipe_dir,
                     resolve_root, save_graphs)
@@ -92,8 +93,9 @@ class RawTUGraphs(InMemoryGraphs):
         data, slices, sizes = read_tu_data(str(raw_dir), name)
         super().__init__(data, slices, name)
         self.sizes = sizes
-        if self._data.x is not None:  # use_node_attr=False, as TUDataset
-            self._data.x = self._data.x[:, sizes['num_node_attributes']:]
+        storage = in_memory_data(self)
+        if storage.x is not None:  # use_node_attr=False, as TUDataset
+            storage.x = storage.x[:, sizes['num_node_attributes']:]
 
     @property
     def num_node_labels(self) -> int:
@@ -356,7 +358,8 @@ def load_tu_graphs(name: str, root: Optional[PathLike] = None,
 def _split_stats(dataset: InMemoryGraphs, index: np.ndarray,
                  num_classes: int) -> dict:
     counts = np.diff(dataset.slices['x'].numpy())[index]
-    labels = dataset._data.y[torch.as_tensor(index, dtype=torch.long)]
+    labels = in_memory_data(dataset).y[torch.as_tensor(index,
+                                                       dtype=torch.long)]
     return {
         'graphs': int(len(index)),
         'nodes_min': int(counts.min()) if len(index) else None,

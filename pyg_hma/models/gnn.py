@@ -40,7 +40,7 @@ def masked_batch_norm(bn: nn.BatchNorm1d, x: Tensor,
                       mask: Optional[Tensor] = None) -> Tensor:
     r""":obj:`bn` applied to :obj:`x` with its training statistics computed
     over the rows where :obj:`mask` is ``True`` only (padded batches, see
-    :mod:`pyg_hma.data.padding`). The running statistics are updated as
+    :mod:`pyg_hma.loader.padding`). The running statistics are updated as
     :class:`torch.nn.BatchNorm1d` does (unbiased variance); without a mask,
     or in eval mode, this is ``bn(x)``. Shapes stay static: the count of real
     rows is a tensor, never read on the host."""
@@ -182,7 +182,7 @@ class GNN(nn.Module):
             every layer; otherwise edge features are ignored.
             (default: :obj:`False`)
 
-    Padded batches (:mod:`pyg_hma.data.padding`, for static shapes) are
+    Padded batches (:mod:`pyg_hma.loader.padding`, for static shapes) are
     supported: the padding graph is pooled apart and dropped, and BatchNorm
     statistics skip the padding nodes.
 

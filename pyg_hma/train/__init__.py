@@ -3,8 +3,6 @@ the runners in ``benchmarks/``."""
 from .benchmark import Protocol, main, run_benchmark
 from .engine import (BestTracker, FitResult, TrainConfig, evaluate, fit,
                      predict, resolve_device, seed_everything)
-from .loaders import (LOADER_FACTORIES, TensorBatch, device_loader,
-                      get_loader_factory, pyg_loader)
 from .metrics import compute_metric
 from .seed_batch import fit_seeds, seed_batch_support
 
@@ -22,10 +20,5 @@ __all__ = [
     'Protocol',
     'run_benchmark',
     'main',
-    'pyg_loader',
-    'device_loader',
-    'get_loader_factory',
-    'LOADER_FACTORIES',
-    'TensorBatch',
     'compute_metric',
 ]

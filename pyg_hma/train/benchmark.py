@@ -40,7 +40,7 @@ from .engine import (COMPILE_MODES, EVAL_MODES, TrainConfig,
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
                       OutputInUseError, attempt_log, describe_conflicts)
 from ..files import atomic_torch_save
-from .loaders import LOADER_FACTORIES, random_subset
+from ..loader import LOADER_FACTORIES, random_subset
 from .results import (RESULT_FORMAT, RESULT_KIND, load_paper,
                       package_versions, read_result, source_commit,
                       write_json, write_summary)

@@ -44,7 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from ..files import UnreadableFileError, atomic_torch_save, torch_load
-from .loaders import LoaderFactory, as_batch, get_loader_factory
+from ..loader import (LoaderFactory, PaddedLoader, as_batch,
+                      get_loader_factory)
 from ..methods import METHODS, Criterion, StepContext
 from .metrics import compute_metric
 
@@ -667,10 +668,10 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         seed: the run's seed.
         device: ``'cpu'``, ``'cuda'``, ``'auto'`` or a :class:`torch.device`.
         loader: ``'pyg'``, ``'device'`` or a loader factory (see
-            :mod:`pyg_hma.train.loaders`).
+            :mod:`pyg_hma.loader.factories`).
         pad: ``(node_step, edge_step)``: pad every graph batch to node and
             edge counts that are multiples of these
-            (:class:`~pyg_hma.data.padding.PaddedLoader`), so that a compiled
+            (:class:`~pyg_hma.loader.PaddedLoader`), so that a compiled
             model sees a few static shapes. Without dropout the results equal
             the unpadded ones; dropout draws differ.
         compile: ``torch.compile`` the model with this mode (``'default'``,
@@ -733,7 +734,6 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     def make_loader(split, **kwargs):
         out = factory(split, device=device, **kwargs)
         if pad is not None:
-            from ..data.padding import PaddedLoader
             out = PaddedLoader(out, *pad)
         return out
 

@@ -51,7 +51,7 @@ from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
                      SplitScorer, TrainConfig, _adam, _state_copy,
                      checkpoint_fingerprint, epoch_seed, fit, resolve_device,
                      score_epoch, seed_everything)
-from .loaders import as_batch, get_loader_factory
+from ..loader import as_batch, get_loader_factory
 from .metrics import compute_metric
 from .stacked import Noise, StackedModel, UnionBatch, unsupported_reason
 

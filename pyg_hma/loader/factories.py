@@ -96,17 +96,17 @@ def device_loader(dataset, *, batch_size: int, shuffle: bool,
                   generator: Optional[torch.Generator] = None) -> Iterable:
     r"""The device-resident factory: the whole split lives on :obj:`device`
     and batches are gathered by index
-    (:class:`pyg_hma.data.device_loader.DeviceGraphLoader`, which draws the
+    (:class:`pyg_hma.loader.DeviceGraphLoader`, which draws the
     same order as PyG's loader from the same generator). Non-graph datasets
     fall back to :func:`pyg_loader`."""
     if not _is_graph_dataset(dataset):
         return pyg_loader(dataset, batch_size=batch_size, shuffle=shuffle,
                           device=device, generator=generator)
     try:
-        from pyg_hma.data.device_loader import DeviceGraphLoader
+        from .device import DeviceGraphLoader
     except ImportError as e:
         raise ImportError("The 'device' loader needs "
-                          "pyg_hma.data.device_loader.DeviceGraphLoader, "
+                          "pyg_hma.loader.device.DeviceGraphLoader, "
                           "which could not be imported") from e
     return DeviceGraphLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                              device=device, generator=generator)

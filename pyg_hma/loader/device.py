@@ -29,6 +29,9 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
+from ._pyg_internals import (batch_store, empty_batch, set_collation,
+                             set_num_nodes_per_graph)
+
 DeviceLike = Union[str, torch.device]
 
 
@@ -175,9 +178,9 @@ class DeviceGraphLoader:
         self._offsets_np = [np.cumsum(n) - n for n in self._lengths_np]
         self._ones = [bool((n == 1).all()) for n in self._lengths_np]
         # An empty batch of the right class, copied for every mini-batch
-        # (much cheaper than `Batch(_base_cls=...)`, which inspects
-        # signatures on every call).
-        self._template = Batch(_base_cls=base_cls)
+        # (much cheaper than building one, which inspects signatures on
+        # every call).
+        self._template = empty_batch(base_cls)
 
     def _group(self, lengths: List[int]) -> int:
         tensor = torch.tensor(lengths, dtype=torch.long)
@@ -364,7 +367,7 @@ class DeviceGraphLoader:
         dev = self._to_device(host)
 
         out = copy.copy(self._template)
-        store = out._store
+        store = batch_store(out)
         slice_dict = {}
         for attr in self._attrs:
             if attr.kind == 'object':
@@ -381,13 +384,11 @@ class DeviceGraphLoader:
                 value = value + shift
             store[attr.key] = value
         if self._has_num_nodes_key:
-            store._num_nodes = node_counts.tolist()
+            set_num_nodes_per_graph(store, node_counts.tolist())
             store.num_nodes = num_nodes
         store['batch'] = dev[batch_at]
         store['ptr'] = dev[batch_at + 1]
-        out._num_graphs = num
-        out._slice_dict = slice_dict
-        out._inc_dict = inc_dict
+        set_collation(out, num, slice_dict, inc_dict)
         return out
 
     def _to_device(self, host: List[np.ndarray]) -> List[Tensor]:

@@ -28,12 +28,13 @@ random numbers too, so the random stream differs from the unpadded run's.
 """
 from __future__ import annotations
 
-import copy
 from typing import Iterator, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch
+
+from ._pyg_internals import batch_store, copy_with_own_store, slice_dict
 
 
 def _round_up(value: int, step: int) -> int:
@@ -43,7 +44,7 @@ def _round_up(value: int, step: int) -> int:
 def batch_sizes(batch: Batch) -> Tuple[int, int]:
     r"""The ``(num_nodes, num_edges)`` of a batch, read from its host-side
     slice table (no device synchronisation)."""
-    slices = getattr(batch, '_slice_dict', None)
+    slices = slice_dict(batch)
     if not slices or 'edge_index' not in slices:
         raise ValueError('pad_batch expects a mini-batch made by PyG\'s '
                          'DataLoader or DeviceGraphLoader (with edge_index)')
@@ -76,11 +77,11 @@ def pad_batch(batch: Batch, num_nodes: int, num_edges: int) -> Batch:
             f'(one padding node) and {edges} edges, got {num_nodes} and '
             f'{num_edges}')
     pad_n, pad_e = num_nodes - nodes, num_edges - edges
-    node_slices = batch._slice_dict.get('x')
-    out = copy.copy(batch)
-    out._store = copy.copy(batch._store)
-    store = out._store
-    for key, value in batch._store.items():
+    slices = slice_dict(batch)
+    node_slices = slices.get('x')
+    out = copy_with_own_store(batch)
+    store = batch_store(out)
+    for key, value in batch_store(batch).items():
         if not isinstance(value, Tensor) or key in ('batch', 'ptr'):
             continue
         if key == 'edge_index':
@@ -89,8 +90,8 @@ def pad_batch(batch: Batch, num_nodes: int, num_edges: int) -> Batch:
         elif 'edge' in key:
             dim = batch.__cat_dim__(key, value)
             store[key] = _cat_zeros(value, dim, pad_e)
-        elif node_slices is not None and key in batch._slice_dict and \
-                torch.equal(batch._slice_dict[key], node_slices):
+        elif node_slices is not None and key in slices and \
+                torch.equal(slices[key], node_slices):
             dim = batch.__cat_dim__(key, value)
             store[key] = _cat_zeros(value, dim, pad_n)
     vector = batch.batch
@@ -119,7 +120,7 @@ class PaddedLoader:
 
     Args:
         loader: an iterable of PyG mini-batches (e.g.
-            :class:`~pyg_hma.data.device_loader.DeviceGraphLoader`).
+            :class:`~pyg_hma.loader.DeviceGraphLoader`).
         node_step (int, optional): node budgets are multiples of this.
             (default: :obj:`128`)
         edge_step (int, optional): edge budgets are multiples of this.
