@@ -32,7 +32,7 @@ throughput ratio (sequential / batched).
 Examples::
 
     python benchmarks/speed.py --dataset ogbg-molhiv --backbone GIN
-    python benchmarks/speed.py --dataset NCI1 --backbone GCN --out results/speed
+    python benchmarks/speed.py --dataset NCI1 --out results/speed
     python benchmarks/speed.py --quick --synthetic          # seconds, for CI
     python benchmarks/speed.py --dataset NCI1 --breakdown   # HMA's costs
     python benchmarks/speed.py --dataset NCI1 --profile hma  # profiler table
@@ -114,7 +114,7 @@ SHAPES = {
 }
 
 
-# Data #########################################################################
+# Data ########################################################################
 
 def synthetic_graphs(name: str, num_graphs: int, seed: int) -> List[Data]:
     r"""Random graphs shaped like dataset :obj:`name` (:data:`SHAPES`): a
@@ -215,7 +215,7 @@ def endless(loader):
                 yield batch
 
 
-# Models and their training step ###############################################
+# Models and their training step ##############################################
 
 @dataclass
 class Bench:
@@ -298,7 +298,7 @@ class Trainer:
         self.model.train()
 
 
-# Timing ########################################################################
+# Timing ######################################################################
 
 def sync(device):
     if device.type == 'cuda':
@@ -358,6 +358,8 @@ def time_paths(args, bench: Bench, report: dict) -> None:
                 loader = bench.loaders(t.path, args.seed)
                 rows[t]['loader_ms_per_batch'] = timed(
                     lambda: drain(loader), device) * 1e3 / len(loader)
+    print(f'timing {args.steps} steps after {args.warmup} warm-up steps of '
+          f'{len(trainers)} (path, method)', flush=True)
     for i in range(args.warmup + args.steps):  # steps, interleaved
         for t in trainers:
             dt = timed(t.step, device)
@@ -446,7 +448,7 @@ def print_table(report: dict) -> None:
                   f"{num(r.get('speedup_vs_pyg'), '7.2f')}")
 
 
-# Seed-batched training #########################################################
+# Seed-batched training #######################################################
 
 def time_seed_batches(args, bench: Bench, report: dict) -> None:
     r"""ms per model-step of S seeds as one stacked model
@@ -507,7 +509,7 @@ def time_seed_batches(args, bench: Bench, report: dict) -> None:
                   f"{ms['sequential']:>25.2f} {ratio:>5.2f}x", flush=True)
 
 
-# Where the time of an HMA step goes ############################################
+# Where the time of an HMA step goes ##########################################
 
 @contextmanager
 def timing_hooks(model, device, times: Dict[str, List[float]]):
@@ -613,7 +615,7 @@ def profile(args, bench: Bench) -> str:
     return table
 
 
-# Command line ##################################################################
+# Command line ################################################################
 
 def environment(device) -> dict:
     import torch_geometric
@@ -763,8 +765,7 @@ def setup(args, report: dict) -> Bench:
         val_graphs=len(splits.val), batch_size=cfg.batch_size,
         eval_batch_size=args.eval_batch_size, timed_steps=args.steps,
         warmup_steps=args.warmup, epochs=args.epochs,
-        data_load_s=time.perf_counter() - t0,
-        environment=environment(args.device))
+        data_load_s=time.perf_counter() - t0)
     return Bench(splits, cfg, args.backbone, protocol, args.device,
                  Loaders(splits.train, cfg.batch_size, True, args.device,
                          args.pad))
@@ -802,6 +803,7 @@ def main(argv=None) -> dict:
               f"measured", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        report['environment'] = environment(args.device)
         summarize(report)
         if 'static' in args.paths and report['results']:
             from torch._dynamo.utils import counters
@@ -812,7 +814,7 @@ def main(argv=None) -> dict:
             with atomic_path(args.out) as tmp:
                 tmp.write_text(json.dumps(report, indent=1, default=str))
             print(f'\nwrote {args.out}')
-    if report['results'] and 'environment' in report:
+    if report['results'] and 'dataset' in report:
         print_table(report)
     return report
 
