@@ -4,9 +4,8 @@
 # The GPU image has torch and torch-geometric but no ogb, RDKit or spaCy and
 # no internet, so the datasets travel as plain tensors. Prepare them here:
 #
-#   python benchmarks/speed.py --export-gpu-data .gpu_data              # molhiv, NCI1
-#   python benchmarks/speed.py --export-gpu-data .gpu_data \
-#       --export-datasets Graph-SST5 --root DIR_WITH_GRAPH_SST5          # if cached elsewhere
+#   python -m pyg_hma.data export --dataset ogbg-molhiv NCI1 \
+#       --out .gpu_data/exported                                        # the speed runs
 #   python -m pyg_hma.data export --dataset ogbg-molbace --seeds 10 \
 #       --out .gpu_data/exported                                        # the 10-seed table
 #
@@ -15,7 +14,8 @@
 #   bash benchmarks/gpu_check.sh                 # on the GPU (device cuda)
 #   bash benchmarks/gpu_check.sh --device cpu --quick   # rehearsal on a CPU
 #
-# Datasets without a file in .gpu_data/ fall back to --synthetic graphs.
+# Datasets without a file in .gpu_data/exported fall back to --synthetic
+# graphs.
 # Every result is printed and written as JSON to $OUT (if set, e.g. by the
 # device runner) or results/gpu_check/. Each benchmark has its own time cap
 # (scaled by CAP_SCALE, default 1), so one slow configuration cannot eat the
@@ -62,13 +62,13 @@ status=0
 bench() {  # bench CAP_S NAME DATASET BACKBONE [speed.py arguments...]
     local cap=$(( $1 * CAP_SCALE )) name=$2 dataset=$3 backbone=$4; shift 4
     local src=(--synthetic)
-    [ -f "$DATA/$dataset.pt" ] && src=(--gpu-data "$DATA")
+    [ -f "$DATA/exported/$dataset-seed0.pt" ] && src=(--exported "$DATA/exported")
     echo
     echo "== $name: $dataset $backbone ${src[*]} $*"
     local t0=$SECONDS
     timeout "$cap" "$PY" benchmarks/speed.py --dataset "$dataset" \
         --backbone "$backbone" --device "$DEVICE" "${src[@]}" \
-        --out "$OUTDIR/speed_$name.json" "${QUICK[@]}" "$@"
+        --threads 1 --out "$OUTDIR/speed_$name.json" "${QUICK[@]}" "$@"
     local rc=$?
     echo "== $name: exit $rc after $((SECONDS - t0)) s"
     [ $rc -eq 0 ] || status=1
@@ -99,9 +99,26 @@ table() {  # table CAP_S NAME [ogb_mol.py arguments...]: the wall time of a tabl
 #    static path it would time compilation).
 bench 270 molhiv_gin ogbg-molhiv GIN --paths pyg fast static \
     --methods erm hma --steps 150 --warmup 40 --epochs 1 --eval-repeats 0
-# 2. The static path must train like the eager fast path: ERM and HMA
-#    without dropout, 20 steps, on NCI1 (CUDA graphs included).
-bench 90 nci1_check_static NCI1 GCN --check-static --steps 20
+# 2. The device checks of the test suite on this device: the static path
+#    trains like the eager fast path (ERM and HMA without dropout, CUDA
+#    graphs included) and the device loader's batches equal PyG's.
+checks() {  # checks CAP_S NAME: tests/*::*_on_device with PYG_HMA_TEST_DEVICE
+    local cap=$(( $1 * CAP_SCALE )) name=$2
+    echo
+    if ! "$PY" -c 'import pytest' 2>/dev/null; then
+        echo "== $name: skipped, no pytest"
+        return
+    fi
+    echo "== $name: tests on $DEVICE"
+    local t0=$SECONDS
+    PYG_HMA_TEST_DEVICE=$DEVICE timeout "$cap" "$PY" -m pytest -q -x \
+        -p no:cacheprovider tests/test_padding.py tests/test_device_loader.py \
+        -k on_device 2>&1 | tee "$OUTDIR/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    echo "== $name: exit $rc after $((SECONDS - t0)) s"
+    [ $rc -eq 0 ] || status=1
+}
+checks 90 device_checks
 # 3. The 10-seed ogbg-molbace GIN table (ERM and HMA, 100 epochs each, OGB's
 #    protocol), JOBS runs at once on the one GPU. Target: <= 180 s.
 table 180 molbace_table --method erm hma --seeds 10 --jobs "$JOBS"

@@ -28,3 +28,15 @@ def proteins_subset(tmp_path_factory, train: int, evaluate: int):
         splits, train=random_subset(splits.train, train, 0),
         val=random_subset(splits.val, evaluate, 0),
         test=random_subset(splits.test, evaluate, 0))
+
+
+@pytest.fixture
+def test_device():
+    r"""The device of the device checks: ``$PYG_HMA_TEST_DEVICE`` (default
+    ``cpu``; ``cuda`` on a GPU machine, as ``benchmarks/gpu_check.sh`` runs
+    them)."""
+    import os
+    device = torch.device(os.environ.get('PYG_HMA_TEST_DEVICE', 'cpu'))
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        pytest.skip('PYG_HMA_TEST_DEVICE asks for CUDA, which is missing')
+    return device

@@ -1,5 +1,4 @@
 """DeviceGraphLoader gives PyG's DataLoader batches, order and RNG draws."""
-import json
 import zipfile
 
 import pytest
@@ -225,86 +224,18 @@ def test_training_losses_equal_pyg_loader(proteins, method):
                            plain_model.readout.queue_labels)
 
 
-def _speed_module():
-    """benchmarks/speed.py, imported once (it is a script, not a module)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-    name = 'pyg_hma_speed_benchmark'
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / 'benchmarks' / 'speed.py'
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.mark.parametrize('features', ['long', 'onehot'])
-def test_gpu_export_round_trip(features):
-    speed = _speed_module()
-    gen = torch.Generator().manual_seed(0)
-    graphs = []
-    for n in (3, 1, 7):
-        e = 2 * (n - 1)
-        x = torch.randint(0, 5, (n, 9), generator=gen) if features == 'long' \
-            else torch.nn.functional.one_hot(
-                torch.randint(0, 6, (n, ), generator=gen), 6).float()
-        graphs.append(Data(x=x, edge_index=torch.randint(0, n, (2, e),
-                                                         generator=gen),
-                           edge_attr=torch.randint(0, 3, (e, 3),
-                                                   generator=gen),
-                           y=torch.tensor([[n % 2]])))
-    blob = speed._export_split(graphs, features)
-    assert blob['edge_index'].dtype == torch.uint8  # stored compactly
-    back = speed._import_split(blob, gen)
-    assert len(back) == len(graphs)
-    for a, b in zip(back, graphs):
-        for key in ('x', 'edge_index', 'edge_attr', 'y'):
-            assert a[key].dtype == b[key].dtype, key
+def test_batches_equal_pyg_on_device(test_device):
+    # The batches of both loaders hold equal tensors on the device of the
+    # benchmark (same generator seed, so the same shuffled order).
+    graphs = [g for g in toy_graphs(40) if g.num_nodes > 0]
+    for g in graphs:  # attributes that .to() moves
+        del g.env, g.name
+    ours = DeviceGraphLoader(graphs, 8, shuffle=True, device=test_device,
+                             generator=torch.Generator().manual_seed(0))
+    ref = DataLoader(graphs, 8, shuffle=True,
+                     generator=torch.Generator().manual_seed(0))
+    for a, b in zip(ours, ref):
+        b = b.to(test_device)
+        assert a.num_graphs == b.num_graphs
+        for key in b.keys():
             assert torch.equal(a[key], b[key]), key
-
-
-def test_speed_benchmark_quick_report(tmp_path):
-    speed = _speed_module()
-    out = tmp_path / 'speed.json'
-    report = speed.main(['--quick', '--synthetic', '--dataset', 'NCI1',
-                         '--methods', 'erm', 'hma', '--out', str(out)])
-    assert json.loads(out.read_text())['dataset'] == 'NCI1'
-    assert report['batches_checked_equal'] == 3
-    for path in ('pyg', 'fast'):
-        erm, hma = (report['results'][path][m] for m in ('erm', 'hma'))
-        assert hma['step_ratio'] == pytest.approx(hma['step_ms'] /
-                                                  erm['step_ms'])
-        assert hma['epoch_ratio'] == pytest.approx(hma['epoch_s'] /
-                                                   erm['epoch_s'])
-        assert set(hma['eval_graphs_per_s']) == {'batch', 'independent'}
-        assert set(erm['eval_graphs_per_s']) == {'batch'}
-
-
-def test_speed_benchmark_out_is_a_folder_like_the_runners(tmp_path):
-    speed = _speed_module()
-    speed.main(['--quick', '--synthetic', '--dataset', 'NCI1', '--methods',
-                'erm', '--paths', 'fast', '--out', str(tmp_path)])
-    report = json.loads((tmp_path / 'speed-NCI1-gcn.json').read_text())
-    assert report['dataset'] == 'NCI1'
-    assert torch.get_num_threads() == 1  # the runners' default
-    a_file = tmp_path / 'notes'
-    a_file.write_text('keep')
-    for bad in (['--out', str(a_file)], ['--threads', '-1']):
-        with pytest.raises(SystemExit):  # refused before the benchmark runs
-            speed.main(['--quick', '--synthetic', '--dataset', 'NCI1', *bad])
-    assert a_file.read_text() == 'keep'
-
-
-def test_speed_check_static_passes_on_equal_training(tmp_path):
-    # The static path (padded batches + torch.compile) trains like the fast
-    # path; the check reports the loss differences and would exit otherwise.
-    speed = _speed_module()
-    report = speed.main(['--synthetic', '--dataset', 'NCI1', '--check-static',
-                         '--steps', '6', '--max-graphs', '96',
-                         '--batch-size', '16'])['check_static']
-    for method in ('erm', 'hma'):
-        assert report[method]['steps'] == 6
-        assert report[method]['max_rel_diff_first_5'] <= 1e-4
-        assert len(report[method]['first_losses']) == 3

@@ -94,3 +94,38 @@ def test_compact_int_is_lossless():
         assert small.element_size() <= t.element_size()
     assert compact_int(torch.tensor([0, 255])).dtype == torch.uint8
     assert compact_int(torch.tensor([-1, 300])).dtype == torch.int16
+
+
+@pytest.mark.parametrize('features', ['long', 'onehot'])
+def test_export_round_trip_of_molecule_and_onehot_graphs(features, tmp_path):
+    # What the GPU check carries (ogbg-molhiv, NCI1): integer atom and bond
+    # features and one-hot node labels come back exactly, stored compactly.
+    from pyg_hma.data import DatasetSplits
+    from pyg_hma.data.exported import load_exported, save_exported
+    from torch_geometric.data import Data
+    gen = torch.Generator().manual_seed(0)
+    graphs = []
+    for n in (3, 1, 7):
+        e = 2 * (n - 1)
+        x = torch.randint(0, 5, (n, 9), generator=gen) if features == 'long' \
+            else torch.nn.functional.one_hot(
+                torch.randint(0, 6, (n, ), generator=gen), 6).float()
+        graphs.append(Data(x=x, edge_index=torch.randint(0, n, (2, e),
+                                                         generator=gen),
+                           edge_attr=torch.randint(0, 3, (e, 3),
+                                                   generator=gen),
+                           y=torch.tensor([[n % 2]])))
+    splits = DatasetSplits('toy', graphs, graphs[:2], graphs[1:], 9, 2,
+                           'rocauc')
+    path = save_exported(splits, tmp_path / 'toy-seed0.pt')
+    payload = torch.load(path, weights_only=True)
+    assert payload['splits']['train']['data']['x']['value'].dtype == \
+        torch.uint8
+    back = load_exported(path)
+    for split, ref in ((back.train, graphs), (back.val, graphs[:2]),
+                       (back.test, graphs[1:])):
+        assert len(split) == len(ref)
+        for a, b in zip(split, ref):
+            for key in ('x', 'edge_index', 'edge_attr', 'y'):
+                assert a[key].dtype == b[key].dtype, key
+                assert torch.equal(a[key], b[key]), key

@@ -224,3 +224,48 @@ def test_compiled_padded_model_follows_changing_graph_counts():
             torch.testing.assert_close(compiled(batch), model(batch),
                                        rtol=1e-4, atol=1e-5)
             assert compiled(batch).shape == (count, 3)
+
+
+@pytest.mark.parametrize('method', ['erm', 'hma'])
+def test_static_path_trains_like_eager_on_device(method, test_device):
+    # What benchmarks/speed.py's `static` path runs (padded device batches,
+    # the whole model compiled: CUDA graphs on a GPU) trains like the eager
+    # `fast` path: the engine's step from the same weights on the same
+    # batches, without dropout (whose draws would cover the padding too).
+    # Over the first steps only float rounding separates them (on a CPU
+    # ~1e-5; a missed queue write, BatchNorm update or wrong gradient shows
+    # as 1e-2); Adam slowly amplifies rounding (and atomic-add order).
+    from pyg_hma.methods import METHODS, Criterion, StepContext
+    from pyg_hma.train.engine import compile_model, fused_adam, train_step
+    graphs = featured_graphs(96)
+    compiled = 'reduce-overhead' if test_device.type == 'cuda' else 'default'
+    losses = []
+    for mode in (None, compiled):
+        torch.manual_seed(0)
+        model = build_model(
+            'gcn', method, num_classes=3, num_features=5,
+            backbone_kwargs=dict(hidden_channels=32, num_layers=3,
+                                 dropout=0.0, pooling='mean'),
+            hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=8,
+                            dropout=0.0, check_inputs=False)
+        ).to(test_device)
+        loader = DeviceGraphLoader(graphs, 16, shuffle=True,
+                                   device=test_device,
+                                   generator=torch.Generator().manual_seed(0))
+        if mode is not None:
+            torch._dynamo.reset()
+            compile_model(model, mode)
+            loader = PaddedLoader(loader, 256, 512)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = fused_adam(params, lr=1e-3)
+        steps = [train_step(model, batch, METHODS[method].objective,
+                            Criterion('ce'), StepContext(1), optimizer,
+                            params, 1.0, mark_step=mode is not None)[0]
+                 .detach().clone() for batch in loader]
+        losses.append(torch.stack(steps).double().cpu())
+    eager, static = losses
+    assert eager.numel() == 6
+    diff = (static - eager).abs() / eager.abs().clamp(min=1e-6)
+    assert float(diff[:5].max()) <= (1e-4 if test_device.type == 'cpu'
+                                     else 1e-3), diff
+    assert float(diff.max()) <= 5e-3, diff

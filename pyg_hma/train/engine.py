@@ -283,10 +283,11 @@ def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
 # Loops
 # --------------------------------------------------------------------------
 
-def _adam(params, **kwargs) -> torch.optim.Adam:
-    # The fused kernel updates every parameter in one call (several times
-    # faster per step for these small models); older torch builds lack it on
-    # CPU, so fall back to the default implementation there.
+def fused_adam(params, **kwargs) -> torch.optim.Adam:
+    r"""Adam with the fused kernel, which updates every parameter in one call
+    (several times faster per step for these small models, on the CPU too);
+    older torch builds lack it on the CPU, where this falls back to the
+    default implementation. :obj:`kwargs` go to :class:`torch.optim.Adam`."""
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)
     except (RuntimeError, TypeError):
@@ -493,9 +494,11 @@ def compile_model(model: nn.Module, mode: str = 'default',
     r"""Compiles :obj:`model` in place with ``nn.Module.compile`` (so its
     state-dict keys, and checkpoints, do not change) and returns it.
 
-    Check a compiled padded setup with ``benchmarks/speed.py --check-static``:
-    that check found the Inductor fault that ``masked_batch_norm`` now
-    avoids (see its comment and ``docs/performance.md``).
+    Check a compiled padded setup with
+    ``tests/test_padding.py::test_static_path_trains_like_eager_on_device``
+    (``PYG_HMA_TEST_DEVICE=cuda`` on a GPU): that check found the Inductor
+    fault that ``masked_batch_norm`` now avoids (see its comment and
+    ``docs/performance.md``).
     """
     model.compile(mode=mode, dynamic=dynamic)
     return model
@@ -574,6 +577,27 @@ class EpochLogger:
             self.bar.close()
 
 
+def train_step(model: nn.Module, batch, objective, crit: Criterion,
+               ctx: StepContext, optimizer: torch.optim.Optimizer,
+               params: Sequence[Tensor], clip_grad_norm: Optional[float],
+               mark_step: bool = False) -> Tuple[Tensor, Tensor, dict]:
+    r"""One optimisation step on :obj:`batch` (already on the device): the
+    objective's ``(loss, logits, extras)``, backward, gradient clipping to
+    :obj:`clip_grad_norm` (``None``: off) and the optimizer step; returns
+    what the objective returned. Nothing waits for the device.
+    :obj:`mark_step` first marks a new CUDA-graph step (for models compiled
+    with ``'reduce-overhead'``)."""
+    optimizer.zero_grad(set_to_none=True)
+    if mark_step:
+        _new_step()
+    loss, logits, extras = objective(model, batch, crit, ctx)
+    loss.backward()
+    if clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    optimizer.step()
+    return loss, logits, extras
+
+
 def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
                 ctx: StepContext, optimizer: torch.optim.Optimizer,
                 params: Sequence[Tensor], cfg: TrainConfig,
@@ -596,14 +620,9 @@ def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
         if n < 2:
             skipped += 1
             continue
-        optimizer.zero_grad(set_to_none=True)
-        if mark_steps:
-            _new_step()
-        loss, logits, extras = objective(model, batch, crit, ctx)
-        loss.backward()
-        if cfg.clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-        optimizer.step()
+        loss, logits, extras = train_step(
+            model, batch, objective, crit, ctx, optimizer, params,
+            cfg.clip_grad_norm, mark_steps)
         loss_sum += loss.detach() * n
         for key, value in extras.items():
             extra_sums[key] = extra_sums.get(key, 0.0) + value.detach() * n
@@ -710,7 +729,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         # few shapes; with 'reduce-overhead' each gets its own CUDA graph).
         compile_model(model, compile)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = fused_adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
                  if cfg.lr_step else None)

@@ -48,8 +48,9 @@ from torch import Tensor, nn
 
 from ..methods import IRM, METHODS, Criterion, Objective, StepContext, VREx
 from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
-                     SplitScorer, TrainConfig, _adam, _state_copy,
-                     checkpoint_fingerprint, epoch_seed, fit, resolve_device,
+                     SplitScorer, TrainConfig, _state_copy,
+                     checkpoint_fingerprint, epoch_seed, fit, fused_adam,
+                     resolve_device,
                      score_epoch, seed_everything)
 from ..loader import as_batch, get_loader_factory
 from .metrics import compute_metric
@@ -141,6 +142,28 @@ def clip_per_seed(params: Sequence[Tensor], max_norm: float):
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(coef.view((S, ) + (1, ) * (g.dim() - 1)))
+
+
+def stacked_train_step(model: StackedModel, data: UnionBatch,
+                       objective: Objective, crit: Criterion,
+                       ctx: StepContext, noise: Noise,
+                       optimizer: torch.optim.Optimizer,
+                       params: Sequence[Tensor],
+                       clip_grad_norm: Optional[float]):
+    r"""One optimisation step of every seed of :obj:`model` on
+    :obj:`data` (one batch per seed), as
+    :func:`~pyg_hma.train.engine.train_step` is for one model: the per-seed
+    losses of :func:`stacked_objective`, backward, per-seed gradient
+    clipping (:func:`clip_per_seed`) and the optimizer step. Returns
+    ``(losses [S], logits [S, B, out], extras)``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, logits, extras = stacked_objective(objective, model, data, crit,
+                                             ctx, noise)
+    loss.sum().backward()
+    if clip_grad_norm is not None:
+        clip_per_seed(params, clip_grad_norm)
+    optimizer.step()
+    return loss, logits, extras
 
 
 # --------------------------------------------------------------------------
@@ -354,7 +377,8 @@ class _GroupTrainer:
         cfg = self.cfg
         stacked = StackedModel([r.model for r in group])
         params = stacked.parameters()
-        optimizer = _adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = fused_adam(params, lr=cfg.lr,
+                               weight_decay=cfg.weight_decay)
         scheduler = (torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
                      if cfg.lr_step else None)
@@ -434,13 +458,9 @@ class _GroupTrainer:
                 skipped += 1
                 continue
             data = UnionBatch(batches)
-            optimizer.zero_grad(set_to_none=True)
-            loss, logits, extras = stacked_objective(
-                self.objective, stacked, data, self.crit, ctx, noise)
-            loss.sum().backward()
-            if cfg.clip_grad_norm is not None:
-                clip_per_seed(params, cfg.clip_grad_norm)
-            optimizer.step()
+            loss, logits, extras = stacked_train_step(
+                stacked, data, self.objective, self.crit, ctx, noise,
+                optimizer, params, cfg.clip_grad_norm)
             loss_sum += loss.detach() * n
             for key, value in extras.items():
                 extra_sums[key] = (extra_sums.get(key, 0.0)
@@ -489,4 +509,5 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
 
 
 __all__ = ['fit_seeds', 'seed_batch_support', 'noise_seed',
-           'SEED_BATCH_VERSION', 'clip_per_seed', 'stacked_objective']
+           'SEED_BATCH_VERSION', 'clip_per_seed', 'stacked_objective',
+           'stacked_train_step']

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import itertools
 import json
@@ -62,9 +61,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..registry import UnknownNameError
+from . import runner_scripts
 from .results import mean_std
+from .runner_scripts import RUNNERS
 
-RUNNERS = ('ood', 'ogb_mol', 'tu_id')
 SEARCH_SEED_START = 100  # search seeds 100, 101, ...: not confirmation seeds
 STUDY_NAME = 'sweep'
 SWEEP_KIND = 'pyg_hma.sweep'
@@ -275,26 +276,14 @@ def choose_best(trials: Sequence[Mapping[str, Any]]) -> Optional[dict]:
 # The runner
 # --------------------------------------------------------------------------
 
-_RUNNER_MODULES: Dict[str, Any] = {}
-
-
 def load_runner(name: str):
     r"""The runner module ``benchmarks/NAME.py`` of this checkout (it holds
-    the datasets' protocols, ``PROTOCOLS``)."""
-    if name not in RUNNERS:
-        raise SweepError(f"unknown runner '{name}'; choose from "
-                         f"{', '.join(RUNNERS)}")
-    if name not in _RUNNER_MODULES:
-        path = Path.cwd() / 'benchmarks' / f'{name}.py'
-        if not path.is_file():
-            raise SweepError(f"runner {path} not found: run sweeps from the "
-                             f"root of a checkout of the project")
-        spec = importlib.util.spec_from_file_location(
-            f'pyg_hma_runner_{name}', path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _RUNNER_MODULES[name] = module
-    return _RUNNER_MODULES[name]
+    the datasets' protocols, ``PROTOCOLS``); :class:`SweepError` when there
+    is none."""
+    try:
+        return runner_scripts.load_runner(name)
+    except (UnknownNameError, FileNotFoundError) as e:
+        raise SweepError(str(e)) from None
 
 
 def parse_runner_args(runner: str, protocols, argv: Sequence[str]
