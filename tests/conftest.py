@@ -40,3 +40,24 @@ def test_device():
     if device.type == 'cuda' and not torch.cuda.is_available():
         pytest.skip('PYG_HMA_TEST_DEVICE asks for CUDA, which is missing')
     return device
+
+
+def molecules(num, seed=0):
+    r"""Random OGB-like molecules: :obj:`num` graphs of 3-11 atoms with
+    integer atom and bond features in OGB's vocabularies and labels
+    ``[[i % 2]]``."""
+    from torch_geometric.data import Data
+    from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
+    gen = torch.Generator().manual_seed(seed)
+    graphs = []
+    for i in range(num):
+        n = int(torch.randint(3, 12, (1, ), generator=gen))
+        e = int(torch.randint(2, 3 * n, (1, ), generator=gen))
+        x = torch.stack([torch.randint(d, (n, ), generator=gen)
+                         for d in ATOM_FEATURE_DIMS], 1)
+        edge_attr = torch.stack([torch.randint(d, (e, ), generator=gen)
+                                 for d in BOND_FEATURE_DIMS], 1)
+        graphs.append(Data(x=x, edge_index=torch.randint(n, (2, e),
+                                                         generator=gen),
+                           edge_attr=edge_attr, y=torch.tensor([[i % 2]])))
+    return graphs

@@ -10,27 +10,12 @@ from torch_geometric.loader import DataLoader
 from pyg_hma.loader import (DeviceGraphLoader, PaddedLoader, batch_sizes,
                             pad_batch)
 from pyg_hma.models import build_model
-from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
 from pyg_hma.models.gnn import masked_batch_norm
+
+from conftest import molecules
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-def molecules(num, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    graphs = []
-    for i in range(num):
-        n = int(torch.randint(3, 12, (1, ), generator=gen))
-        e = int(torch.randint(2, 3 * n, (1, ), generator=gen))
-        x = torch.stack([torch.randint(d, (n, ), generator=gen)
-                         for d in ATOM_FEATURE_DIMS], 1)
-        edge_attr = torch.stack([torch.randint(d, (e, ), generator=gen)
-                                 for d in BOND_FEATURE_DIMS], 1)
-        graphs.append(Data(x=x, edge_index=torch.randint(n, (2, e),
-                                                         generator=gen),
-                           edge_attr=edge_attr, y=torch.tensor([[i % 2]])))
-    return graphs
 
 
 def featured_graphs(num, features=5, seed=1):

@@ -300,6 +300,24 @@ def test_seed_batched_runs_are_their_own_configuration(data_root, tmp_path):
         runner('ood').main(argv + ['--seed-batch', '2', '--pad', '64,128'])
 
 
+def test_no_checkpoints_trains_the_same_runs(data_root, tmp_path):
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--seeds', '0,1', '--epochs', '2', '--root', str(data_root),
+            '--seed-batch', '2', '--keep-checkpoints']
+    folder = 'PROTEINS/gin-max/hma'
+    assert runner('ood').main(argv + ['--out', str(tmp_path / 'a')]) == 0
+    assert runner('ood').main(argv + ['--out', str(tmp_path / 'b'),
+                                      '--no-checkpoints']) == 0
+    assert len(list((tmp_path / 'a' / folder).glob('*.ckpt'))) == 2
+    assert not list((tmp_path / 'b' / folder).glob('*.ckpt'))
+    for seed in (0, 1):
+        a, b = (json.loads((tmp_path / x / folder / f'seed{seed}.json')
+                           .read_text()) for x in 'ab')
+        assert a['run_fingerprint'] == b['run_fingerprint']
+        assert [h['val'] for h in a['history']] == \
+            [h['val'] for h in b['history']]
+
+
 def test_interrupted_seed_group_resumes_from_the_runner(data_root, tmp_path,
                                                         monkeypatch):
     # The runner's conflict check must accept the checkpoints a seed group
@@ -357,3 +375,24 @@ def test_tensorboard_curves_follow_the_recorded_history(data_root, tmp_path):
                 [h['train_loss'] for h in rec['history']])
             assert 'metric_by_eval/order/test' in events.Tags()['scalars']
         shutil.rmtree(tmp_path / 'tb')
+
+
+def test_table3_gpu_archive_carries_results_only(tmp_path):
+    # benchmarks/table3_gpu.py: what travels back from the GPU is every
+    # finished run's JSON and log, never checkpoints or hidden folders.
+    table3 = runner('table3_gpu')
+    work = tmp_path / 'work'
+    cell = work / 'ogbg-molbace' / 'gin' / 'erm'
+    cell.mkdir(parents=True)
+    for name in ('seed0.json', 'seed0.log', 'seed1.ckpt', 'summary.md'):
+        (cell / name).write_text(name)
+    (work / '.superseded').mkdir()
+    (work / '.superseded' / 'seed2.json').write_text('old')
+    assert table3.pack(work, tmp_path / 'out' / 'r.tar.gz') == 1
+    assert table3.unpack(tmp_path / 'out' / 'r.tar.gz', tmp_path / 'back') == 2
+    back = tmp_path / 'back' / 'ogbg-molbace' / 'gin' / 'erm'
+    assert sorted(p.name for p in back.iterdir()) == ['seed0.json',
+                                                      'seed0.log']
+    assert (back / 'seed0.json').read_text() == 'seed0.json'
+    assert table3.prior_seconds('ogbg-molbace', 'gin', 'erm') < \
+        table3.prior_seconds('ogbg-molbbbp', 'gin-v', 'hma')

@@ -10,7 +10,9 @@ from pyg_hma.models import build_model
 from pyg_hma.train import TrainConfig, fit
 from pyg_hma.train.seed_batch import fit_seeds, seed_batch_support
 
-from conftest import proteins_subset
+from pyg_hma.data.registry import DatasetSplits
+
+from conftest import molecules, proteins_subset
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -104,6 +106,46 @@ def test_equals_sequential_runs(proteins, tmp_path, float64, conv, method):
     if (conv, method) == ('gin', 'hma'):  # seeds leave the group early
         assert len({r.epochs_run for r in batched}) > 1, \
             [r.epochs_run for r in batched]
+
+
+@pytest.fixture(scope='module')
+def molecule_splits():
+    graphs = molecules(80, seed=3)
+    return DatasetSplits(name='molecules', train=graphs[:32],
+                         val=graphs[32:56], test=graphs[56:], num_features=9,
+                         num_classes=2, metric='rocauc')
+
+
+# OGB's GNNs as in table 3 (atom and bond encoders, virtual node), BCE on
+# one logit, HMA with its momentum encoder; residual GIN-v too. One step per
+# epoch, so the per-epoch losses compared are the per-step losses.
+@pytest.mark.parametrize('backbone,method,residual', [
+    ('gin-v', 'erm', False), ('gcn-v', 'hma', False),
+    ('gin-v', 'hma', True)])
+def test_ogb_encoders_and_virtual_node_equal_sequential_runs(
+        molecule_splits, tmp_path, float64, backbone, method, residual):
+    splits = molecule_splits
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=1e-2, loss='bce')
+
+    def model_fn():
+        return build_model(
+            backbone, method, num_classes=2, out_channels=1,
+            backbone_kwargs=dict(hidden_channels=16, num_layers=3,
+                                 dropout=0.0, residual=residual,
+                                 atom_encoder=True, bond_encoder=True),
+            hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=8,
+                            dropout=0.0, check_inputs=False))
+    assert seed_batch_support(model_fn(), method) is None
+    seeds = [0, 1, 2]
+    alone = [fit(model_fn, splits, method, cfg, seed=s,
+                 checkpoint=tmp_path / f'alone{s}.ckpt') for s in seeds]
+    batched = fit_seeds(model_fn, splits, method, cfg, seeds=seeds,
+                        checkpoint_dir=tmp_path / 'group', fallback='raise')
+    for s, a, b in zip(seeds, alone, batched):
+        assert b.extra['seed_batch'] is True
+        assert_same_run(a, b, 1e-6)
+        final_models_close(tmp_path / f'alone{s}.ckpt',
+                           tmp_path / 'group' / f'seed{s}.ckpt', 1e-6)
 
 
 def test_float32_follows_sequential_runs(proteins, tmp_path):

@@ -352,6 +352,10 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    help='show the traceback of an error')
     p.add_argument('--keep-checkpoints', action='store_true',
                    help='keep each run\'s last checkpoint')
+    p.add_argument('--no-checkpoints', action='store_true',
+                   help='write no per-epoch checkpoints (a run cut short '
+                   'starts over): for machines whose files do not outlive '
+                   'the call, where writing them only costs time')
     p.add_argument('--quiet', action='store_true',
                    help='no progress output (the summary is still printed)')
     p.add_argument('--verbose', action='store_true',
@@ -661,12 +665,18 @@ def _curves(job: _Job) -> list:
     return [TensorBoardCurves(Path(root) / where)]
 
 
+def _checkpoint_path(job: _Job) -> Optional[Path]:
+    if getattr(job.args, 'no_checkpoints', False):
+        return None
+    return job.stem.with_suffix('.ckpt')
+
+
 def _fit_job(job: _Job, splits, model_fn, curves):
     return fit(model_fn, splits, job.method, job.cfg, seed=job.seed,
               device=job.device, loader=job.args.loader,
               pad=getattr(job.args, 'pad', None),
               compile=getattr(job.args, 'compile', None),
-              checkpoint=job.stem.with_suffix('.ckpt'),  # settled up front
+              checkpoint=_checkpoint_path(job),  # settled up front
               resume=job.args.resume, run_id=job.run_id,
               progress=job.progress, verbose=job.args.verbose,
               log_file=attempt_log(job.stem),  # a new log per attempt
@@ -704,10 +714,12 @@ def _fit_group(jobs, splits, model_fn, curves):
     def to_curves(seed, epoch, rec):
         for c in curves[seed]:
             c(epoch, rec)
+    checkpoint = _checkpoint_path(job)
     return fit_seeds(
         model_fn, splits, job.method, job.cfg, seeds=[j.seed for j in jobs],
         device=job.device, loader=job.args.loader,
-        checkpoint_dir=job.stem.parent, log_dir=job.stem.parent,
+        checkpoint_dir=checkpoint.parent if checkpoint else None,
+        log_dir=job.stem.parent,
         resume=job.args.resume, run_id=job.run_id,
         verbose=job.args.verbose,
         compare_eval_modes=getattr(job.args, 'compare_evals', False),

@@ -21,10 +21,16 @@ functionally for the supported modules and keeps the S models apart:
   that seed's real rows only, so a seed's masks do not depend on the other
   seeds of its group.
 
+* OGB's atom and bond encoders (one embedding table per feature column)
+  are stacked per seed: every row looks its features up in its own seed's
+  tables (one lookup in the concatenated tables, summed over the columns);
+* a virtual node is ``[S, B, d]`` (row ``(s, g)``: seed ``s``'s graph
+  ``g``), and the BatchNorms of its MLP are per seed over its ``B`` graphs.
+
 Supported: :class:`~pyg_hma.models.build.LinearClassifier` and
 :class:`~pyg_hma.HMAClassifier` (with or without momentum encoder) around a
-:class:`~pyg_hma.models.gnn.GNN` (GCN or GIN, any pooling, dropout,
-residual; no virtual node, no OGB atom/bond encoders yet).
+:class:`~pyg_hma.models.gnn.GNN` (GCN or GIN, with or without virtual node
+and OGB atom/bond encoders, any pooling, dropout, residual).
 :func:`unsupported_reason` says why a model is not.
 """
 from __future__ import annotations
@@ -59,10 +65,6 @@ def unsupported_reason(model: nn.Module) -> Optional[str]:
         return f'model {type(model).__name__}'
     if type(encoder) is not GNN:
         return f'backbone {type(encoder).__name__}'
-    if encoder.virtual_node:
-        return 'virtual node'
-    if encoder.atom_encoder or encoder.uses_edge_attr:
-        return 'OGB atom/bond encoders'
     return None
 
 
@@ -75,7 +77,9 @@ class UnionBatch:
     :obj:`B`) in the padded layout of :class:`StackedModel`.
 
     Attributes: :obj:`x` ``[S * N_max, F]``, :obj:`edge_index` (shifted to
-    padded positions), :obj:`batch` (graph ``s * B + g``; padding rows in
+    padded positions), :obj:`edge_attr` (edge features in the order of
+    :obj:`edge_index`, or ``None``), :obj:`edge_seed` (every edge's seed),
+    :obj:`batch` (graph ``s * B + g``; padding rows in
     graph ``S * B``), :obj:`weight` ``[S, N_max]`` (1 for real nodes),
     :obj:`count` ``[S, 1, 1]`` real nodes per seed, :obj:`y` ``[S, B, ...]``,
     :obj:`num_nodes` (a list), :obj:`size` ``N_max``.
@@ -100,10 +104,14 @@ class UnionBatch:
         x = first.new_zeros((S * N, ) + tuple(first.shape[1:]))
         x.index_copy_(0, pos_t, torch.cat([b.x for b in batches]))
         self.x = x
-        shifts = np.repeat(starts, [int(b.edge_index.size(1))
-                                    for b in batches])
+        shifts = torch.from_numpy(np.repeat(
+            starts, [int(b.edge_index.size(1)) for b in batches])).to(device)
         self.edge_index = (torch.cat([b.edge_index for b in batches], dim=1)
-                           + torch.from_numpy(shifts).to(device))
+                           + shifts)
+        self._edge_shifts = shifts
+        self.edge_attr = None
+        if getattr(batches[0], 'edge_attr', None) is not None:
+            self.edge_attr = torch.cat([b.edge_attr for b in batches])
         batch = torch.full((S * N, ), S * B, dtype=torch.long, device=device)
         graph_shift = np.repeat(np.arange(S) * B, num_nodes)
         batch.index_copy_(0, pos_t, torch.cat([b.batch for b in batches])
@@ -116,6 +124,11 @@ class UnionBatch:
                                   device=device).view(S, 1, 1)
         self.y = torch.stack([b.y for b in batches])
         self._gcn_norm = None
+
+    @property
+    def edge_seed(self) -> Tensor:
+        r"""The seed of every edge, ``[E]``."""
+        return self._edge_shifts // self.size
 
     def gcn_norm(self, dtype) -> Tuple[Tensor, Tensor]:
         r"""``(deg, norm)`` of OGB's GCN layer (degree with a self loop),
@@ -208,33 +221,103 @@ def masked_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
     return out
 
 
+def sum_of_embeddings(encoder: nn.Module, P: Dict[str, Tensor], pre: str,
+                      index: Tensor, seed: Tensor) -> Tensor:
+    r"""OGB's atom or bond encoder (:class:`~pyg_hma.models.encoders.AtomEncoder`,
+    ``BondEncoder``) of every seed: row ``r`` of :obj:`index` ``[..., C]``
+    (integer features) is embedded with the tables of seed :obj:`seed`
+    (``[...]``, broadcastable to ``index.shape[:-1]``); returns ``[..., d]``.
+    One lookup in the seeds' concatenated tables, summed over the columns."""
+    columns = index.size(-1)
+    if index.dim() < 2 or columns > len(encoder.embeddings):
+        raise ValueError(
+            f"{type(encoder).__name__} expected integer features with at "
+            f"most {len(encoder.embeddings)} columns, got {list(index.shape)}")
+    tables = [P[f'{pre}embeddings.{i}.weight'] for i in range(columns)]
+    table = torch.cat(tables, dim=1)  # [S, V, d]
+    S, V, d = table.shape
+    starts = np.cumsum([0] + [t.size(1) for t in tables[:-1]])
+    flat = (index + torch.from_numpy(starts).to(index.device)
+            + seed.unsqueeze(-1) * V)
+    return F.embedding(flat, table.reshape(S * V, d)).sum(dim=-2)
+
+
+def _node_encoding(gnn: GNN, P: Dict[str, Tensor], pre: str,
+                   data: UnionBatch) -> Tensor:
+    # The node encoder of every seed: [S, N, hidden].
+    S, N = data.S, data.size
+    x = data.x.view(S, N, -1)
+    if gnn.atom_encoder:
+        seed = torch.arange(S, device=x.device).view(S, 1)
+        return sum_of_embeddings(gnn.node_encoder, P, pre + 'node_encoder.',
+                                 x, seed)
+    if not x.is_floating_point():
+        x = x.float()
+    return linear(x, P[pre + 'node_encoder.weight'],
+                  P[pre + 'node_encoder.bias'])
+
+
+def _virtual_node_update(gnn: GNN, P: Dict[str, Tensor], pre: str, i: int,
+                         vn_in: Tensor, noise: Noise, training: bool
+                         ) -> Tensor:
+    # OGB's virtual-node MLP of layer i on [S, B, d] (Linear, BatchNorm,
+    # ReLU, Linear, BatchNorm, ReLU, dropout), BatchNorm per seed.
+    S, B, _ = vn_in.shape
+    mlp, m = gnn.vn_mlps[i], f'{pre}vn_mlps.{i}.'
+    weight = vn_in.new_ones(S, B)
+    count = vn_in.new_full((S, 1, 1), float(B))
+    z = linear(vn_in, P[m + '0.weight'], P[m + '0.bias'])
+    z = F.relu(masked_batch_norm(z, P, m + '1.', mlp[1], weight, count,
+                                 training))
+    z = linear(z, P[m + '3.weight'], P[m + '3.bias'])
+    z = F.relu(masked_batch_norm(z, P, m + '4.', mlp[4], weight, count,
+                                 training))
+    if training:
+        z = noise.dropout(z, gnn.dropout)
+    return z
+
+
 def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
                 noise: Noise, training: bool) -> Tensor:
     r""":class:`~pyg_hma.models.gnn.GNN` of every seed on its own batch:
     returns pooled embeddings ``[S, B, hidden]``."""
-    S, N = data.S, data.size
-    x = data.x
-    if not x.is_floating_point():
-        x = x.float()
-    h = linear(x.view(S, N, -1), P[pre + 'node_encoder.weight'],
-               P[pre + 'node_encoder.bias'])
+    S, N, B = data.S, data.size, data.B
+    h = _node_encoding(gnn, P, pre, data)
     d = h.size(-1)
     row, col = data.edge_index
+    if gnn.uses_edge_attr:
+        edge_seed = data.edge_seed
+    vn = None
+    if gnn.virtual_node:
+        vn = P[pre + 'vn_emb.weight'].expand(S, B, d)
     for i in range(gnn.num_layers):
+        if vn is not None:
+            # Each node receives its graph's virtual node (padding: zero).
+            vn_rows = torch.cat([vn.reshape(S * B, d), vn.new_zeros(1, d)])
+            h = h + vn_rows.index_select(0, data.batch).view(S, N, d)
         h_in = h
         c = f'{pre}convs.{i}.'
+        edge_emb = None
+        if gnn.uses_edge_attr:
+            edge_emb = sum_of_embeddings(gnn.convs[i].edge_encoder, P,
+                                         c + 'edge_encoder.', data.edge_attr,
+                                         edge_seed)
         if gnn.conv == 'gcn':
             deg, norm = data.gcn_norm(h.dtype)
             z = linear(h, P[c + 'linear.weight'], P[c + 'linear.bias'])
-            zf = z.reshape(S * N, d)
-            msg = norm.view(-1, 1) * F.relu(zf.index_select(0, row))
+            zf = z.reshape(S * N, d).index_select(0, row)
+            if edge_emb is not None:
+                zf = zf + edge_emb
+            msg = norm.view(-1, 1) * F.relu(zf)
             out = scatter(msg, col, 0, dim_size=S * N, reduce='sum')
             root = P[c + 'root_emb.weight']  # [S, 1, d]
             h = (out.view(S, N, d) + F.relu(z + root)
                  / deg.view(S, N, 1))
         else:
-            hf = h.reshape(S * N, d)
-            msg = F.relu(hf.index_select(0, row))
+            hf = h.reshape(S * N, d).index_select(0, row)
+            if edge_emb is not None:
+                hf = hf + edge_emb
+            msg = F.relu(hf)
             out = scatter(msg, col, 0, dim_size=S * N, reduce='sum')
             z = (1 + P[c + 'eps']).view(S, 1, 1) * h + out.view(S, N, d)
             mlp = gnn.convs[i].mlp
@@ -251,10 +334,19 @@ def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
             h = noise.dropout(h, gnn.dropout, data.num_nodes)
         if gnn.residual:
             h = h + h_in
-    size = S * data.B
+        if vn is not None and i < gnn.num_layers - 1:
+            # Message from the graph's nodes (this layer's input) to its
+            # virtual node, as in OGB.
+            pooled = scatter(h_in.reshape(S * N, d), data.batch, 0,
+                             dim_size=S * B + 1, reduce='sum')
+            vn_new = _virtual_node_update(
+                gnn, P, pre, i, pooled[:S * B].view(S, B, d) + vn, noise,
+                training)
+            vn = vn + vn_new if gnn.residual else vn_new
+    size = S * B
     pooled = POOLINGS[gnn.pooling](h.reshape(S * N, d), data.batch,
                                    size + 1)
-    return pooled[:size].view(S, data.B, d)
+    return pooled[:size].view(S, B, d)
 
 
 def attention_block(block, P: Dict[str, Tensor], pre: str, tokens: Tensor,
