@@ -117,7 +117,7 @@ def _result_files(work: Path) -> List[Path]:
 def pack(work: Path, archive: Path) -> int:
     r"""Writes the results under :obj:`work` to :obj:`archive` (atomically);
     returns the number of runs in it."""
-    from pyg_hma.data._io import atomic_path
+    from pyg_hma.files import atomic_path
     files = _result_files(work)
     with atomic_path(archive) as tmp:
         with tarfile.open(tmp, 'w:gz') as tar:
