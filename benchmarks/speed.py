@@ -73,7 +73,7 @@ from pyg_hma.data.exported import compact_int  # noqa: E402
 from pyg_hma.data.padding import PaddedLoader  # noqa: E402
 from pyg_hma.methods import METHODS  # noqa: E402
 from pyg_hma.models import build_model  # noqa: E402
-from pyg_hma.train.benchmark import parse_pad_steps  # noqa: E402
+from pyg_hma.runners.cli import parse_pad_steps  # noqa: E402
 from pyg_hma.train.engine import COMPILE_MODES, compile_model  # noqa: E402
 from pyg_hma.models.encoders import (ATOM_FEATURE_DIMS,  # noqa: E402
                                      BOND_FEATURE_DIMS)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
 from ..data._io import UnreadableFileError, torch_load
-from .results import read_result
+from ..train.results import read_result
 
 LOCK_NAME = '.lock'
 SUPERSEDED = '.superseded'
