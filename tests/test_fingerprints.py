@@ -4,9 +4,6 @@ committed results/paper/runs.csv rows carry them. The reference values were
 computed by the code before the method hyperparameters left TrainConfig
 (commit 1e2d646, ``pyg_hma/train/benchmark.py``); the PROTEINS case set
 them with ``--set train.*`` then, ``--set method.*`` now."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -17,7 +14,7 @@ from pyg_hma.train.engine import (TrainConfig, checkpoint_fingerprint,
                                   fingerprint, train_record)
 from pyg_hma.train.results import config_id
 
-BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+from conftest import runner_module as runner
 
 CASES = {
     'cmnist': ('ood', ['--dataset', 'CMNIST', '--method', 'erm', 'irm', 'hma',
@@ -51,14 +48,6 @@ REFERENCE = [
     ('seed_batch', 'NCI1', 'hma', 0, 'c44eff72c72d89d8', '92b931b3e6f9a3e6',
      '72cab3c7bfb6e1b5', 'aa506586'),
 ]
-
-
-def runner(name):
-    spec = importlib.util.spec_from_file_location(f'fp_{name}',
-                                                  BENCH / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def planned_jobs(case, tmp_path):

@@ -1,11 +1,9 @@
 """Every runner's --quick mode end to end, its result files, --resume and
 the report built from them."""
 import csv
-import importlib.util
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,19 +13,12 @@ from pyg_hma.runners.cli import parse_seeds
 from pyg_hma.train.results import (find_results, load_paper, paper_number,
                                    report_markdown)
 
-BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+from conftest import runner_module as runner
+
 
 pytestmark = pytest.mark.skipif(
     find_mirror() is None, reason='needs the offline data mirror '
     '(../shared/data)')
-
-
-def runner(name):
-    spec = importlib.util.spec_from_file_location(f'bench_{name}',
-                                                  BENCH / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module', autouse=True)

@@ -24,11 +24,11 @@ Search spaces (``--space paper``, the default without ``--param``):
 ``--param KEY=V1,V2,..`` gives a space of one's own (repeatable; with
 ``--space paper`` it adds to or replaces axes of the paper's grid). KEY is
 ``hma.NAME``, ``backbone.NAME``, ``train.NAME``, ``method.NAME`` (as the
-runners' ``--set``) or ``momentum``; short names: ``M`` / ``memory_size``, ``k`` /
-``slots_per_class``, ``l`` / ``label_dim``, ``dropout``, ``lr``. Values are
-read as JSON (``1e-3``, ``true``, ``null``); ``none`` is ``null``; ``2x`` is
-2 x the batch size of the runs (the protocol's, or ``--batch-size`` given to
-the runner).
+runners' ``--set``) or ``momentum``; short names: ``M`` / ``memory_size``,
+``k`` / ``slots_per_class``, ``l`` / ``label_dim``, ``dropout``, ``lr``.
+Values are read as JSON (``1e-3``, ``true``, ``null``); ``none`` is
+``null``; ``2x`` is 2 x the batch size of the runs (the protocol's, or
+``--batch-size`` given to the runner).
 
 Layout of the output folder::
 
