@@ -15,16 +15,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/study}
-run() { echo "== $*" >&2; "$PY" benchmarks/ood.py "$@" --resume --compare-evals --quiet --out "$OUT/ood"; }
+# One output folder per lane: a runner locks its --out folder while it runs.
+run() { echo "== $*" >&2; "$PY" benchmarks/ood.py "$@" --resume --compare-evals --quiet --out "$OUT/ood$LANE"; }
 
 case "${1:-}" in
   a)  # table 6, size shift: the large TU datasets
+    LANE=
     run --dataset NCI1 --method erm irm vrex hma --seeds 10
     run --dataset NCI109 --method erm irm vrex hma --seeds 10
     run --dataset NCI1 --method rma abd abd+syn abd+rma --seeds 10
     run --dataset DD --method erm irm vrex hma --seeds 10
     ;;
   b)  # table 6 PROTEINS with ablations, then table 5 (degree shift)
+    LANE=-b
     run --dataset PROTEINS --method erm irm vrex hma --seeds 10
     run --dataset PROTEINS --method rma abd abd+syn abd+rma --seeds 10
     run --dataset Graph-SST5 --method erm hma --seeds 5

@@ -1087,7 +1087,7 @@ def main(argv=None) -> dict:
         print_table(report)
     report['argv'] = sys.argv[1:] if argv is None else list(argv)
     if args.out:
-        from pyg_hma.data._io import atomic_path
+        from pyg_hma.files import atomic_path
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps(report, indent=1, default=str))
         print(f'\nwrote {args.out}')

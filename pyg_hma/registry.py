@@ -50,9 +50,7 @@ class Registry(Mapping[str, T], Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            raise UnknownNameError(
-                f"Unknown {self.kind} {name!r}; choose one of "
-                f"{', '.join(self._entries)}") from None
+            raise self._unknown(name, self.kind) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -76,9 +74,14 @@ class Registry(Mapping[str, T], Generic[T]):
         :obj:`names`."""
         for name in names:
             if name not in self._entries:
-                raise UnknownNameError(
-                    f"Unknown {what or self.kind} {name!r}; choose one of "
-                    f"{', '.join(self._entries)}")
+                raise self._unknown(name, what or self.kind)
+
+    def _unknown(self, name, what: str) -> UnknownNameError:
+        close = [n for n in self._entries
+                 if isinstance(name, str) and n.lower() == name.lower()]
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+        return UnknownNameError(f"Unknown {what} {name!r}{hint}; choose one "
+                                f"of {', '.join(self._entries)}")
 
     def __repr__(self) -> str:
         return f'Registry({self.kind!r}, [{", ".join(self._entries)}])'

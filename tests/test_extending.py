@@ -1,15 +1,18 @@
-"""docs/extending.md: a new method and a new backbone are one registry entry
-each, and the runner's command line, result files and report pick them up."""
+"""docs/extending.md: a new method, backbone and dataset are one registry
+entry each, and the runner's command line, result files and report pick
+them up."""
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_geometric.data import Data
 from torch_geometric.nn import SAGEConv, global_mean_pool
 
-from pyg_hma.data import find_mirror
+from pyg_hma.data import DATASETS, DatasetSpec, DatasetSplits, find_mirror
 from pyg_hma.methods import METHODS, MethodSpec, Objective, method_label
 from pyg_hma.models import BACKBONES, BackboneSpec, build_model
 from pyg_hma.registry import UnknownNameError
@@ -36,6 +39,53 @@ class SAGE(nn.Module):
         return global_mean_pool(h, batch.batch, size=batch.num_graphs)
 
 
+def load_my_graphs(name, root=None, mirror=None, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    graphs = []
+    for i in range(40):
+        n = 4 + i % 5
+        ring = torch.arange(n)
+        edge_index = torch.stack([ring, (ring + 1) % n])
+        graphs.append(Data(x=torch.rand(n, 8, generator=gen),
+                           edge_index=torch.cat([edge_index,
+                                                 edge_index.flip(0)], 1),
+                           y=torch.tensor([i % 2])))
+    return DatasetSplits(name=name, train=graphs[:24], val=graphs[24:32],
+                         test=graphs[32:], num_features=8, num_classes=2,
+                         metric='accuracy')
+
+
+def load_runner(name):
+    spec = importlib.util.spec_from_file_location(f'bench_{name}',
+                                                  BENCH / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def my_graphs():
+    DATASETS.register(DatasetSpec('MyGraphs', load_my_graphs,
+                                  metric='accuracy'))
+    yield
+    DATASETS.unregister('MyGraphs')
+
+
+def test_a_new_dataset_reaches_the_runner(my_graphs, tmp_path, capsys):
+    from pyg_hma.data.__main__ import main as data_cli
+    assert data_cli(['list']) == 0
+    assert 'MyGraphs' in capsys.readouterr().out.split()
+    ood = load_runner('ood')
+    ood.PROTOCOLS['MyGraphs'] = ood.TU.replace(table=None)
+    argv = ['--dataset', 'MyGraphs', '--quiet', '--method', 'erm',
+            '--seeds', '0-0', '--epochs', '2', '--out', str(tmp_path)]
+    assert ood.main(argv) == 0
+    rec = json.loads((tmp_path / 'MyGraphs/gcn/erm/seed0.json').read_text())
+    assert rec['dataset'] == 'MyGraphs' and rec['metric'] == 'accuracy'
+    with pytest.raises(UnknownNameError, match='choose one of .*MyGraphs'):
+        DATASETS['MyGraph']
+
+
 @pytest.fixture
 def registered():
     METHODS.register(MethodSpec('erm-ls', 'ERM+LS', LabelSmoothing()))
@@ -58,10 +108,7 @@ def test_registries_refuse_unknown_and_duplicate_names(registered):
 
 @pytest.mark.skipif(find_mirror() is None, reason='needs the data mirror')
 def test_new_entries_reach_the_runner_and_the_report(registered, tmp_path):
-    spec = importlib.util.spec_from_file_location('bench_ood',
-                                                  BENCH / 'ood.py')
-    ood = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ood)
+    ood = load_runner('ood')
     argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method',
             'erm-ls', '--backbone', 'sage', '--seeds', '0-0', '--epochs', '2',
             '--set', 'backbone.hidden_channels=16', '--out', str(tmp_path),

@@ -11,7 +11,7 @@ from pyg_hma.runners import RunSpec, build_parser
 from pyg_hma.runners.plan import Printer, plan
 from pyg_hma.runners.record import run_config
 from pyg_hma.train.engine import (TrainConfig, checkpoint_fingerprint,
-                                  fingerprint, train_record)
+                                  train_record)
 from pyg_hma.train.results import config_id
 
 from conftest import runner_module as runner
@@ -70,9 +70,9 @@ def test_fingerprints_of_existing_configurations(tmp_path, case, dataset,
     assert job.dataset == dataset
     assert job.ident == ident
     for compare, expected in ((False, ckpt), (True, ckpt_compare)):
-        assert checkpoint_fingerprint(job.method, job.seed, job.cfg,
-                                      job.run_id, compare,
-                                      job.hyperparameters) == expected
+        assert checkpoint_fingerprint(
+            job.method, job.seed, job.cfg, job.run_id, compare,
+            hyperparameters=job.hyperparameters) == expected
     built = dict(out_channels=None, input_shape=None,
                  hma_kwargs={**job.proto.hma, 'check_inputs': False})
     rec = {'runner': job.runner, 'dataset': job.dataset,
@@ -91,10 +91,9 @@ def test_seed_batched_checkpoint_fingerprint(tmp_path):
     job = plan(spec, 'ood', protocols, tmp_path, torch.device('cpu'),
                Printer(quiet=True))[0].jobs[0]
     assert job.ident == 'f36b2d664ad70016'
-    assert fingerprint({'method': job.method, 'seed': job.seed,
-                        'cfg': job.train_record, 'run': job.run_id,
-                        'seed_batch': SEED_BATCH_VERSION}) == \
-        'c4711d29ffb2124a'
+    assert checkpoint_fingerprint(
+        job.method, job.seed, job.cfg, job.run_id, False, SEED_BATCH_VERSION,
+        hyperparameters=job.hyperparameters) == 'c4711d29ffb2124a'
 
 
 def test_train_record_keeps_the_former_train_config_layout():

@@ -297,6 +297,41 @@ def test_seed_batched_runs_are_their_own_configuration(data_root, tmp_path):
         runner('ood').main(argv + ['--seed-batch', '2', '--pad', '64,128'])
 
 
+def test_interrupted_seed_group_resumes_from_the_runner(data_root, tmp_path,
+                                                        monkeypatch):
+    # The runner's conflict check must accept the checkpoints a seed group
+    # writes (their fingerprint names the seed-batched streams).
+    from pyg_hma.train import engine
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--seeds', '0,1', '--epochs', '3', '--patience', '0',
+            '--root', str(data_root), '--out', str(tmp_path / 'full'),
+            '--seed-batch', '2']
+    assert runner('ood').main(argv) == 0
+    save, saves = engine.Checkpointer.save, []
+
+    def interrupted(self, state):
+        saves.append(state['epoch'])
+        if len(saves) > 2:  # both seeds saved epoch 1, then stop
+            raise KeyboardInterrupt
+        save(self, state)
+    monkeypatch.setattr(engine.Checkpointer, 'save', interrupted)
+    cut = argv[:-4] + ['--out', str(tmp_path / 'cut'), '--seed-batch', '2']
+    with pytest.raises(KeyboardInterrupt):
+        runner('ood').main(cut)
+    folder = tmp_path / 'cut/PROTEINS/gin-max/hma'
+    assert sorted(p.name for p in folder.glob('*.ckpt')) == \
+        ['seed0.ckpt', 'seed1.ckpt']
+    monkeypatch.setattr(engine.Checkpointer, 'save', save)
+    assert runner('ood').main(cut + ['--resume']) == 0
+    for seed in (0, 1):
+        full = json.loads((tmp_path / f'full/PROTEINS/gin-max/hma/'
+                           f'seed{seed}.json').read_text())
+        resumed = json.loads((folder / f'seed{seed}.json').read_text())
+        assert resumed['resumed_from_epoch'] == 2  # continued at epoch 2
+        assert [h['val'] for h in resumed['history']] == \
+            [h['val'] for h in full['history']]
+
+
 def test_tensorboard_curves_follow_the_recorded_history(data_root, tmp_path):
     pytest.importorskip('tensorboard')
     from tensorboard.backend.event_processing.event_accumulator import \

@@ -21,7 +21,8 @@ from torch.utils.data import TensorDataset
 
 from pyg_hma.data import DatasetSplits, load_dataset
 from pyg_hma.data import mnist, text, tu
-from pyg_hma.data._io import UnreadableFileError, recipe_dir, torch_load
+from pyg_hma.data.cache import recipe_dir
+from pyg_hma.files import UnreadableFileError, torch_load
 from pyg_hma.data.exported import exported_file, load_exported
 from pyg_hma.models import build_model
 from pyg_hma.train import TrainConfig, fit

@@ -6,7 +6,8 @@ import sys
 import time
 
 from ..registry import UnknownNameError
-from ._io import ChecksumError, MissingDataError, UnreadableFileError
+from ..files import UnreadableFileError
+from .mirror import ChecksumError, MissingDataError
 from .registry import available_datasets, load_dataset
 
 

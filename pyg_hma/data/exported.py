@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
 
-from ._io import MissingDataError, PathLike, atomic_path
-from .registry import DatasetSplits
+from ..files import PathLike, atomic_path
+from .cache import InMemoryGraphs, collate
+from .mirror import MissingDataError
+from .splits import DatasetSplits
 
 EXPORT_FORMAT = 1
 ENV_VAR = 'PYG_HMA_EXPORTED'
@@ -70,14 +72,6 @@ def default_exported_dir() -> Optional[str]:
     return os.environ.get(ENV_VAR) or None
 
 
-class ExportedGraphs(InMemoryDataset):
-    r"""An in-memory graph dataset rebuilt from an export (no root folder,
-    nothing processed or downloaded)."""
-    def __init__(self, data: Data, slices: Dict[str, torch.Tensor]):
-        super().__init__(None)
-        self.data, self.slices = data, slices
-
-
 def _graph_split(split) -> List[Data]:
     graphs = []
     for i in range(len(split)):
@@ -108,7 +102,7 @@ def save_exported(splits: DatasetSplits, path: PathLike) -> Path:
         graphs = _graph_split(split)
         if not graphs:
             raise ValueError(f"Split '{key}' of {splits.name} is empty")
-        data, slices = InMemoryDataset.collate(graphs)
+        data, slices = collate(graphs)
         parts[key] = {'data': {k: _pack(v) for k, v in data.items()},
                       'slices': {k: compact_int(v)
                                  for k, v in slices.items()}}
@@ -144,9 +138,10 @@ def load_exported(path: PathLike) -> DatasetSplits:
             payload.get('format') != EXPORT_FORMAT:
         raise ValueError(f"'{path}' is not a pyg_hma export of format "
                          f"{EXPORT_FORMAT}")
-    built = {key: ExportedGraphs(
+    # Each split is collated graphs, as in a cache folder's data.pt.
+    built = {key: InMemoryGraphs(
         Data.from_dict({k: _unpack(v) for k, v in part['data'].items()}),
-        {k: v.long() for k, v in part['slices'].items()})
+        {k: v.long() for k, v in part['slices'].items()}, payload['name'])
         for key, part in payload['splits'].items()}
     tests = {key.split('/', 1)[1]: ds for key, ds in built.items()
              if key.startswith('test/')}

@@ -37,10 +37,12 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from ..registry import UnknownNameError
-from ._io import (MissingDataError, PathLike, find_mirror, load_cache,
-                  mirror_file, recipe_dir, resolve_root)
-from .registry import DatasetSplits
+from ..files import PathLike
+from .cache import (load_cache, mark_complete, read_cache_file, recipe_dir,
+                    resolve_root)
+from .mirror import MissingDataError, find_mirror, mirror_file
+from .registry import DATASETS, DatasetSpec, dataset_spec
+from .splits import DatasetSplits
 
 # Bump when the cached MNIST arrays change. v2: read with weights_only=True.
 RECIPE = 'mnist-v2'
@@ -169,10 +171,11 @@ def load_mnist_train(root: Optional[PathLike] = None,
         torch.save({'images': torch.from_numpy(images.copy()),
                     'digits': torch.from_numpy(digits.copy()),
                     'source': source}, folder / 'train.pt')
-        (folder / 'DONE').write_text(RECIPE + '\n')
+        mark_complete(folder, RECIPE)
 
-    out = load_cache(recipe_dir(root, 'MNIST', RECIPE), 'train.pt', build,
-                     what='processed MNIST')
+    out = load_cache(recipe_dir(root, 'MNIST', RECIPE), build,
+                     lambda folder: read_cache_file(folder, 'train.pt',
+                                                    'processed MNIST'))
     return out['images'], out['digits'].long(), out['source']
 
 
@@ -307,9 +310,8 @@ def load_colored_mnist(name: str, root: Optional[PathLike] = None,
             states one.
         val_ratio: share of each training environment used for validation.
     """
-    if name not in _RESOLUTIONS:
-        raise UnknownNameError(f"Unknown Colored MNIST variant '{name}'; "
-                               f"expected one of {', '.join(_RESOLUTIONS)}")
+    spec = dataset_spec(name, load_colored_mnist,
+                        'Colored MNIST variant')
     if resolution is None:
         resolution = _RESOLUTIONS[name]
     if resolution not in (14, 28):
@@ -346,5 +348,10 @@ def load_colored_mnist(name: str, root: Optional[PathLike] = None,
     }
     return DatasetSplits(name=name, train=train, val=val, test=tests,
                          num_features=2 * resolution * resolution,
-                         num_classes=2, metric='accuracy', task='image',
+                         num_classes=2, metric=spec.metric, task=spec.task,
                          info=info)
+
+
+for _name in _RESOLUTIONS:
+    DATASETS.register(DatasetSpec(_name, load_colored_mnist,
+                                  metric='accuracy', task='image'))

@@ -63,7 +63,7 @@ without ``weights_only``, which defaults to ``True`` since PyTorch 2.6 and
 rejects PyG's storage classes (see :func:`_allow_pyg_unpickling`).
 PyG's ``pre_transform.pt`` / ``pre_filter.pt`` side files, which PyG reads
 with ``weights_only=False``, are deleted before and after ogb opens the
-folder (:func:`~pyg_hma.data._io.remove_pyg_side_files`).
+folder (:func:`~pyg_hma.data.cache.remove_pyg_side_files`).
 """
 from __future__ import annotations
 
@@ -79,9 +79,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..registry import UnknownNameError
-from ._io import (MissingDataError, PathLike, atomic_path, find_mirror,
-                  mirror_file, remove_pyg_side_files, resolve_root, sha256)
-from .registry import DatasetSplits
+from ..files import PathLike, atomic_path, sha256
+from .cache import remove_pyg_side_files, resolve_root
+from .mirror import MissingDataError, find_mirror, mirror_file
+from .registry import DATASETS, DatasetSpec, dataset_spec
+from .splits import DatasetSplits
 
 # Bump when the built folder would change; a folder built by another recipe
 # is rebuilt (folders downloaded from OGB carry no recipe and are kept).
@@ -130,8 +132,8 @@ of OGB's dataset folder; see pyg_hma_build.json for its provenance.
 
 def _spec(name: str) -> _Spec:
     if name not in _SPECS:
-        raise UnknownNameError(f"Unknown OGB molecule dataset '{name}'. "
-                               f"Available: {', '.join(_SPECS)}")
+        raise UnknownNameError(f"Unknown OGB molecule dataset '{name}'; "
+                               f"choose one of {', '.join(_SPECS)}")
     return _SPECS[name]
 
 
@@ -580,6 +582,8 @@ def load_ogb_mol(name: str, root: Optional[PathLike] = None,
     if kwargs:
         raise TypeError(f'load_ogb_mol() got unexpected arguments: '
                         f'{sorted(kwargs)}')
+    registered = dataset_spec(name, load_ogb_mol,
+                              'OGB molecule dataset')
     spec = _spec(name)
     root = resolve_root(root)
     folder = _folder(name, root)
@@ -647,11 +651,16 @@ def load_ogb_mol(name: str, root: Optional[PathLike] = None,
         test=dataset[split['test']],
         num_features=data.x.size(1),
         num_classes=dataset.num_classes,
-        metric='rocauc',
-        task='graph',
+        metric=registered.metric,
+        task=registered.task,
         num_edge_features=data.edge_attr.size(1),
         info=info,
     )
+
+
+for _name in _SPECS:
+    DATASETS.register(DatasetSpec(_name, load_ogb_mol, metric='rocauc',
+                                  table=3))
 
 
 def _ogb_url(name: str) -> str:

@@ -1,93 +1,74 @@
-"""One entry point for every benchmark dataset: ``load_dataset(name, ...)``.
+r"""The dataset registry: one :class:`DatasetSpec` per benchmark dataset,
+registered in :data:`DATASETS` by the module that loads it (``tu``,
+``text``, ``ogb_mol``, ``mnist``; importing :mod:`pyg_hma.data` imports
+them, and they import their heavy dependencies (spaCy, RDKit, ogb, the
+sentence encoder) only inside the functions that need them).
 
-Each loader lives in its own module and is imported lazily, so that using the
-TU loaders never imports spaCy or RDKit.
+:func:`load_dataset`, :func:`available_datasets` and
+``python -m pyg_hma.data list`` read the registry only; adding a dataset is
+one :meth:`DATASETS.register <pyg_hma.registry.Registry.register>` call next
+to its loader (see ``docs/extending.md``).
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
 
-from ..registry import UnknownNameError
-from ._io import PathLike
+from ..files import PathLike
+from ..registry import Registry, UnknownNameError
+from .exported import default_exported_dir, exported_file, load_exported
+from .splits import DatasetSplits
+
+Loader = Callable[..., DatasetSplits]
 
 
-@dataclass
-class DatasetSplits:
-    """A dataset cut into the splits of its benchmark protocol.
+@dataclass(frozen=True)
+class DatasetSpec:
+    r"""One benchmark dataset.
 
-    Attributes:
-        name: the dataset's name as the runners spell it.
-        train, val: sequences of samples (PyG ``Data`` for graphs, a
-            ``TensorDataset``-like for images).
-        test: one test split, or a ``dict`` of named test splits
-            (e.g. Colored MNIST's ``'reversed'`` and ``'gray'``).
-        num_features: input feature size (node features for graphs).
-        num_classes: number of classes (``2`` for binary tasks).
+    Args:
+        name: the name the runners and :func:`load_dataset` use.
+        loader: called as ``loader(name, root=..., mirror=..., seed=...,
+            **kwargs)``; returns the :class:`DatasetSplits`.
         metric: ``'mcc'``, ``'accuracy'`` or ``'rocauc'``.
         task: ``'graph'`` or ``'image'``.
-        num_edge_features: edge feature size (0 when none; OGB molecules use
-            integer bond features read by ``BondEncoder``).
-        info: statistics, thresholds and provenance printed by ``prepare``.
+        table: the paper's table of this dataset (``None``: not in it).
     """
     name: str
-    train: Any
-    val: Any
-    test: Any
-    num_features: int
-    num_classes: int
+    loader: Loader
     metric: str
     task: str = 'graph'
-    num_edge_features: int = 0
-    info: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tests(self) -> Dict[str, Any]:
-        return self.test if isinstance(self.test, dict) else {'test': self.test}
-
-    def sizes(self) -> Dict[str, int]:
-        out = {'train': len(self.train), 'val': len(self.val)}
-        for key, split in self.tests.items():
-            out[key] = len(split)
-        return out
+    table: Optional[int] = None
 
 
-# name -> "module:function"; each function is called as
-# fn(name, root=..., mirror=..., seed=..., **kwargs) -> DatasetSplits
-_LOADERS: Dict[str, str] = {
-    **{n: 'pyg_hma.data.ogb_mol:load_ogb_mol'
-       for n in ('ogbg-molbace', 'ogbg-molbbbp', 'ogbg-molhiv')},
-    **{n: 'pyg_hma.data.tu:load_tu_size_shift'
-       for n in ('NCI1', 'NCI109', 'PROTEINS', 'DD')},
-    **{f'{n}-ID': 'pyg_hma.data.tu:load_tu_in_distribution'
-       for n in ('NCI1', 'NCI109', 'PROTEINS', 'DD')},
-    **{n: 'pyg_hma.data.tu:load_tu_in_distribution'
-       for n in ('IMDB-BINARY', 'IMDB-MULTI', 'REDDIT-BINARY',
-                 'REDDIT-MULTI-5K', 'REDDIT-MULTI-12K')},
-    **{n: 'pyg_hma.data.text:load_text_graphs'
-       for n in ('Graph-SST5', 'Graph-Twitter')},
-    **{n: 'pyg_hma.data.mnist:load_colored_mnist'
-       for n in ('CMNIST', 'CMNIST-14', 'CMNIST-28')},
-}
+DATASETS: Registry[DatasetSpec] = Registry('dataset')
 
 
-def available_datasets() -> Sequence[str]:
-    return tuple(_LOADERS)
+def dataset_spec(name: str, loader: Loader,
+                 what: str = 'dataset') -> DatasetSpec:
+    r"""The spec of :obj:`name`, which :obj:`loader` must load (for a loader
+    called directly).
+
+    Args:
+        name: the dataset name.
+        loader: the calling loader.
+        what: the loader's kind of dataset, for the error message.
+
+    Raises:
+        UnknownNameError: :obj:`name` is not one of :obj:`loader`'s datasets
+            (the message lists them).
+    """
+    spec = DATASETS.get(name)
+    if spec is None or spec.loader is not loader:
+        names = DATASETS.names(lambda s: s.loader is loader)
+        raise UnknownNameError(f"Unknown {what} {name!r}; choose one of "
+                               f"{', '.join(names)}")
+    return spec
 
 
-def _check_name(name: str):
-    if name not in _LOADERS:
-        close = [n for n in _LOADERS if n.lower() == name.lower()]
-        hint = f" Did you mean '{close[0]}'?" if close else ''
-        raise UnknownNameError(f"Unknown dataset '{name}'.{hint} Available: "
-                               f"{', '.join(_LOADERS)}")
-
-
-def _resolve(name: str) -> Callable[..., DatasetSplits]:
-    _check_name(name)
-    module, fn = _LOADERS[name].split(':')
-    return getattr(importlib.import_module(module), fn)
+def available_datasets() -> Tuple[str, ...]:
+    r"""The registered dataset names, in registration order."""
+    return tuple(DATASETS)
 
 
 def load_dataset(name: str, root: Optional[PathLike] = None,
@@ -107,10 +88,12 @@ def load_dataset(name: str, root: Optional[PathLike] = None,
             ``$PYG_HMA_EXPORTED``): read ``NAME-seedS.pt`` from it instead of
             processing (see :mod:`pyg_hma.data.exported`; loader arguments
             in :obj:`kwargs` must be those of the export).
+
+    Raises:
+        UnknownNameError: :obj:`name` is not registered.
     """
-    from .exported import default_exported_dir, exported_file, load_exported
+    spec = DATASETS[name]
     exported = exported or default_exported_dir()
     if exported is not None:
-        _check_name(name)  # without importing the dataset's loader
         return load_exported(exported_file(exported, name, seed))
-    return _resolve(name)(name, root=root, mirror=mirror, seed=seed, **kwargs)
+    return spec.loader(name, root=root, mirror=mirror, seed=seed, **kwargs)

@@ -52,19 +52,23 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data
 from torch_geometric.datasets import TUDataset
 from torch_geometric.io import read_tu_data
 from torch_geometric.utils import degree, is_undirected
 
-from ._io import (MissingDataError, PathLike, atomic_path, find_mirror,
-                  load_cache, mirror_file, recipe_dir, resolve_root)
-from .registry import DatasetSplits
+from ..files import PathLike, atomic_path
+from .cache import (InMemoryGraphs, load_cache, read_graphs, recipe_dir,
+                    resolve_root, save_graphs)
+from .mirror import MissingDataError, find_mirror, mirror_file
+from .registry import DATASETS, DatasetSpec, dataset_spec
+from .splits import DatasetSplits
 
 # Bump when the processed graphs change (features, labels, kept fields).
 # v2: raw files read without PyG's processed folder; cache read with
-# weights_only=True.
-RECIPE = 'tu-v2'
+# weights_only=True. v3: the cache format of pyg_hma.data.cache (metadata
+# in meta.json).
+RECIPE = 'tu-v3'
 
 SIZE_SHIFT_DATASETS = ('NCI1', 'NCI109', 'PROTEINS', 'DD')
 IN_DISTRIBUTION_DATASETS = ('IMDB-BINARY', 'IMDB-MULTI', 'REDDIT-BINARY',
@@ -75,26 +79,7 @@ ID_SUFFIX = '-ID'
 ONEHOT_MAX_DEGREE = 2000
 
 
-class TUGraphs(InMemoryDataset):
-    r"""A processed TU dataset held in memory; indexing it with a tensor of
-    indices gives a split without copying the graphs.
-
-    Args:
-        data (Data): the collated graphs.
-        slices (dict): the slices of :meth:`InMemoryDataset.collate`.
-        name (str): the dataset name, for :meth:`__repr__`.
-    """
-    def __init__(self, data: Data, slices: Dict[str, torch.Tensor],
-                 name: str):
-        super().__init__(root=None, log=False)
-        self.name = name
-        self.data, self.slices = data, slices
-
-    def __repr__(self) -> str:
-        return f'{self.name}({len(self)})'
-
-
-class RawTUGraphs(TUGraphs):
+class RawTUGraphs(InMemoryGraphs):
     r"""The graphs of PyG's ``TUDataset(root, name, use_node_attr=False)``,
     parsed straight from the raw ``NAME_*.txt`` files in :obj:`raw_dir` by
     PyG's ``read_tu_data``: nothing is processed to, or loaded from, disk.
@@ -309,8 +294,7 @@ def _tu_dataset(name: str, root: Path, mirror: Optional[PathLike]
     return RawTUGraphs(folder / name / 'raw', name), source
 
 
-def _process(tu: RawTUGraphs, source: str
-             ) -> Tuple[Data, Dict[str, torch.Tensor], dict]:
+def _process(tu: RawTUGraphs, source: str) -> Tuple[List[Data], dict]:
     """Builds the graphs with the benchmark's node features."""
     graphs = [tu[i] for i in range(len(tu))]
     if tu.num_node_labels > 0:
@@ -323,29 +307,21 @@ def _process(tu: RawTUGraphs, source: str
         xs, feature = degree_features(graphs)
     out = [Data(x=x, edge_index=g.edge_index, y=g.y.view(-1),
                 num_nodes=g.num_nodes) for x, g in zip(xs, graphs)]
-    data, slices = InMemoryDataset.collate(out)
     meta = {
         'num_graphs': len(out),
         'num_features': int(xs[0].size(-1)),
-        'num_classes': int(data.y.max()) + 1,
+        'num_classes': max(int(g.y.max()) for g in out) + 1,
         'features': feature,
         'undirected': all(is_undirected(g.edge_index, num_nodes=g.num_nodes)
                           for g in out),
         'source': source,
     }
-    return data, slices, meta
-
-
-def _write_cache(folder: Path, data: Data, slices: Dict[str, torch.Tensor],
-                 meta: dict) -> None:
-    folder.mkdir()
-    torch.save((data.to_dict(), slices, meta), folder / 'data.pt')
-    (folder / 'DONE').write_text(RECIPE + '\n')
+    return out, meta
 
 
 def load_tu_graphs(name: str, root: Optional[PathLike] = None,
                    mirror: Optional[PathLike] = None
-                   ) -> Tuple[TUGraphs, dict]:
+                   ) -> Tuple[InMemoryGraphs, dict]:
     r"""Loads a TU dataset with the benchmark's node features, processing it
     into ``recipe_dir(root, name, RECIPE)`` on first use (and again, once,
     when that cache cannot be read).
@@ -364,21 +340,20 @@ def load_tu_graphs(name: str, root: Optional[PathLike] = None,
     def build(folder: Path) -> None:
         start = time.perf_counter()
         tu, source = _tu_dataset(name, root, mirror)
-        data, slices, meta = _process(tu, source)
+        graphs, meta = _process(tu, source)
         meta['processing_seconds'] = round(time.perf_counter() - start, 2)
-        _write_cache(folder, data, slices, meta)
+        save_graphs(folder, graphs, meta, RECIPE)
 
-    data_dict, slices, meta = load_cache(recipe_dir(root, name, RECIPE),
-                                         'data.pt', build,
-                                         what=f'processed {name}')
-    return TUGraphs(Data.from_dict(data_dict), slices, name), meta
+    return load_cache(recipe_dir(root, name, RECIPE), build,
+                      lambda folder: read_graphs(folder, name,
+                                                 f'processed {name}'))
 
 
 # ---------------------------------------------------------------------------
 # Loaders
 # ---------------------------------------------------------------------------
 
-def _split_stats(dataset: TUGraphs, index: np.ndarray,
+def _split_stats(dataset: InMemoryGraphs, index: np.ndarray,
                  num_classes: int) -> dict:
     counts = np.diff(dataset.slices['x'].numpy())[index]
     labels = dataset._data.y[torch.as_tensor(index, dtype=torch.long)]
@@ -391,8 +366,8 @@ def _split_stats(dataset: TUGraphs, index: np.ndarray,
     }
 
 
-def _make_splits(name: str, dataset: TUGraphs, meta: dict, index: SplitIndex,
-                 metric: str, protocol: str) -> DatasetSplits:
+def _make_splits(spec: DatasetSpec, dataset: InMemoryGraphs, meta: dict,
+                 index: SplitIndex, protocol: str) -> DatasetSplits:
     num_classes = meta['num_classes']
     info = {
         'protocol': protocol,
@@ -413,11 +388,11 @@ def _make_splits(name: str, dataset: TUGraphs, meta: dict, index: SplitIndex,
     def subset(idx):
         return dataset[torch.as_tensor(idx, dtype=torch.long)]
 
-    return DatasetSplits(name=name, train=subset(index.train),
+    return DatasetSplits(name=spec.name, train=subset(index.train),
                          val=subset(index.val), test=subset(index.test),
                          num_features=meta['num_features'],
-                         num_classes=num_classes, metric=metric, task='graph',
-                         info=info)
+                         num_classes=num_classes, metric=spec.metric,
+                         task=spec.task, info=info)
 
 
 def load_tu_size_shift(name: str, root: Optional[PathLike] = None,
@@ -435,9 +410,7 @@ def load_tu_size_shift(name: str, root: Optional[PathLike] = None,
         train_percentile: node-count percentile bounding the training pool.
         test_percentile: node-count percentile bounding the test split.
     """
-    if name not in SIZE_SHIFT_DATASETS:
-        raise ValueError(f"No size-shift protocol for '{name}'; expected one "
-                         f"of {', '.join(SIZE_SHIFT_DATASETS)}")
+    spec = dataset_spec(name, load_tu_size_shift, 'size-shift dataset')
     dataset, meta = load_tu_graphs(name, root, mirror)
     num_nodes = np.diff(dataset.slices['x'].numpy())
     index = size_shift_split(num_nodes, seed, val_ratio, train_percentile,
@@ -446,7 +419,7 @@ def load_tu_size_shift(name: str, root: Optional[PathLike] = None,
                 f'val = seeded {val_ratio:g} of the pool, test = nodes >= '
                 f'p{test_percentile:g} (numpy linear percentiles, ties '
                 f'included)')
-    return _make_splits(name, dataset, meta, index, 'mcc', protocol)
+    return _make_splits(spec, dataset, meta, index, protocol)
 
 
 def load_tu_in_distribution(name: str, root: Optional[PathLike] = None,
@@ -466,17 +439,21 @@ def load_tu_in_distribution(name: str, root: Optional[PathLike] = None,
         train_ratio: share of graphs for training.
         val_ratio: share of graphs for validation (the rest is test).
     """
+    spec = dataset_spec(name, load_tu_in_distribution,
+                        'in-distribution dataset')
     tu_name = name[:-len(ID_SUFFIX)] if name.endswith(ID_SUFFIX) else name
-    valid = (tu_name in IN_DISTRIBUTION_DATASETS
-             or (name.endswith(ID_SUFFIX) and tu_name in SIZE_SHIFT_DATASETS))
-    if not valid:
-        choices = list(IN_DISTRIBUTION_DATASETS) + [
-            n + ID_SUFFIX for n in SIZE_SHIFT_DATASETS]
-        raise ValueError(f"No in-distribution protocol for '{name}'; expected "
-                         f"one of {', '.join(choices)}")
     dataset, meta = load_tu_graphs(tu_name, root, mirror)
     index = random_split(len(dataset), seed, train_ratio, val_ratio)
     protocol = (f'in distribution (G-Mixup): seeded shuffle, '
                 f'{train_ratio:g}/{val_ratio:g}/'
                 f'{1 - train_ratio - val_ratio:g} train/val/test')
-    return _make_splits(name, dataset, meta, index, 'accuracy', protocol)
+    return _make_splits(spec, dataset, meta, index, protocol)
+
+
+for _name in SIZE_SHIFT_DATASETS:
+    DATASETS.register(DatasetSpec(_name, load_tu_size_shift, metric='mcc',
+                                  table=6))
+for _name in ([n + ID_SUFFIX for n in SIZE_SHIFT_DATASETS]
+              + list(IN_DISTRIBUTION_DATASETS)):
+    DATASETS.register(DatasetSpec(_name, load_tu_in_distribution,
+                                  metric='accuracy', table=4))

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-from ..data._io import ChecksumError, MissingDataError, UnreadableFileError
+from ..data.mirror import ChecksumError, MissingDataError
+from ..files import UnreadableFileError
 from ..methods import METHODS
 from ..models import BACKBONES
 from ..registry import UnknownNameError

@@ -9,10 +9,11 @@ import torch
 from ..methods import method_label
 from ..train.engine import checkpoint_fingerprint, resolve_device
 from ..train.results import load_paper, write_summary
+from ..train.seed_batch import SEED_BATCH_VERSION
 from .execute import SplitCache, execute, units
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
                       describe_conflicts)
-from .plan import Cell, Printer, plan
+from .plan import Cell, Job, Printer, plan
 from .protocol import QUICK_NOTE, DatasetProtocol
 from .spec import RunSpec, check_names, output_root
 
@@ -41,9 +42,8 @@ def run_benchmark(spec: RunSpec, runner: str,
     with OutputFolder(out_root) as output:
         conflicts = [f for cell in cells for job in cell.jobs
                      for f in output.conflicts(
-                         job.stem, job.ident, checkpoint_fingerprint(
-                             job.method, job.seed, job.cfg, job.run_id,
-                             spec.compare_evals, job.hyperparameters),
+                         job.stem, job.ident,
+                         _checkpoint_fingerprints(job, spec.compare_evals),
                          spec.resume)]
         if conflicts:
             what, listing = describe_conflicts(conflicts, out_root)
@@ -63,6 +63,19 @@ def run_benchmark(spec: RunSpec, runner: str,
         for cell in cells:
             all_records += _run_cell(cell, spec, paper, say, splits)
     return all_records
+
+
+def _checkpoint_fingerprints(job: Job, compare_evals: bool) -> List[str]:
+    r"""The checkpoint fingerprints a run of :obj:`job` may have written: a
+    seed-batched job's group writes the seed-batched one, or the run's own
+    when its model or method fell back to :func:`~pyg_hma.train.fit`."""
+    def of(seed_batch):
+        return checkpoint_fingerprint(
+            job.method, job.seed, job.cfg, job.run_id, compare_evals,
+            seed_batch, hyperparameters=job.hyperparameters)
+    if not job.run_id.get('seed_batched'):
+        return [of(None)]
+    return [of(None), of(SEED_BATCH_VERSION)]
 
 
 def _run_cell(cell: Cell, spec: RunSpec, paper, say: Printer,

@@ -5,7 +5,7 @@ A runner invocation takes the folder (``--out``) with :class:`OutputFolder`:
 * **lock**: one invocation at a time (``OUT/.lock``, an exclusive
   ``flock``); a second one fails at once naming the first one's PID;
 * **leftovers**: temporary files and folders of writes that were killed
-  (``.NAME.*.tmp``, see :func:`~pyg_hma.data._io.atomic_path`) are removed;
+  (``.NAME.*.tmp``, see :func:`~pyg_hma.files.atomic_path`) are removed;
 * **conflicts**: before anything trains, :meth:`OutputFolder.conflicts`
   lists every existing result or checkpoint the invocation would replace:
   a finished run without ``--resume``, or any run of another configuration.
@@ -20,9 +20,9 @@ import datetime
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple
+from typing import Collection, Iterable, List, Optional, Tuple
 
-from ..data._io import UnreadableFileError, torch_load
+from ..files import UnreadableFileError, torch_load
 from ..train.results import read_result
 
 LOCK_NAME = '.lock'
@@ -91,11 +91,14 @@ class OutputFolder:
         return removed
 
     def conflicts(self, stem: Path, result_fingerprint: str,
-                  checkpoint_fingerprint: str, resume: bool) -> List[Path]:
+                  checkpoint_fingerprints: Collection[str],
+                  resume: bool) -> List[Path]:
         r"""The files of run :obj:`stem` (``.../METHOD/seedS``) that the
         requested run would replace: its result unless it is the same
         configuration and :obj:`resume` keeps it; its checkpoint unless
-        :obj:`resume` continues it under the same configuration."""
+        :obj:`resume` continues it under the same configuration (one of
+        :obj:`checkpoint_fingerprints`: a seed-batched run may also have
+        fallen back to a run of its own)."""
         out = []
         result = stem.with_suffix('.json')
         if result.exists():
@@ -106,8 +109,8 @@ class OutputFolder:
                 out.append(result)
         ckpt = stem.with_suffix('.ckpt')
         if ckpt.exists():
-            if not resume or _checkpoint_fingerprint(ckpt) != \
-                    checkpoint_fingerprint:
+            if not resume or _checkpoint_fingerprint(ckpt) not in \
+                    checkpoint_fingerprints:
                 out.append(ckpt)
         return out
 

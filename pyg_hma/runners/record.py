@@ -6,7 +6,7 @@ from typing import Any, Dict
 
 import torch
 
-from ..data._io import atomic_torch_save
+from ..files import atomic_torch_save
 from ..methods import METHODS, method_label
 from ..train.engine import device_name, select_by_eval_mode
 from ..train.results import RESULT_FORMAT, RESULT_KIND, write_json

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_field_types
-from ..data._io import UnreadableFileError, atomic_torch_save, torch_load
+from ..files import UnreadableFileError, atomic_torch_save, torch_load
 from .loaders import LoaderFactory, as_batch, get_loader_factory
 from ..methods import (METHODS, Criterion, StepContext,
                        method_hyperparameters, recorded_hyperparameters)
@@ -265,13 +265,18 @@ def train_record(cfg: 'TrainConfig',
 def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
                            run_id: Optional[dict] = None,
                            compare_eval_modes: bool = False,
+                           seed_batch: Optional[int] = None,
                            hyperparameters: Optional[Mapping[str, Any]] = None
                            ) -> str:
-    r"""The fingerprint :func:`fit` writes into (and requires of) a run's
-    checkpoint."""
+    r"""The fingerprint :func:`fit` (or, with :obj:`seed_batch` the
+    seed-batched streams' version, :func:`~.seed_batch.fit_seeds`) writes
+    into and requires of a run's checkpoint; :obj:`hyperparameters`: the
+    method hyperparameters (see :func:`train_record`)."""
     described = {'method': method, 'seed': seed,
                  'cfg': train_record(cfg, hyperparameters),
                  'run': run_id or {}}
+    if seed_batch is not None:
+        described['seed_batch'] = seed_batch
     if compare_eval_modes:  # the history holds more: not resumable across
         described['compare_eval_modes'] = True
     return fingerprint(described)
@@ -704,7 +709,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     own = method_hyperparameters(method, hyperparameters or {})
     crit = Criterion(cfg.loss)
     checkpointer = Checkpointer(checkpoint, checkpoint_fingerprint(
-        method, seed, cfg, run_id, compare_eval_modes, hyperparameters))
+        method, seed, cfg, run_id, compare_eval_modes,
+        hyperparameters=hyperparameters))
 
     seed_everything(seed)
     model = model_fn().to(device)

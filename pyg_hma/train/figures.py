@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from ..data._io import atomic_path
+from ..files import atomic_path
 
 #: ``{method label: {seed: [(epoch, value), ...]}}``
 SeedCurves = Mapping[str, Mapping[int, Sequence[Tuple[int, float]]]]

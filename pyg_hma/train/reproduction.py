@@ -37,7 +37,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..data._io import atomic_path
+from ..files import atomic_path
 from .engine import EVAL_MODES, fingerprint
 from .metrics import METRIC_LABELS, scale_for_table
 from ..methods import METHODS

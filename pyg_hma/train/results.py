@@ -24,7 +24,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..data._io import atomic_path, shared_dir
+from ..files import atomic_path, shared_dir
 from ..methods import METHODS, method_label
 from ..models.backbones import backbone_label
 from .metrics import METRIC_LABELS, scale_for_table

@@ -50,8 +50,8 @@ from ..methods import (IRM, METHODS, Criterion, Hyperparameters, Objective,
                        StepContext, VREx, method_hyperparameters)
 from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
                      SplitScorer, TrainConfig, _adam, _state_copy,
-                     epoch_seed, fingerprint, fit, resolve_device,
-                     score_epoch, seed_everything, train_record)
+                     checkpoint_fingerprint, epoch_seed, fit, resolve_device,
+                     score_epoch, seed_everything)
 from .loaders import as_batch, get_loader_factory
 from .metrics import compute_metric
 from .stacked import Noise, StackedModel, UnionBatch, unsupported_reason
@@ -294,15 +294,11 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     params0 = [p for p in runs[0].model.parameters() if p.requires_grad]
     num_parameters = sum(p.numel() for p in params0)
     for run, run_splits in zip(runs, per_seed):
-        described = {'method': method, 'seed': run.seed,
-                     'cfg': train_record(cfg, hyperparameters),
-                     'run': run_id or {},
-                     'seed_batch': SEED_BATCH_VERSION}
-        if compare_eval_modes:
-            described['compare_eval_modes'] = True
         run.checkpointer = Checkpointer(
             ckpt_dir / f'seed{run.seed}.ckpt' if ckpt_dir else None,
-            fingerprint(described))
+            checkpoint_fingerprint(method, run.seed, cfg, run_id,
+                                   compare_eval_modes, SEED_BATCH_VERSION,
+                                   hyperparameters))
         state = run.checkpointer.load() if resume else None
         if state is not None:
             run.model.load_state_dict(state['model'])
