@@ -73,7 +73,7 @@ from pyg_hma.loader import PaddedLoader, as_batch, get_loader_factory
 from pyg_hma.methods import METHODS, Criterion, StepContext
 from pyg_hma.models import build_model
 from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
-from pyg_hma.train.benchmark import parse_pad_steps
+from pyg_hma.runners.cli import parse_pad_steps
 from pyg_hma.train.engine import (COMPILE_MODES, TrainConfig, compile_model,
                                   fused_adam, predict, train_epoch,
                                   train_step)

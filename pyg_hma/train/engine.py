@@ -36,17 +36,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
-                    Tuple)
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_field_types
 from ..files import UnreadableFileError, atomic_torch_save, torch_load
 from ..loader import (LoaderFactory, PaddedLoader, as_batch,
                       get_loader_factory)
-from ..methods import METHODS, Criterion, StepContext
+from ..methods import (METHODS, Criterion, StepContext,
+                       method_hyperparameters, recorded_hyperparameters)
 from .metrics import compute_metric
 
 # 3: plain tensors and containers only (loaded with weights_only=True), and
@@ -80,10 +82,6 @@ class TrainConfig:
         warmup: epochs before the patience starts counting.
         loss: ``'ce'`` or ``'bce'`` (see
             :class:`~pyg_hma.methods.Criterion`).
-        penalty_weight: IRM / V-REx penalty weight after annealing.
-        penalty_anneal_epochs: epochs with penalty weight 1 first.
-        drop_ratio: DropEdge / DropNode ratio.
-        mixup_alpha: Manifold Mixup's Beta parameter.
         eval_mode: how validation and test splits are scored (see
             :data:`EVAL_MODES`): ``'independent'`` (default: every sample's
             prediction depends on that sample alone; HMA readouts attend
@@ -93,6 +91,9 @@ class TrainConfig:
             dataset order: the paper's released code). Models whose
             predictions do not depend on the batch score the same in all
             three.
+
+    A method's own hyperparameters (IRM's penalty weight, DropEdge's ratio,
+    ...) are not here: see :func:`pyg_hma.methods.method_hyperparameters`.
     """
     epochs: int = 100
     batch_size: int = 32
@@ -105,23 +106,10 @@ class TrainConfig:
     patience: Optional[int] = None
     warmup: int = 0
     loss: str = 'ce'
-    penalty_weight: float = 1.0
-    penalty_anneal_epochs: int = 0
-    drop_ratio: float = 0.2
-    mixup_alpha: float = 1.0
     eval_mode: str = 'independent'
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):  # types first: values are compared
-            value, kind = getattr(self, f.name), str(f.type)
-            if value is None and kind.startswith('Optional['):
-                continue
-            kind = kind.replace('Optional[', '').rstrip(']')
-            ok = {'int': lambda v: isinstance(v, int),
-                  'float': lambda v: isinstance(v, (int, float)),
-                  'str': lambda v: isinstance(v, str)}.get(kind)
-            if ok is not None and (isinstance(value, bool) or not ok(value)):
-                raise TypeError(f'{f.name} must be {kind}, got {value!r}')
+        check_field_types(self)  # types first: values are compared
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f'lr must be a positive number (got {self.lr})')
         if self.weight_decay < 0 or (self.clip_grad_norm is not None
@@ -140,9 +128,6 @@ class TrainConfig:
         if self.eval_mode not in EVAL_MODES:
             raise ValueError(f"eval_mode must be one of {EVAL_MODES} (got "
                              f"'{self.eval_mode}')")
-        if not 0.0 <= self.drop_ratio < 1.0:
-            raise ValueError(f'drop_ratio must lie in [0, 1) (got '
-                             f'{self.drop_ratio})')
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -263,14 +248,33 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def train_record(cfg: 'TrainConfig',
+                 hyperparameters: Optional[Mapping[str, Any]] = None
+                 ) -> Dict[str, Any]:
+    r"""The ``train`` entry of a run's result record and fingerprints:
+    :obj:`cfg`'s fields and the method hyperparameters
+    (:func:`~pyg_hma.methods.recorded_hyperparameters` of
+    :obj:`hyperparameters`) in the key order of the :class:`TrainConfig`
+    that held them before ``eval_mode``, so the records and fingerprints of
+    existing configurations are unchanged."""
+    fields = cfg.to_dict()
+    eval_mode = fields.pop('eval_mode')
+    return {**fields, **recorded_hyperparameters(hyperparameters or {}),
+            'eval_mode': eval_mode}
+
+
 def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
                            run_id: Optional[dict] = None,
                            compare_eval_modes: bool = False,
-                           seed_batch: Optional[int] = None) -> str:
+                           seed_batch: Optional[int] = None,
+                           hyperparameters: Optional[Mapping[str, Any]] = None
+                           ) -> str:
     r"""The fingerprint :func:`fit` (or, with :obj:`seed_batch` the
     seed-batched streams' version, :func:`~.seed_batch.fit_seeds`) writes
-    into and requires of a run's checkpoint."""
-    described = {'method': method, 'seed': seed, 'cfg': cfg.to_dict(),
+    into and requires of a run's checkpoint; :obj:`hyperparameters`: the
+    method hyperparameters (see :func:`train_record`)."""
+    described = {'method': method, 'seed': seed,
+                 'cfg': train_record(cfg, hyperparameters),
                  'run': run_id or {}}
     if seed_batch is not None:
         described['seed_batch'] = seed_batch
@@ -674,7 +678,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         progress: bool = False, verbose: bool = False,
         log_file: Optional[os.PathLike] = None,
         callbacks: Sequence[Callable[[int, dict], None]] = (),
-        compare_eval_modes: bool = False
+        compare_eval_modes: bool = False,
+        hyperparameters: Optional[Mapping[str, Any]] = None
         ) -> FitResult:
     r"""Trains and evaluates one model.
 
@@ -711,14 +716,21 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
             (``record['by_eval_mode']``; see :func:`select_by_eval_mode`).
             Selection and early stopping follow ``cfg.eval_mode``. Costs two
             more evaluations per epoch for batch-dependent models only.
+        hyperparameters: the method's hyperparameters by name (e.g.
+            ``{'penalty_weight': 100.0}``; the defaults of
+            :func:`~pyg_hma.methods.method_hyperparameters` for the rest).
+            Names of other methods are allowed: they only enter the
+            fingerprint (see :func:`train_record`).
     """
     device = resolve_device(device) if not isinstance(
         device, torch.device) else device
     factory: LoaderFactory = get_loader_factory(loader)
     objective = METHODS[method].objective
+    own = method_hyperparameters(method, hyperparameters or {})
     crit = Criterion(cfg.loss)
     checkpointer = Checkpointer(checkpoint, checkpoint_fingerprint(
-        method, seed, cfg, run_id, compare_eval_modes))
+        method, seed, cfg, run_id, compare_eval_modes,
+        hyperparameters=hyperparameters))
 
     seed_everything(seed)
     model = model_fn().to(device)
@@ -772,9 +784,7 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         while epoch <= cfg.epochs and not tracker.stopped:
             tic = time.perf_counter()
             generator.manual_seed(epoch_seed(seed, epoch))
-            ctx = StepContext(epoch, cfg.penalty_weight,
-                              cfg.penalty_anneal_epochs, cfg.drop_ratio,
-                              cfg.mixup_alpha)
+            ctx = StepContext(epoch, own)
             trained, skips = train_epoch(
                 model, train_loader, objective, crit, ctx, optimizer, params,
                 cfg, device, splits.metric, splits.name,
