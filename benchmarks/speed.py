@@ -269,9 +269,7 @@ class Trainer:
                                     weight_decay=cfg.weight_decay)
         self.objective = METHODS[registered(method)].objective
         self.crit = Criterion(cfg.loss)
-        self.ctx = StepContext(1, cfg.penalty_weight,
-                               cfg.penalty_anneal_epochs, cfg.drop_ratio,
-                               cfg.mixup_alpha)
+        self.ctx = StepContext(1)  # ERM and HMA: no hyperparameters
         self.loader = bench.loaders(path, seed)
         self.batches = endless(self.loader)
         self.loss_sum = torch.zeros((), device=bench.device)
