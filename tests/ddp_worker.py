@@ -84,14 +84,14 @@ def train(method: str, out: Path, ddp: bool, resume: bool = False,
         # turns noise of 1e-9 into steps of a tenth of the learning rate.
         return torch.optim.Adam(params, eps=1e-4, **kwargs)
 
-    saved = engine.Criterion, engine._adam
-    engine.Criterion, engine._adam = Recording, adam
+    saved = engine.Criterion, engine.fused_adam
+    engine.Criterion, engine.fused_adam = Recording, adam
     try:
         res = fit(model_fn, splits, method, CFG, seed=0, loader='pyg',
                   checkpoint=out / f'{method}.ckpt', resume=resume,
                   callbacks=[after_epoch], ddp=ddp)
     finally:
-        engine.Criterion, engine._adam = saved
+        engine.Criterion, engine.fused_adam = saved
     result = dict(val=res.val, test=res.test,
                   selected_epoch=res.selected_epoch,
                   skipped=res.skipped_batches, resumed_from=res.resumed_from,

@@ -48,7 +48,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Iterator, List, Mapping, Optional,
+                    Tuple)
 
 import numpy as np
 import torch
@@ -106,6 +107,11 @@ def rank() -> int:
     return dist.get_rank() if distributed_world_size() > 1 else 0
 
 
+def world_size() -> int:
+    r"""The number of ranks (1 without a process group)."""
+    return distributed_world_size()
+
+
 def is_main_process() -> bool:
     r"""Whether this process writes (rank 0, or the only process)."""
     return rank() == 0
@@ -126,6 +132,16 @@ def main_process_first() -> Iterator[None]:
     yield
     if is_main_process():
         barrier()
+
+
+class ReadOnlyFolder(contextlib.AbstractContextManager):
+    r"""The output folder as the ranks other than rank 0 see it: rank 0
+    locks it and settles its conflicts; they neither lock nor write."""
+    def conflicts(self, *args, **kwargs) -> list:
+        return []
+
+    def __exit__(self, *exc):
+        return None
 
 
 # --------------------------------------------------------------------------
@@ -331,20 +347,22 @@ def check_options(method: str, loader: Any, pad, compile_mode):
                          'distributed yet; drop pad/compile')
 
 
-def check_arguments(args) -> Optional[str]:
-    r"""The first runner option that does not combine with ``--ddp``, as one
-    line; ``None`` when there is none."""
-    if getattr(args, 'jobs', 1) > 1:
+def check_arguments(options: Mapping[str, Any]) -> Optional[str]:
+    r"""The first runner option (of the parsed command line
+    :obj:`options`) that does not combine with ``--ddp``, as one line;
+    ``None`` when there is none."""
+    if (options.get('jobs') or 1) > 1:
         return ('--ddp trains one run on all ranks; it does not combine with '
                 '--jobs > 1 (drop --jobs)')
-    if getattr(args, 'seed_batch', 1) > 1:
+    if (options.get('seed_batch') or 1) > 1:
         return '--ddp does not combine with --seed-batch > 1 yet'
-    if getattr(args, 'pad', None) or getattr(args, 'compile', None):
+    if options.get('pad') or options.get('compile'):
         return '--ddp does not combine with --pad or --compile yet'
     if not launched_by_torchrun():
         return ("--ddp needs the environment torchrun sets; start the command "
                 "with 'torchrun --nproc-per-node N ...'")
-    bad = [m for m in (args.method or []) if m in _COUPLED_OBJECTIVES]
+    bad = [m for m in (options.get('method') or [])
+           if m in _COUPLED_OBJECTIVES]
     if bad:
         return (f"--ddp does not support {', '.join(bad)} yet (their loss is "
                 f"not a mean over samples); train them without --ddp")
@@ -480,6 +498,7 @@ __all__ = [
     'DistributedBatchNorm',
     'DistributedRun',
     'RankLoader',
+    'ReadOnlyFolder',
     'barrier',
     'check_arguments',
     'check_options',
@@ -491,4 +510,5 @@ __all__ = [
     'main_process_first',
     'process_group',
     'rank',
+    'world_size',
 ]
