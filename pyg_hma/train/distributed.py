@@ -245,7 +245,7 @@ class RankLoader:
         shuffle: draw a new order at each pass from :obj:`generator`.
         generator: CPU generator, re-seeded by the engine every epoch.
         collate: ``collate(dataset, index) -> batch``.
-        rank, world_size: this rank and the number of ranks.
+        run: the distributed run (its rank, number of ranks and gather).
         split_batches: ``True`` (training): each global batch is cut into
             :obj:`world_size` contiguous slices (sizes differ by at most
             one) and this rank gets its slice; global batches with fewer
@@ -255,12 +255,13 @@ class RankLoader:
     """
     def __init__(self, dataset, batch_size: int, shuffle: bool,
                  generator: Optional[torch.Generator],
-                 collate: Callable[[Any, Tensor], Any], rank: int,
-                 world_size: int, split_batches: bool):
+                 collate: Callable[[Any, Tensor], Any],
+                 run: 'DistributedRun', split_batches: bool):
         self.dataset, self.batch_size = dataset, batch_size
         self.shuffle, self.generator = shuffle, generator
         self.collate = collate
-        self.rank, self.world_size = rank, world_size
+        self.run = run
+        self.rank, self.world_size = run.rank, run.world_size
         self.split_batches = split_batches
         #: Global batches skipped in the last pass (fewer samples than ranks).
         self.skipped = 0
@@ -290,6 +291,11 @@ class RankLoader:
             yield self.collate(self.dataset, index)
         self.positions = (torch.cat(positions) if positions else
                           torch.empty(0, dtype=torch.long))
+
+    def gather(self, rows: Tensor) -> Tensor:
+        r"""The rows of every rank's last pass (one per sample, e.g.
+        predictions), in the one-process order, on the CPU."""
+        return self.run.gather(rows, self.positions).cpu()
 
     def __len__(self) -> int:
         batches = -(-len(self.dataset) // self.batch_size)
@@ -423,7 +429,7 @@ class DistributedRun:
         def make(split, *, batch_size: int, shuffle: bool,
                  generator: Optional[torch.Generator] = None, device=None):
             return RankLoader(split, batch_size, shuffle, generator, collate,
-                              self.rank, self.world_size, train)
+                              self, train)
         return make
 
     def reseed(self, seed: int, epoch: int):

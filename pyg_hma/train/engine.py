@@ -50,7 +50,8 @@ from ..loader import (LoaderFactory, PaddedLoader, as_batch,
 from ..methods import (METHODS, Criterion, StepContext,
                        method_hyperparameters, recorded_hyperparameters)
 from .metrics import compute_metric
-from .distributed import DistributedRun, check_options as check_ddp_options
+from .distributed import (DistributedRun, RankLoader,
+                          check_options as check_ddp_options)
 
 # 3: plain tensors and containers only (loaded with weights_only=True), and
 # the selected model's state (best_state).
@@ -313,12 +314,10 @@ def _kept(t: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, device: torch.device,
-            run: Optional[DistributedRun] = None):
-    r"""Eval-mode logits and targets of a whole split (on the CPU). With
-    :obj:`run` (a distributed run, :obj:`loader` this rank's
-    :class:`~.distributed.RankLoader`), those of every rank, in the order
-    of one process."""
+def predict(model: nn.Module, loader, device: torch.device):
+    r"""Eval-mode logits and targets of a whole split (on the CPU). From a
+    :class:`~.distributed.RankLoader` (a distributed run), those of every
+    rank, in the order of one process."""
     model.eval()
     logits, ys = [], []
     for batch in loader:
@@ -328,15 +327,14 @@ def predict(model: nn.Module, loader, device: torch.device,
         ys.append(batch.y)
     out = ((torch.cat(logits).cpu(), torch.cat(ys).cpu()) if logits
            else (torch.empty(0), torch.empty(0)))
-    if run is not None:
-        out = tuple(run.gather(t, loader.positions).cpu() for t in out)
+    if isinstance(loader, RankLoader):
+        out = tuple(loader.gather(t) for t in out)
     return out
 
 
 def evaluate(model: nn.Module, loader, metric: str, device: torch.device,
-             dataset: Optional[str] = None,
-             run: Optional[DistributedRun] = None) -> float:
-    logits, y = predict(model, loader, device, run)
+             dataset: Optional[str] = None) -> float:
+    logits, y = predict(model, loader, device)
     return compute_metric(metric, logits, y, dataset)
 
 
@@ -389,12 +387,9 @@ class SplitScorer:
         batch_size: eval batch size.
         seed: the run's seed.
         device: where the model runs.
-        run: a distributed run (:obj:`make_loader` then gives this rank's
-            whole batches; scores are those of all ranks' predictions).
     """
     def __init__(self, make_loader: Callable, splits, batch_size: int,
-                 seed: int, device: torch.device,
-                 run: Optional[DistributedRun] = None):
+                 seed: int, device: torch.device):
         self._make_loader = make_loader
         self._splits = [('val', splits.val), *splits.tests.items()]
         self._batch_size = batch_size
@@ -403,7 +398,6 @@ class SplitScorer:
         self._loaders: Dict[bool, Dict[str, Any]] = {}
         self._metric, self._name = splits.metric, splits.name
         self._device = device
-        self._run = run
 
     def _loaders_for(self, shuffle: bool) -> Dict[str, Any]:
         if shuffle not in self._loaders:  # built on first use
@@ -423,7 +417,7 @@ class SplitScorer:
                 if shuffle:
                     self._generator.manual_seed(self._shuffle_seed)
                 scores[name] = evaluate(model, loader, self._metric,
-                                        self._device, self._name, self._run)
+                                        self._device, self._name)
         return scores
 
 
