@@ -172,3 +172,65 @@ def test_killed_rank_fails_the_job_and_resume_ends_the_same(two_ranks,
         assert got[key] == ref[key], key
     for key, value in _state(out, 'hma', 3, 0).items():
         assert torch.equal(_state(tmp_path, 'hma', 3, 0)[key], value), key
+
+
+def _rank_loader(dataset, rank, world, split_batches, generator=None):
+    from types import SimpleNamespace
+    from pyg_hma.train.distributed import RankLoader, _pyg_collate
+    run = SimpleNamespace(rank=rank, world_size=world)
+    return RankLoader(dataset, 7, generator is not None, generator,
+                      _pyg_collate, run, split_batches)
+
+
+def test_rank_slices_make_up_the_one_process_batches():
+    from torch_geometric.loader import DataLoader
+    dataset = ddp_worker.synthetic_splits().train  # 36 graphs
+    alone = list(DataLoader(dataset, batch_size=7, shuffle=True,
+                            generator=torch.Generator().manual_seed(3)))
+    for world in (2, 3):
+        loaders = [_rank_loader(dataset, r, world, True,
+                                torch.Generator().manual_seed(3))
+                   for r in range(world)]
+        ranked = list(zip(*[list(loader) for loader in loaders]))
+        # The last global batch (one graph) has fewer graphs than ranks.
+        assert len(ranked) == len(alone) - 1
+        assert all(loader.skipped == 1 for loader in loaders)
+        for whole, parts in zip(alone, ranked):
+            assert torch.equal(whole.x, torch.cat([p.x for p in parts]))
+            assert [p.num_graphs for p in parts] == [
+                len(t) for t in torch.tensor_split(torch.arange(7), world)]
+
+
+def test_eval_batches_are_dealt_whole_and_round_robin():
+    dataset = ddp_worker.synthetic_splits().val  # 17 graphs: 7 + 7 + 3
+    loaders = [_rank_loader(dataset, r, 2, False) for r in (0, 1)]
+    sizes = [[b.num_graphs for b in loader] for loader in loaders]
+    assert sizes == [[7, 3], [7]]
+    assert loaders[0].positions.tolist() == list(range(7)) + [14, 15, 16]
+    assert loaders[1].positions.tolist() == list(range(7, 14))
+
+
+@pytest.mark.parametrize('extra,message', [
+    (['--jobs', '2'], '--jobs'), (['--seed-batch', '2'], '--seed-batch'),
+    (['--pad', '64,128'], '--pad'), (['--method', 'irm'], 'irm')])
+def test_runner_refuses_what_ddp_does_not_support(monkeypatch, capsys,
+                                                  tmp_path, extra, message):
+    from pyg_hma.train.benchmark import main
+    from pyg_hma.train.distributed import TORCHRUN_ENV
+    for name in TORCHRUN_ENV:  # as if started by torchrun
+        monkeypatch.setenv(name, '0' if name != 'MASTER_ADDR' else 'x')
+    with pytest.raises(SystemExit):
+        main(['--dataset', 'PROTEINS', '--ddp', '--out', str(tmp_path)]
+             + extra, runner='ood', protocols={'PROTEINS': None})
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert '--ddp' in err and message in err
+
+
+def test_runner_ddp_needs_torchrun(monkeypatch, capsys, tmp_path):
+    from pyg_hma.train.benchmark import main
+    for name in ('RANK', 'WORLD_SIZE'):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit):
+        main(['--dataset', 'PROTEINS', '--ddp', '--out', str(tmp_path)],
+             runner='ood', protocols={'PROTEINS': None})
+    assert 'torchrun --nproc-per-node' in capsys.readouterr().err
