@@ -215,7 +215,7 @@ def test_eval_batches_are_dealt_whole_and_round_robin():
     (['--pad', '64,128'], '--pad'), (['--method', 'irm'], 'irm')])
 def test_runner_refuses_what_ddp_does_not_support(monkeypatch, capsys,
                                                   tmp_path, extra, message):
-    from pyg_hma.train.benchmark import main
+    from pyg_hma.runners.cli import main
     from pyg_hma.train.distributed import TORCHRUN_ENV
     for name in TORCHRUN_ENV:  # as if started by torchrun
         monkeypatch.setenv(name, '0' if name != 'MASTER_ADDR' else 'x')
@@ -227,7 +227,7 @@ def test_runner_refuses_what_ddp_does_not_support(monkeypatch, capsys,
 
 
 def test_runner_ddp_needs_torchrun(monkeypatch, capsys, tmp_path):
-    from pyg_hma.train.benchmark import main
+    from pyg_hma.runners.cli import main
     for name in ('RANK', 'WORLD_SIZE'):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit):
