@@ -13,6 +13,7 @@ from ..files import UnreadableFileError
 from ..methods import METHODS
 from ..models import BACKBONES
 from ..registry import UnknownNameError
+from ..train import distributed
 from ..train.engine import COMPILE_MODES, EVAL_MODES
 from ..loader import LOADER_FACTORIES
 from .invocation import run_benchmark
@@ -176,6 +177,10 @@ def build_parser(runner: str, protocols: Mapping[str, DatasetProtocol],
                    help='write per-epoch curves (loss, metrics, lr) of every '
                    'run for TensorBoard under DIR/DATASET/BACKBONE/METHOD/'
                    'seedS (needs pyg_hma[tensorboard])')
+    p.add_argument('--ddp', action='store_true',
+                   help='train each run on all ranks of a torchrun launch '
+                   '(torchrun --nproc-per-node N RUNNER ... --ddp; see '
+                   'docs/scaling.md); rank 0 writes')
     p.add_argument('--seed-batch', type=int, default=1, metavar='N',
                    help='train up to N seeds of a method as one seed-batched '
                    'model (pyg_hma.train.fit_seeds; GCN/GIN with ERM, the '
@@ -233,7 +238,8 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
     except ValueError as e:  # ArgumentError, UnknownNameError too
         parser.error(str(e))
     try:
-        run_benchmark(spec, runner, protocols)
+        with distributed.process_group(spec.ddp):
+            run_benchmark(spec, runner, protocols)
     except USER_ERRORS as e:
         if spec.debug:
             raise

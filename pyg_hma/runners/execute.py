@@ -13,6 +13,7 @@ import torch
 from ..methods import METHODS
 from ..models import build_model
 from .outputs import attempt_log
+from ..train import distributed
 from ..train.engine import fit
 from ..loader import random_subset
 from .plan import Job
@@ -131,7 +132,8 @@ def run_group(jobs: Sequence[Job], splits: Optional[SplitCache] = None
 
 def run_job(job: Job, splits: SplitCache) -> dict:
     r"""Trains one run, writes its JSON (atomically) and returns it."""
-    data = splits(job)
+    with distributed.main_process_first():  # rank 0 fills the cache
+        data = splits(job)
     model_fn, built = _model_for(job, data)
     job.stem.parent.mkdir(parents=True, exist_ok=True)
     curves = _curves(job)
@@ -148,7 +150,7 @@ def _curves(job: Job) -> list:
     """The run's TensorBoard writer (``--tensorboard``), if asked for:
     ``DIR/DATASET/BACKBONE/METHOD/seedS``."""
     root = job.spec.tensorboard
-    if root is None:
+    if root is None or not distributed.is_main_process():
         return []
     from ..train.curves import TensorBoardCurves
     where = Path(*job.stem.parts[-4:])
@@ -171,7 +173,8 @@ def _fit_job(job: Job, splits, model_fn, curves):
                progress=job.progress, verbose=spec.verbose,
                log_file=attempt_log(job.stem),  # a new log per attempt
                compare_eval_modes=spec.compare_evals,
-               callbacks=curves, hyperparameters=job.hyperparameters)
+               callbacks=curves, hyperparameters=job.hyperparameters,
+               ddp=spec.ddp)
 
 
 def _fit_group(jobs, splits, model_fn, curves):

@@ -9,6 +9,7 @@ import torch
 from ..methods import method_label
 from ..train.engine import checkpoint_fingerprint, resolve_device
 from ..train.results import load_paper, write_summary
+from ..train import distributed
 from ..train.seed_batch import SEED_BATCH_VERSION
 from .execute import SplitCache, execute, units
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
@@ -36,10 +37,11 @@ def run_benchmark(spec: RunSpec, runner: str,
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
     out_root = output_root(spec, runner)
-    say = Printer(spec.quiet)
+    say = Printer(spec.quiet or not distributed.is_main_process())
     cells = plan(spec, runner, protocols, out_root, device, say)
 
-    with OutputFolder(out_root) as output:
+    with (OutputFolder(out_root) if distributed.is_main_process()
+          else distributed.ReadOnlyFolder()) as output:
         conflicts = [f for cell in cells for job in cell.jobs
                      for f in output.conflicts(
                          job.stem, job.ident,
@@ -91,6 +93,8 @@ def _run_cell(cell: Cell, spec: RunSpec, paper, say: Printer,
     # Seed-major order whatever order the runs finished in.
     records = [cell.finished[seed, method] for seed in cell.seeds
                for method in cell.methods]
+    if not distributed.is_main_process():  # rank 0 writes
+        return records
     md = write_summary(cell.folder, records, paper)
     print(md + (f'\n{QUICK_NOTE}\n' if cell.quick else ''), flush=True)
     return records

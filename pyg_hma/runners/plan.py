@@ -137,6 +137,8 @@ def plan(spec: RunSpec, runner: str,
                                   momentum=proto.momentum,
                                   dataset_kwargs=proto.dataset_kwargs,
                                   quick=quick)
+                    if spec.ddp:  # other dropout draws: its own too
+                        run_id['ddp'] = True
                     if spec.seed_batch > 1:
                         # Other dropout draws than a run alone: its own
                         # configuration (never averaged with sequential runs).

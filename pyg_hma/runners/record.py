@@ -8,6 +8,7 @@ import torch
 
 from ..files import atomic_torch_save
 from ..methods import METHODS, method_label
+from ..train import distributed
 from ..train.engine import device_name, select_by_eval_mode
 from ..train.results import RESULT_FORMAT, RESULT_KIND, write_json
 from .plan import Job
@@ -17,10 +18,12 @@ def finish(job: Job, splits, res, built: dict, seconds: float) -> dict:
     r"""The record of a finished run, written (atomically) as its JSON; the
     checkpoint goes unless ``--keep-checkpoints``."""
     spec, stem = job.spec, job.stem
-    if spec.save_model and res.best_state is not None:
-        atomic_torch_save(res.best_state, stem.with_suffix('.model.pt'))
     rec = record(job, splits, res, built, seconds)
     rec.update(job.meta)
+    if not distributed.is_main_process():  # rank 0 writes
+        return rec
+    if spec.save_model and res.best_state is not None:
+        atomic_torch_save(res.best_state, stem.with_suffix('.model.pt'))
     write_json(stem.with_suffix('.json'), rec)
     ckpt = stem.with_suffix('.ckpt')
     if ckpt.exists() and not spec.keep_checkpoints:
@@ -47,6 +50,8 @@ def run_config(job: Job, built: dict) -> Dict[str, Any]:
     }
     if job.run_id.get('seed_batched'):
         config['seed_batched'] = True
+    if job.run_id.get('ddp'):
+        config['ddp_world_size'] = distributed.world_size()
     return config
 
 

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..methods import METHODS, hyperparameter_names, method_hyperparameters
 from ..models import BACKBONES
 from ..registry import UnknownNameError
+from ..train import distributed
 from ..train.engine import TrainConfig, resolve_device
 from .protocol import DatasetProtocol
 
@@ -117,6 +118,7 @@ class RunSpec:
     jobs: int = 1
     tensorboard: Optional[Path] = None
     seed_batch: int = 1
+    ddp: bool = False
     out: Optional[Path] = None
     root: Optional[str] = None
     mirror: Optional[str] = None
@@ -175,6 +177,8 @@ def _check_values(options: Mapping[str, Any]):
     lr = options['lr']
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise ArgumentError(f'--lr must be a positive number, got {lr}')
+    if options.get('ddp') and distributed.check_arguments(options):
+        raise ArgumentError(distributed.check_arguments(options))
     if options['seed_batch'] > 1 and (options['pad'] or options['compile']):
         raise ArgumentError('--seed-batch does not combine with --pad or '
                             '--compile yet; drop one of them')

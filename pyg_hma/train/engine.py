@@ -50,6 +50,8 @@ from ..loader import (LoaderFactory, PaddedLoader, as_batch,
 from ..methods import (METHODS, Criterion, StepContext,
                        method_hyperparameters, recorded_hyperparameters)
 from .metrics import compute_metric
+from .distributed import (DistributedRun, RankLoader,
+                          check_options as check_ddp_options)
 
 # 3: plain tensors and containers only (loaded with weights_only=True), and
 # the selected model's state (best_state).
@@ -313,7 +315,9 @@ def _kept(t: Tensor) -> Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader, device: torch.device):
-    r"""Eval-mode logits and targets of a whole split (on the CPU)."""
+    r"""Eval-mode logits and targets of a whole split (on the CPU). From a
+    :class:`~.distributed.RankLoader` (a distributed run), those of every
+    rank, in the order of one process."""
     model.eval()
     logits, ys = [], []
     for batch in loader:
@@ -321,9 +325,11 @@ def predict(model: nn.Module, loader, device: torch.device):
         _new_step()
         logits.append(_kept(model(batch)))
         ys.append(batch.y)
-    if not logits:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(logits).cpu(), torch.cat(ys).cpu()
+    out = ((torch.cat(logits).cpu(), torch.cat(ys).cpu()) if logits
+           else (torch.empty(0), torch.empty(0)))
+    if isinstance(loader, RankLoader):
+        out = tuple(loader.gather(t) for t in out)
+    return out
 
 
 def evaluate(model: nn.Module, loader, metric: str, device: torch.device,
@@ -516,10 +522,14 @@ class Checkpointer:
     Args:
         path: the checkpoint file (``None``: no checkpoints).
         fingerprint: identifies the run configuration.
+        writes: ``False``: only read it (the ranks of a distributed run
+            other than rank 0).
     """
-    def __init__(self, path: Optional[os.PathLike], fingerprint: str):
+    def __init__(self, path: Optional[os.PathLike], fingerprint: str,
+                 writes: bool = True):
         self.path = Path(path) if path is not None else None
         self.fingerprint = fingerprint
+        self.writes = writes
 
     def load(self) -> Optional[dict]:
         r"""The saved state, or ``None`` when there is no checkpoint."""
@@ -541,7 +551,7 @@ class Checkpointer:
         return state
 
     def save(self, state: dict):
-        if self.path is not None:
+        if self.path is not None and self.writes:
             atomic_torch_save({'version': CHECKPOINT_VERSION,
                                'fingerprint': self.fingerprint, **state},
                               self.path)
@@ -584,18 +594,21 @@ class EpochLogger:
 def train_step(model: nn.Module, batch, objective, crit: Criterion,
                ctx: StepContext, optimizer: torch.optim.Optimizer,
                params: Sequence[Tensor], clip_grad_norm: Optional[float],
-               mark_step: bool = False) -> Tuple[Tensor, Tensor, dict]:
+               mark_step: bool = False, loss_weight: float = 1.0
+               ) -> Tuple[Tensor, Tensor, dict]:
     r"""One optimisation step on :obj:`batch` (already on the device): the
     objective's ``(loss, logits, extras)``, backward, gradient clipping to
     :obj:`clip_grad_norm` (``None``: off) and the optimizer step; returns
     what the objective returned. Nothing waits for the device.
     :obj:`mark_step` first marks a new CUDA-graph step (for models compiled
-    with ``'reduce-overhead'``)."""
+    with ``'reduce-overhead'``). The gradient is the one of
+    :obj:`loss_weight` times the loss (a rank's share of a distributed
+    batch, see :meth:`~.distributed.DistributedRun.loss_weight`)."""
     optimizer.zero_grad(set_to_none=True)
     if mark_step:
         _new_step()
     loss, logits, extras = objective(model, batch, crit, ctx)
-    loss.backward()
+    (loss if loss_weight == 1.0 else loss * loss_weight).backward()
     if clip_grad_norm is not None:
         nn.utils.clip_grad_norm_(params, clip_grad_norm)
     optimizer.step()
@@ -606,11 +619,14 @@ def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
                 ctx: StepContext, optimizer: torch.optim.Optimizer,
                 params: Sequence[Tensor], cfg: TrainConfig,
                 device: torch.device, metric: str, dataset: str,
-                mark_steps: bool = False) -> Tuple[dict, int]:
+                mark_steps: bool = False,
+                run: Optional[DistributedRun] = None) -> Tuple[dict, int]:
     r"""One pass over the training split. Returns the epoch's record
     (``train_loss``, ``train_metric`` and the objective's extras, as means
     over graphs) and the number of batches skipped for holding a single
     graph (BatchNorm over graphs needs two; OGB's example skips them too).
+    With :obj:`run` (a distributed run) :obj:`loader` gives this rank's
+    slice of each global batch and the record is the global batches'.
     """
     model.train()
     # Sums stay on the device: no host sync inside the epoch.
@@ -621,12 +637,14 @@ def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
     for batch in loader:
         batch = as_batch(batch, device)
         n = batch.num_graphs
-        if n < 2:
+        total = n if run is None else run.total(n)
+        if total < 2:
             skipped += 1
             continue
         loss, logits, extras = train_step(
             model, batch, objective, crit, ctx, optimizer, params,
-            cfg.clip_grad_norm, mark_steps)
+            cfg.clip_grad_norm, mark_steps,
+            1.0 if run is None else run.loss_weight(n, total))
         loss_sum += loss.detach() * n
         for key, value in extras.items():
             extra_sums[key] = extra_sums.get(key, 0.0) + value.detach() * n
@@ -637,10 +655,16 @@ def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
     if steps == 0:
         raise RuntimeError('No training batch with at least two samples: '
                            'the training split is too small')
+    train_logits, train_ys = torch.cat(train_logits), torch.cat(train_ys)
+    if run is not None:  # the union of the ranks' batches
+        loss_sum, seen = run.sum(loss_sum), run.total(seen)
+        extra_sums = {k: run.sum(v) for k, v in extra_sums.items()}
+        train_logits, train_ys = run.gather(train_logits), run.gather(
+            train_ys)
+        skipped += loader.skipped
     rec = {'train_loss': float(loss_sum) / seen,
            'train_metric': compute_metric(
-               metric, torch.cat(train_logits).cpu(),
-               torch.cat(train_ys).cpu(), dataset)}
+               metric, train_logits.cpu(), train_ys.cpu(), dataset)}
     for key, value in extra_sums.items():
         rec[key] = float(value) / seen
     return rec, skipped
@@ -679,7 +703,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         log_file: Optional[os.PathLike] = None,
         callbacks: Sequence[Callable[[int, dict], None]] = (),
         compare_eval_modes: bool = False,
-        hyperparameters: Optional[Mapping[str, Any]] = None
+        hyperparameters: Optional[Mapping[str, Any]] = None,
+        ddp: bool = False
         ) -> FitResult:
     r"""Trains and evaluates one model.
 
@@ -710,7 +735,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         verbose: print one line per epoch.
         log_file: append one line per epoch to this file.
         callbacks: called as ``cb(epoch, record)`` after each epoch's
-            checkpoint is written.
+            checkpoint is written (on every rank of a distributed run, with
+            the same record).
         compare_eval_modes: also score every epoch under the other
             :data:`EVAL_MODES` and record them in the history
             (``record['by_eval_mode']``; see :func:`select_by_eval_mode`).
@@ -721,6 +747,12 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
             :func:`~pyg_hma.methods.method_hyperparameters` for the rest).
             Names of other methods are allowed: they only enter the
             fingerprint (see :func:`train_record`).
+        ddp: train on every rank of the ``torchrun`` process group, which
+            this process joins if needed (see
+            :mod:`pyg_hma.train.distributed` for what is global): each rank
+            calls :func:`fit` with the same arguments; only rank 0 writes
+            the checkpoint and the log, and every rank returns the same
+            result.
     """
     device = resolve_device(device) if not isinstance(
         device, torch.device) else device
@@ -728,13 +760,22 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     objective = METHODS[method].objective
     own = method_hyperparameters(method, hyperparameters or {})
     crit = Criterion(cfg.loss)
+    run = None
+    if ddp:
+        check_ddp_options(method, loader, pad, compile)
+        run = DistributedRun.join(device)
+        device = run.device
+        if not run.is_main:  # rank 0 writes
+            log_file, verbose, progress = None, False, False
     checkpointer = Checkpointer(checkpoint, checkpoint_fingerprint(
         method, seed, cfg, run_id, compare_eval_modes,
-        hyperparameters=hyperparameters))
+        hyperparameters=hyperparameters),
+        writes=run is None or run.is_main)
 
     seed_everything(seed)
     model = model_fn().to(device)
     _check_static_options(model, method, pad, compile)
+    trained_model = model if run is None else run.prepare(model)
     if compile is not None:
         # Automatic dynamic shapes: the first shape is compiled static, a
         # second one recompiles with symbolic sizes (padded batches come in a
@@ -761,6 +802,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         elapsed, skipped = state['elapsed'], state['skipped_batches']
         start_epoch = resumed_from = state['epoch'] + 1
         _set_rng_state(state['rng'])
+    if run is not None:
+        run.check_resumed_epoch(start_epoch)
 
     def make_loader(split, **kwargs):
         out = factory(split, device=device, **kwargs)
@@ -769,10 +812,13 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         return out
 
     generator = torch.Generator()  # re-seeded from (seed, epoch) each epoch
-    train_loader = make_loader(splits.train, batch_size=cfg.batch_size,
-                               shuffle=True, generator=generator)
-    score = SplitScorer(make_loader, splits,
-                        cfg.eval_batch_size or cfg.batch_size, seed, device)
+    train_loader = (make_loader if run is None else run.loader_factory(
+        loader, train=True))(splits.train, batch_size=cfg.batch_size,
+                             shuffle=True, generator=generator)
+    score = SplitScorer(
+        make_loader if run is None else run.loader_factory(loader,
+                                                           train=False),
+        splits, cfg.eval_batch_size or cfg.batch_size, seed, device)
     logger = EpochLogger(log_file, verbose, progress, cfg.epochs,
                          start_epoch - 1, f'{method} seed {seed}')
     if resumed_from is not None:
@@ -784,11 +830,13 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         while epoch <= cfg.epochs and not tracker.stopped:
             tic = time.perf_counter()
             generator.manual_seed(epoch_seed(seed, epoch))
+            if run is not None:
+                run.reseed(seed, epoch)
             ctx = StepContext(epoch, own)
             trained, skips = train_epoch(
-                model, train_loader, objective, crit, ctx, optimizer, params,
-                cfg, device, splits.metric, splits.name,
-                mark_steps=compile is not None)
+                trained_model, train_loader, objective, crit, ctx, optimizer,
+                params, cfg, device, splits.metric, splits.name,
+                mark_steps=compile is not None, run=run)
             skipped += skips
             if scheduler is not None:
                 lr = scheduler.get_last_lr()[0]
