@@ -323,8 +323,13 @@ NOT_RUN_NOTES = {
     3: ('needs a GPU: ogbg-molbace with GIN 5x300 costs 269 ms per step and '
         '10.2 s per epoch on one CPU thread (HMA x1.55), so molbace and '
         'molbbbp x 4 backbones x ERM, HMA x 10 seeds x 100 epochs is ~57 '
-        'CPU-hours'),
-    4: 'not run yet (CPU; 8 seeds per cell)',
+        'CPU-hours. `benchmarks/table3_gpu.py` (rehearsed on CPU) runs the '
+        'cells seed-batched on a lent GPU within a time budget and resumes '
+        'across calls; estimated 3-6 min per molbace cell and 3.5-8 min per '
+        'molbbbp cell (about 76 device-minutes for both datasets), molhiv '
+        '57-141 min per cell (out of reach of 15-minute loans)'),
+    4: ('not run yet (CPU; 8 seeds per cell; `benchmarks/reproduce.sh e`). '
+        'REDDIT-MULTI-5K and REDDIT-MULTI-12K are not in the offline mirror'),
     5: 'not run yet (CPU)',
     6: 'not run yet (CPU)',
 }
