@@ -39,6 +39,8 @@ from .engine import (COMPILE_MODES, EVAL_MODES, TrainConfig,
                      resolve_device, select_by_eval_mode)
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
                       OutputInUseError, attempt_log, describe_conflicts)
+from .ray_backend import (LOCAL, RayRuns, RunsFailedError, ray_problem,
+                          run_device)
 from ..files import atomic_torch_save
 from ..loader import LOADER_FACTORIES, random_subset
 from .results import (RESULT_FORMAT, RESULT_KIND, load_paper,
@@ -316,6 +318,19 @@ def build_parser(runner: str, protocols: Mapping[str, Protocol],
                    'after the other, in this process). On one GPU the '
                    'processes time-slice the card: 16 jobs on an H100 were '
                    'slow (docs/performance.md); keep N small there')
+    p.add_argument('--ray', nargs='?', const=LOCAL, metavar='ADDRESS',
+                   help='train every run (every seed group with '
+                   '--seed-batch) as a task on a Ray cluster: alone, a '
+                   'local cluster on this machine; with an address '
+                   '(HOST:PORT, auto) the cluster started there with `ray '
+                   'start --head`. Results land as with a local run '
+                   "(docs/scaling.md; needs pyg_hma[ray])")
+    p.add_argument('--ray-cpus-per-run', type=float, metavar='C',
+                   help='CPUs each Ray task asks for (default 1)')
+    p.add_argument('--ray-gpus-per-run', type=float, metavar='G',
+                   help='GPUs each Ray task asks for (default 0: CPU runs; '
+                   '0.25 lets four runs share a card; the runs then train on '
+                   'the GPU Ray gives them)')
     p.add_argument('--tensorboard', type=Path, metavar='DIR',
                    help='write per-epoch curves (loss, metrics, lr) of every '
                    'run for TensorBoard under DIR/DATASET/BACKBONE/METHOD/'
@@ -438,7 +453,9 @@ def run_benchmark(args: argparse.Namespace, runner: str,
                                f"{', '.join(protocols)}")
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    ray_address = getattr(args, 'ray', None)
+    device = (resolve_device(args.device) if ray_address is None
+              else run_device(args.device, args.ray_gpus_per_run))
     out_root = output_root(args, runner)
     say = _Printer(args.quiet)
     workers = max(1, getattr(args, 'jobs', 1) or 1)
@@ -469,9 +486,20 @@ def run_benchmark(args: argparse.Namespace, runner: str,
             say(f'[{runner}] --force: moved {what} aside into {moved}')
         paper = load_paper()
         all_records: List[dict] = []
-        for cell in cells:
-            all_records += _run_cell(cell, workers, args.threads, paper, say,
-                                     getattr(args, 'seed_batch', 1))
+        seed_batch = getattr(args, 'seed_batch', 1)
+        on_ray = None if ray_address is None else RayRuns(
+            [u for cell in cells for u in _units(cell.jobs, seed_batch)],
+            _run_group, name_of=_unit_name, on_result=_write_records,
+            address=ray_address, cpus_per_run=args.ray_cpus_per_run or 1,
+            gpus_per_run=args.ray_gpus_per_run or 0, threads=args.threads,
+            quiet=args.quiet, verbose=args.verbose)
+        try:
+            for cell in cells:
+                all_records += _run_cell(cell, workers, args.threads, paper,
+                                         say, seed_batch, on_ray)
+        finally:
+            if on_ray is not None:
+                on_ray.close()
     _SPLITS_CACHE.clear()
     return all_records
 
@@ -566,7 +594,8 @@ def _plan(args, runner, protocols, settings, out_root, device, workers,
                         bb_kwargs=bb_kwargs, method=method, seed=seed,
                         cfg=cfg, proto=proto, quick=quick, device=device,
                         args=args, stem=stem, run_id=run_id, ident=ident,
-                        progress=progress and workers <= 1,
+                        progress=(progress and workers <= 1
+                                  and getattr(args, 'ray', None) is None),
                         meta=dict(runner=runner, table=proto.table,
                                   backbone_label=bb_label,
                                   paper_backbone=paper_bb,
@@ -580,9 +609,10 @@ def _plan(args, runner, protocols, settings, out_root, device, workers,
 
 
 def _run_cell(cell: _Cell, workers: int, threads: int, paper, say,
-              seed_batch: int = 1) -> List[dict]:
+              seed_batch: int = 1, on_ray: Optional[RayRuns] = None
+              ) -> List[dict]:
     for job, rec in _execute(_units(cell.jobs, seed_batch), workers,
-                             threads):
+                             threads, on_ray):
         cell.finished[job.seed, job.method] = rec
         say(f"  {method_label(job.method)} seed {job.seed}: val "
             f"{rec['val']:.4f} {rec['primary_test']} "
@@ -800,15 +830,21 @@ def _units(jobs: Sequence[_Job], seed_batch: int) -> List[List[_Job]]:
             for i in range(0, len(group), seed_batch)]
 
 
-def _execute(units: Sequence[List[_Job]], workers: int, threads: int):
+def _execute(units: Sequence[List[_Job]], workers: int, threads: int,
+             on_ray: Optional[RayRuns] = None):
     r"""Yields ``(job, record)`` for every job of every unit: in this
-    process one unit after the other, or with :obj:`workers` > 1 in that
-    many worker processes (``spawn``, so CUDA works in them), in the order
+    process one unit after the other, with :obj:`workers` > 1 in that
+    many worker processes (``spawn``, so CUDA works in them), or as the
+    tasks of :obj:`on_ray` (:mod:`~pyg_hma.train.ray_backend`), in the order
     they finish.
 
     Every run seeds itself and loads its own split, so a run's numbers do
     not depend on which process trains it or on what ran before it there.
     """
+    if on_ray is not None:
+        for pairs in on_ray.results(units):
+            yield from pairs
+        return
     if workers <= 1 or len(units) <= 1:
         for unit in units:
             yield from _run_group(unit)
@@ -827,6 +863,21 @@ def _execute(units: Sequence[List[_Job]], workers: int, threads: int):
             for future in futures:
                 future.cancel()
             raise
+
+
+def _unit_name(unit: Sequence[_Job]) -> str:
+    r"""``DATASET/BACKBONE/METHOD/seedS`` (``seedS+seedT`` for a seed
+    group): a unit's name on Ray."""
+    return '/'.join(unit[0].stem.parts[-4:-1]
+                    + ('+'.join(job.stem.name for job in unit), ))
+
+
+def _write_records(pairs: Sequence[Tuple[_Job, dict]]):
+    r"""Writes the records a Ray task returned as the runs' JSON files in
+    the driver's output folder (the worker's own copy may be elsewhere)."""
+    for job, rec in pairs:
+        job.stem.parent.mkdir(parents=True, exist_ok=True)
+        write_json(job.stem.with_suffix('.json'), rec)
 
 
 def _record(job: _Job, splits, res, built: dict, seconds: float) -> dict:
@@ -922,7 +973,8 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
 #: Failures that are the user's to fix (data, output folder): one line and
 #: exit status 2 from the command line, a traceback only with --debug.
 USER_ERRORS = (MissingDataError, ChecksumError, UnreadableFileError,
-               OutputInUseError, OutputConflictError, UnknownNameError)
+               OutputInUseError, OutputConflictError, UnknownNameError,
+               RunsFailedError)
 
 # (option, smallest valid value, what it is)
 _POSITIVE = (('epochs', 1, 'a count of epochs'),
@@ -980,6 +1032,9 @@ def check_arguments(args: argparse.Namespace, runner: str) -> Optional[str]:
         if value is not None and not Path(value).expanduser().is_dir():
             return (f'--{option} {value} is not a folder; point it at an '
                     f'existing folder (see docs/datasets.md)')
+    problem = ray_problem(args)
+    if problem or getattr(args, 'ray', None) is not None:
+        return problem  # on Ray the device is the workers', not checked here
     try:
         resolve_device(args.device)
     except (RuntimeError, ValueError) as e:

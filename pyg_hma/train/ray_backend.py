@@ -1,0 +1,309 @@
+r"""Runs of a benchmark invocation as tasks on a Ray cluster (``--ray``).
+
+Every training unit of the runner (one run, or a group of seeds trained as
+one seed-batched model with ``--seed-batch``) becomes one Ray task that asks
+for ``--ray-cpus-per-run`` CPUs and ``--ray-gpus-per-run`` GPUs (``0.25``:
+four runs share a card). All units of the invocation are submitted at once,
+so the cluster runs as many as its resources allow, whatever dataset or
+backbone they belong to.
+
+* Without an address, :func:`ray.init` starts a local cluster on this
+  machine (or joins the one named by ``$RAY_ADDRESS``); with one
+  (``HOST:PORT``, ``auto``, ``ray://HOST:10001``) it joins that cluster. A
+  process in which Ray is already initialised (a sweep's later trials, a
+  test, a notebook) keeps its cluster.
+* Results: the worker trains the unit exactly as a local run does (its
+  JSON, log and checkpoint in the output folder as it sees it) and returns
+  the records; the driver writes each returned record as the run's JSON in
+  *its* output folder (atomically) and builds the summaries. On a shared
+  file system both are the same file (the same bytes); without one, the
+  driver still ends with every JSON and summary, while logs, checkpoints and
+  ``--save-model`` files stay on the node that trained the run.
+* Failures: a task whose worker dies (killed, out of memory, a lost node)
+  or that raises is retried once (``max_retries=1``,
+  ``retry_exceptions=True``); one that fails again is reported by name
+  after every other task has finished (:class:`RunsFailedError`), and the
+  finished runs are all written, so that ``--resume`` continues with the
+  failed ones only.
+* Progress: one bar on the driver over all runs of the invocation, with
+  the finished, running and failed counts.
+
+Ray is an optional dependency: ``pip install 'pyg_hma[ray]'``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
+
+import torch
+
+RAY_MISSING = ("--ray needs Ray, an optional dependency: pip install "
+               "'pyg_hma[ray]'")
+#: ``--ray`` without an address: start a local cluster on this machine.
+LOCAL = 'local'
+#: Seconds between two refreshes of the progress bar while tasks run.
+REFRESH_S = 1.0
+
+
+class RunsFailedError(RuntimeError):
+    r"""Runs that failed on Ray twice (the first try and one retry)."""
+
+
+def import_ray():
+    r"""The :mod:`ray` module; :class:`ImportError` with the extra to
+    install when it is missing."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(RAY_MISSING) from None
+    return ray
+
+
+def ray_problem(args) -> Optional[str]:
+    r"""The first problem with the Ray options of a runner's :obj:`args`
+    (``--ray``, ``--ray-cpus-per-run``, ``--ray-gpus-per-run`` and what
+    they combine with) as one line naming the remedy; ``None`` when there
+    is none."""
+    cpus = getattr(args, 'ray_cpus_per_run', None)
+    gpus = getattr(args, 'ray_gpus_per_run', None)
+    if getattr(args, 'ray', None) is None:
+        given = [o for o, v in (('--ray-cpus-per-run', cpus),
+                                ('--ray-gpus-per-run', gpus)) if v is not None]
+        return f'{given[0]} needs --ray' if given else None
+    if cpus is not None and not cpus > 0:
+        return f'--ray-cpus-per-run must be positive, got {cpus}'
+    if gpus is not None and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
+        return (f'--ray-gpus-per-run must be a fraction of one GPU (0.25: '
+                f'four runs per card) or a whole number, got {gpus}')
+    if getattr(args, 'jobs', 1) > 1:
+        return ('--jobs does not combine with --ray: every run is a Ray task '
+                '(size them with --ray-cpus-per-run)')
+    try:
+        device = torch.device('cpu' if args.device == 'auto' else args.device)
+    except RuntimeError as e:
+        return f'--device {args.device}: {e}'
+    if device.type == 'cuda' and not gpus:
+        return (f'--device {args.device} with --ray needs '
+                f'--ray-gpus-per-run: Ray gives a task a GPU only when it '
+                f'asks for one')
+    if device.type == 'cuda' and device.index not in (None, 0):
+        return (f'--device {args.device}: on Ray a run uses the GPU Ray '
+                f'gives it; use --device cuda')
+    if device.type == 'cpu' and args.device != 'auto' and gpus:
+        return ('--device cpu does not combine with --ray-gpus-per-run; '
+                'drop one of them')
+    try:
+        import_ray()
+    except ImportError as e:
+        return str(e)
+    return None
+
+
+def run_device(device: str, gpus_per_run: Optional[float]) -> torch.device:
+    r"""The device of a run on Ray: the GPU Ray gives the task (it sees it
+    as ``cuda``) when runs ask for GPUs, else the CPU (``--device auto``
+    means the worker's hardware, not the driver's)."""
+    return torch.device('cuda' if gpus_per_run else 'cpu')
+
+
+def _connect(address: str, verbose: bool):
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init(address=None if address == LOCAL else address,
+                 logging_level=logging.WARNING, log_to_driver=verbose)
+    return ray
+
+
+def _run_unit_task(run_unit: Callable, unit, key: str, cwd: str,
+                   threads: int, board):
+    r"""The body of one task: marks the unit started, then runs it where
+    the driver runs (its working directory, when this node has it, so that
+    relative output and data paths mean the same) with the runner's
+    threads."""
+    if board is not None:
+        board.start.remote(key)
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+    return run_unit(unit)
+
+
+class _Board:
+    r"""A Ray actor holding the keys of the units whose task has started
+    (for the running count of the bar)."""
+    def __init__(self):
+        self.started = set()
+
+    def start(self, key: str):
+        self.started.add(key)
+
+    def keys(self) -> set:
+        return set(self.started)
+
+
+class RayRuns:
+    r"""The units of one invocation, submitted to Ray at once and collected
+    as they finish.
+
+    Args:
+        units: the training units (lists of runs).
+        run_unit: a picklable function (a module-level one) that runs one
+            unit in a worker and returns its result (the runner: its
+            ``(job, record)`` pairs).
+        name_of: a unit's unique name (``DATASET/BACKBONE/METHOD/seedS``),
+            for the bar and the failure report.
+        size_of: the number of runs of a unit (default :obj:`len`).
+        on_result: called on the driver with each result as soon as it
+            arrives (the runner writes the records there).
+        address: the ``--ray`` address (:obj:`LOCAL`: a local cluster).
+        cpus_per_run, gpus_per_run: what each task asks Ray for.
+        threads: torch threads of a run (the runner's ``--threads``).
+        quiet: no bar.
+        verbose: forward the workers' output to the driver.
+    """
+    def __init__(self, units: Sequence[Any], run_unit: Callable, *,
+                 name_of: Callable[[Any], str],
+                 size_of: Callable[[Any], int] = len,
+                 on_result: Optional[Callable[[Any], None]] = None,
+                 address: str = LOCAL, cpus_per_run: float = 1,
+                 gpus_per_run: float = 0, threads: int = 1,
+                 quiet: bool = False, verbose: bool = False):
+        ray = _connect(address, verbose)
+        self.ray, self.name_of, self.on_result = ray, name_of, on_result
+        self.sizes = {name_of(u): size_of(u) for u in units}
+        if len(self.sizes) != len(units):
+            raise ValueError('every unit needs its own name')
+        self.board = ray.remote(num_cpus=0)(_Board).remote()
+        task = ray.remote(max_retries=1, retry_exceptions=True)(
+            _run_unit_task)
+        cwd = os.getcwd()
+        self.pending: Dict[Any, str] = {}  # object ref -> unit name
+        for unit in units:
+            name = name_of(unit)
+            ref = task.options(
+                name=name, num_cpus=cpus_per_run, num_gpus=gpus_per_run
+            ).remote(run_unit, unit, name, cwd, threads, self.board)
+            self.pending[ref] = name
+        self.done: Dict[str, Any] = {}  # unit name -> result, not yet taken
+        self.failed: Dict[str, str] = {}  # unit name -> the error's line
+        self.bar, self.shown = None, None
+        self.tty = sys.stderr.isatty()
+        if not quiet and self.sizes:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=sum(self.sizes.values()), unit='run',
+                            desc='[ray] runs', file=sys.stderr,
+                            dynamic_ncols=True)
+            self._show()
+
+    # ---- collecting -------------------------------------------------------
+    def results(self, units: Sequence[Any]) -> Iterator[Any]:
+        r"""Yields the results of :obj:`units` (submitted earlier) in the
+        order they finish; results of other units that arrive meanwhile are
+        kept for their turn. Raises :class:`RunsFailedError` once every
+        task of the invocation has ended when one of :obj:`units` failed."""
+        wanted = [self.name_of(u) for u in units]
+        for name in wanted:
+            if name not in self.sizes:
+                raise KeyError(f'unit {name} was not submitted')
+        left = set(wanted)
+        while left:
+            ready = [n for n in left if n in self.done or n in self.failed]
+            if not ready:
+                self._wait()
+                continue
+            for name in ready:
+                left.discard(name)
+                if name in self.done:
+                    result = self.done.pop(name)
+                    self._hide()
+                    yield result  # the runner prints its line
+                    self._show()
+        if any(name in self.failed for name in wanted):
+            while self.pending:  # nothing finished is lost
+                self._wait()
+            raise RunsFailedError(self._failure_line())
+        self._hide()  # the runner prints its summary
+
+    def _wait(self):
+        ray = self.ray
+        ready, _ = ray.wait(list(self.pending), num_returns=1,
+                            timeout=REFRESH_S)
+        for ref in ready:
+            name = self.pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                self.failed[name] = _error_line(e)
+                self._hide()
+                print(f'[ray] {name} failed after a retry: '
+                      f'{self.failed[name]}', file=sys.stderr, flush=True)
+            else:
+                self.done[name] = result
+                if self.on_result is not None:
+                    self.on_result(result)
+        self._show()
+
+    def _failure_line(self) -> str:
+        names = sorted(self.failed)
+        runs = sum(self.sizes[n] for n in names)
+        listing = '; '.join(f'{n} ({self.failed[n]})' for n in names)
+        return (f'{runs} of {sum(self.sizes.values())} runs failed on Ray '
+                f'after a retry: {listing}. The finished runs are kept: fix '
+                f'the cause and run again with --resume')
+
+    # ---- the bar ---------------------------------------------------------
+    def _counts(self) -> Tuple[int, int, int]:
+        pending = set(self.pending.values())
+        failed = sum(self.sizes[n] for n in self.failed)
+        finished = (sum(self.sizes.values()) - failed
+                    - sum(self.sizes[n] for n in pending))
+        try:
+            started = self.ray.get(self.board.keys.remote(), timeout=REFRESH_S)
+        except Exception:  # the bar only; the runs go on
+            started = set()
+        running = sum(self.sizes[n] for n in pending & started)
+        return finished, running, failed
+
+    def _show(self):
+        r"""Redraws the bar: every second on a terminal, on every change of
+        the counts in a log file."""
+        if self.bar is None:
+            return
+        counts = self._counts()
+        if counts == self.shown and not self.tty:
+            return
+        finished, running, failed = self.shown = counts
+        self.bar.n = finished + failed
+        self.bar.set_postfix_str(f'finished {finished}, running {running}, '
+                                 f'failed {failed}', refresh=False)
+        self.bar.refresh()
+
+    def _hide(self):
+        if self.bar is not None and self.tty:
+            self.bar.clear()
+
+    def close(self):
+        r"""Cancels the tasks still pending (the driver stops: Ctrl-C, an
+        error) and closes the bar."""
+        for ref in list(self.pending):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already finished or gone
+                pass
+        self.pending.clear()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _error_line(error: BaseException) -> str:
+    r"""The last line of a Ray error (the exception that ended the task)."""
+    cause = getattr(error, 'cause', None)
+    if isinstance(cause, BaseException):
+        return f'{type(cause).__name__}: {cause}'.splitlines()[0]
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
