@@ -132,17 +132,20 @@ def _run_unit_task(run_unit: Callable, unit, key: str, cwd: str,
     return run_unit(unit)
 
 
-class _Board:
-    r"""A Ray actor holding the keys of the units whose task has started
-    (for the running count of the bar)."""
-    def __init__(self):
-        self.started = set()
+def _board(ray):
+    r"""A Ray actor holding the names of the units whose task has started
+    (the bar's running count). Its class is defined here, so that Ray ships
+    it by value: the actor's process imports neither torch nor pyg_hma."""
+    class RunBoard:
+        def __init__(self):
+            self.started = set()
 
-    def start(self, key: str):
-        self.started.add(key)
+        def start(self, name: str):
+            self.started.add(name)
 
-    def keys(self) -> set:
-        return set(self.started)
+        def names(self) -> set:
+            return set(self.started)
+    return ray.remote(num_cpus=0)(RunBoard).remote()
 
 
 class RayRuns:
@@ -162,7 +165,7 @@ class RayRuns:
         address: the ``--ray`` address (:obj:`LOCAL`: a local cluster).
         cpus_per_run, gpus_per_run: what each task asks Ray for.
         threads: torch threads of a run (the runner's ``--threads``).
-        quiet: no bar.
+        quiet: no progress.
         verbose: forward the workers' output to the driver.
     """
     def __init__(self, units: Sequence[Any], run_unit: Callable, *,
@@ -177,7 +180,7 @@ class RayRuns:
         self.sizes = {name_of(u): size_of(u) for u in units}
         if len(self.sizes) != len(units):
             raise ValueError('every unit needs its own name')
-        self.board = ray.remote(num_cpus=0)(_Board).remote()
+        self.board = _board(ray)
         task = ray.remote(max_retries=1, retry_exceptions=True)(
             _run_unit_task)
         cwd = os.getcwd()
@@ -190,14 +193,11 @@ class RayRuns:
             self.pending[ref] = name
         self.done: Dict[str, Any] = {}  # unit name -> result, not yet taken
         self.failed: Dict[str, str] = {}  # unit name -> the error's line
-        self.bar, self.shown = None, None
-        self.tty = sys.stderr.isatty()
-        if not quiet and self.sizes:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=sum(self.sizes.values()), unit='run',
-                            desc='[ray] runs', file=sys.stderr,
-                            dynamic_ncols=True)
-            self._show()
+        self.progress = None if quiet or not self.sizes else _Progress(
+            sum(self.sizes.values()))
+        self.started: set = set()  # as the board last told
+        self.asked = self.board.names.remote()
+        self._show()
 
     # ---- collecting -------------------------------------------------------
     def results(self, units: Sequence[Any]) -> Iterator[Any]:
@@ -255,49 +255,78 @@ class RayRuns:
                 f'after a retry: {listing}. The finished runs are kept: fix '
                 f'the cause and run again with --resume')
 
-    # ---- the bar ---------------------------------------------------------
+    # ---- progress --------------------------------------------------------
     def _counts(self) -> Tuple[int, int, int]:
+        r"""``(finished, running, failed)`` runs; the running count as the
+        board last answered (never waited for)."""
+        ready, _ = self.ray.wait([self.asked], timeout=0)
+        if ready:
+            try:
+                self.started = self.ray.get(self.asked)
+            except self.ray.exceptions.RayError:  # the count only
+                pass
+            self.asked = self.board.names.remote()
         pending = set(self.pending.values())
         failed = sum(self.sizes[n] for n in self.failed)
         finished = (sum(self.sizes.values()) - failed
                     - sum(self.sizes[n] for n in pending))
-        try:
-            started = self.ray.get(self.board.keys.remote(), timeout=REFRESH_S)
-        except Exception:  # the bar only; the runs go on
-            started = set()
-        running = sum(self.sizes[n] for n in pending & started)
+        running = sum(self.sizes[n] for n in pending & self.started)
         return finished, running, failed
 
     def _show(self):
-        r"""Redraws the bar: every second on a terminal, on every change of
-        the counts in a log file."""
-        if self.bar is None:
-            return
-        counts = self._counts()
-        if counts == self.shown and not self.tty:
-            return
-        finished, running, failed = self.shown = counts
-        self.bar.n = finished + failed
-        self.bar.set_postfix_str(f'finished {finished}, running {running}, '
-                                 f'failed {failed}', refresh=False)
-        self.bar.refresh()
+        if self.progress is not None:
+            self.progress.show(*self._counts())
 
     def _hide(self):
-        if self.bar is not None and self.tty:
-            self.bar.clear()
+        if self.progress is not None:
+            self.progress.hide()
 
     def close(self):
         r"""Cancels the tasks still pending (the driver stops: Ctrl-C, an
-        error) and closes the bar."""
+        error), ends the board and closes the bar."""
         for ref in list(self.pending):
             try:
                 self.ray.cancel(ref, force=True)
             except Exception:  # already finished or gone
                 pass
         self.pending.clear()
+        try:
+            self.ray.kill(self.board)
+        except Exception:  # gone with the cluster
+            pass
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+
+class _Progress:
+    r"""The driver's progress over all runs: a tqdm bar on a terminal, a
+    line per change of the counts in a log file."""
+    def __init__(self, total: int):
+        self.total, self.shown, self.bar = total, None, None
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, unit='run', desc='[ray] runs',
+                            file=sys.stderr, dynamic_ncols=True)
+
+    def show(self, finished: int, running: int, failed: int):
+        counts = f'finished {finished}, running {running}, failed {failed}'
+        if self.bar is not None:
+            self.bar.n = finished + failed
+            self.bar.set_postfix_str(counts, refresh=False)
+            self.bar.refresh()
+        elif counts != self.shown:
+            print(f'[ray] runs: {finished + failed}/{self.total}: {counts}',
+                  file=sys.stderr, flush=True)
+        self.shown = counts
+
+    def hide(self):
+        if self.bar is not None:
+            self.bar.clear()
+
+    def close(self):
         if self.bar is not None:
             self.bar.close()
-            self.bar = None
 
 
 def _error_line(error: BaseException) -> str:
