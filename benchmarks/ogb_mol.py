@@ -12,10 +12,11 @@ epoch, 10 seeds. HMA: M=256, k=8, l=16, 4 heads, momentum 0.999.
 """
 import sys
 
-from pyg_hma.train import Protocol, TrainConfig
-from pyg_hma.train import main as run_cli
+from pyg_hma.runners import DatasetProtocol
+from pyg_hma.runners import main as run_cli
+from pyg_hma.train import TrainConfig
 
-OGB = Protocol(
+OGB = DatasetProtocol(
     train=TrainConfig(epochs=100, batch_size=32, lr=1e-3, loss='bce'),
     backbone='gin', table=3, seeds=10,
     backbone_kwargs=dict(hidden_channels=300, num_layers=5, dropout=0.5,

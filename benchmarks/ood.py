@@ -26,28 +26,30 @@ selection favours ERM-like models, as in IRM's setting; the 'reversed' and
 """
 import sys
 
-from pyg_hma.train import Protocol, TrainConfig
-from pyg_hma.train import main as run_cli
+from pyg_hma.runners import DatasetProtocol
+from pyg_hma.runners import main as run_cli
+from pyg_hma.train import TrainConfig
 
 CIGA = TrainConfig(epochs=400, batch_size=32, lr=1e-3, clip_grad_norm=1.0,
                    patience=5, warmup=20)
 OOD_METHODS = ('erm', 'irm', 'vrex', 'hma')
 HMA = dict(memory_size=256, slots_per_class=8, label_dim=16, heads=4)
 
-TU = Protocol(
+TU = DatasetProtocol(
     train=CIGA, backbone='gcn', table=6, seeds=10, table_methods=OOD_METHODS,
     backbone_kwargs=dict(hidden_channels=32, num_layers=3, dropout=0.3,
                          pooling='mean'),
     hma=HMA, note="CIGA's scripts/tu_datasets.sh settings")
-TEXT = Protocol(
+TEXT = DatasetProtocol(
     train=CIGA, backbone='gcn', table=5, seeds=5, table_methods=OOD_METHODS,
     backbone_kwargs=dict(hidden_channels=128, num_layers=3, dropout=0.5,
                          pooling='mean'),
     note="CIGA's scripts/others.sh settings (dropout: main.py's default)")
-CMNIST = Protocol(
+CMNIST = DatasetProtocol(
     train=TrainConfig(epochs=20, batch_size=256, lr=1e-3, weight_decay=1e-3,
-                      loss='bce', penalty_weight=91257.18613115903,
-                      penalty_anneal_epochs=8),
+                      loss='bce'),
+    method_hyperparameters=dict(penalty_weight=91257.18613115903,
+                                penalty_anneal_epochs=8),
     backbone='mlp', table=None, seeds=5, table_methods=OOD_METHODS,
     backbone_kwargs=dict(hidden_channels=256), hma=HMA,
     quick=dict(train_size=1024, eval_size=256, batch_size=128),

@@ -73,7 +73,7 @@ from pyg_hma.loader import PaddedLoader, as_batch, get_loader_factory
 from pyg_hma.methods import METHODS, Criterion, StepContext
 from pyg_hma.models import build_model
 from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
-from pyg_hma.train.benchmark import parse_pad_steps
+from pyg_hma.runners.cli import parse_pad_steps
 from pyg_hma.train.engine import (COMPILE_MODES, TrainConfig, compile_model,
                                   fused_adam, predict, train_epoch,
                                   train_step)
@@ -269,9 +269,7 @@ class Trainer:
                                     weight_decay=cfg.weight_decay)
         self.objective = METHODS[registered(method)].objective
         self.crit = Criterion(cfg.loss)
-        self.ctx = StepContext(1, cfg.penalty_weight,
-                               cfg.penalty_anneal_epochs, cfg.drop_ratio,
-                               cfg.mixup_alpha)
+        self.ctx = StepContext(1)  # ERM and HMA: no hyperparameters
         self.loader = bench.loaders(path, seed)
         self.batches = endless(self.loader)
         self.loss_sum = torch.zeros((), device=bench.device)

@@ -14,13 +14,14 @@ k=8, l=16.
 """
 import sys
 
-from pyg_hma.train import Protocol, TrainConfig
-from pyg_hma.train import main as run_cli
+from pyg_hma.runners import DatasetProtocol
+from pyg_hma.runners import main as run_cli
+from pyg_hma.train import TrainConfig
 
-GMIXUP = Protocol(
+GMIXUP = DatasetProtocol(
     train=TrainConfig(epochs=800, batch_size=128, lr=0.01, weight_decay=5e-4,
-                      lr_step=100, lr_gamma=0.5, drop_ratio=0.2,
-                      mixup_alpha=1.0),
+                      lr_step=100, lr_gamma=0.5),
+    method_hyperparameters=dict(drop_ratio=0.2, mixup_alpha=1.0),
     backbone='gin-gmixup', table=4, seeds=8,
     table_methods=('erm', 'dropedge', 'dropnode', 'mmixup', 'rma', 'abd',
                    'abd+syn', 'hma'),

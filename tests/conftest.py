@@ -1,5 +1,20 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+
+BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+
+
+def runner_module(name: str):
+    r"""The runner script ``benchmarks/NAME.py`` as a module (its
+    ``PROTOCOLS`` and ``main``)."""
+    spec = importlib.util.spec_from_file_location(f'bench_{name}',
+                                                  BENCH / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope='module')

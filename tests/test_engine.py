@@ -13,8 +13,9 @@ from pyg_hma.data import DatasetSplits
 from pyg_hma.models import build_model
 from pyg_hma.train import BestTracker, TrainConfig, evaluate, fit
 from pyg_hma.loader import pyg_loader, random_subset
-from pyg_hma.methods import (IRM, Criterion, DropEdge, DropNode,
-                             StepContext, VREx)
+from pyg_hma.methods import (IRM, Criterion, DropEdge, DropHyperparameters,
+                             DropNode, PenaltyHyperparameters, StepContext,
+                             VREx)
 
 from conftest import proteins_subset
 
@@ -262,8 +263,8 @@ def test_irm_penalty_annealing():
     logits, y = torch.randn(6, 2), torch.randint(0, 2, (6, ))
     batch = type('B', (), dict(y=y, env=torch.tensor([0, 0, 0, 1, 1, 1])))()
     crit = Criterion('ce')
-    early = StepContext(epoch=2, penalty_weight=100.0,
-                        penalty_anneal_epochs=2)
+    early = StepContext(epoch=2, hyperparameters=PenaltyHyperparameters(
+        penalty_weight=100.0, penalty_anneal_epochs=2))
     late = dataclasses.replace(early, epoch=3)
     loss_early, _, ex = IRM()(_Fixed(logits), batch, crit, early)
     loss_late, _, _ = IRM()(_Fixed(logits), batch, crit, late)
@@ -282,7 +283,8 @@ def test_drop_objectives_give_valid_smaller_batches(proteins, objective):
         return torch.zeros(b.num_graphs, 2, requires_grad=True)
 
     torch.manual_seed(0)
-    objective(spy, batch, Criterion('ce'), StepContext(1, drop_ratio=0.5))
+    objective(spy, batch, Criterion('ce'), StepContext(
+        1, DropHyperparameters(drop_ratio=0.5)))
     out = seen['batch']
     assert out.num_graphs == batch.num_graphs
     assert out.edge_index.size(1) < batch.edge_index.size(1)

@@ -17,9 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import runner_module
 from pyg_hma.data import find_mirror
-from pyg_hma.train import benchmark, runner_scripts, sweep
-from pyg_hma.train.ray_backend import RAY_MISSING
+from pyg_hma.runners import execute
+from pyg_hma.runners.cli import build_parser
+from pyg_hma.runners.ray_backend import RAY_MISSING
+from pyg_hma.runners.spec import ArgumentError, RunSpec, check_paths
+from pyg_hma.train import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = 'PROTEINS/gin-max'
@@ -28,7 +32,7 @@ RUNS = [f'{method}/seed{seed}' for method in ('erm', 'hma')
 
 
 def ood(argv):
-    return runner_scripts.load_runner('ood', ROOT / 'benchmarks').main(argv)
+    return runner_module('ood').main(argv)
 
 
 @pytest.fixture(scope='module')
@@ -84,8 +88,8 @@ def on_ray(cluster, quick_argv, tmp_path_factory):
     out = tmp_path_factory.mktemp('on_ray')
     marker = out.parent / f'{out.name}.killed'
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(benchmark, '_run_group', functools.partial(
-            _die_once_mid_run, str(marker), benchmark._run_group))
+        mp.setattr(execute, 'run_group', functools.partial(
+            _die_once_mid_run, str(marker), execute.run_group))
         assert ood(quick_argv + ['--out', str(out), '--ray']) == 0
     return out, marker.read_text()
 
@@ -136,8 +140,8 @@ def test_failed_runs_are_reported_by_name_after_the_others_end(
     out = tmp_path / 'out'
     shutil.copytree(on_ray[0], out)
     stamps = {r: (out / GRID / f'{r}.json').stat().st_mtime_ns for r in RUNS}
-    monkeypatch.setattr(benchmark, '_run_group', functools.partial(
-        _fail_for_seed, 2, benchmark._run_group))
+    monkeypatch.setattr(execute, 'run_group', functools.partial(
+        _fail_for_seed, 2, execute.run_group))
     argv = quick_argv + ['--seeds', '0-2', '--out', str(out), '--resume',
                          '--ray']
     assert ood(argv) == 2
@@ -214,12 +218,26 @@ def test_ray_missing_is_a_one_line_error(monkeypatch, capsys, tmp_path):
      '--ray-gpus-per-run'),
     (['--ray', '--device', 'cpu', '--ray-gpus-per-run', '0.5'],
      '--device cpu does not combine with --ray-gpus-per-run'),
+    (['--ray', '--ddp'], '--ddp does not combine with --ray'),
 ])
 def test_ray_options_are_checked_before_any_work(options, problem, tmp_path):
-    parser = benchmark.build_parser('ood', {'PROTEINS': None})
+    parser = build_parser('ood', {'PROTEINS': None})
     args = parser.parse_args(['--dataset', 'PROTEINS', '--out',
                               str(tmp_path), *options])
-    assert benchmark.check_arguments(args, 'ood').startswith(problem)
+    with pytest.raises(ArgumentError) as error:
+        RunSpec.from_args(args)
+    assert str(error.value).startswith(problem)
+
+
+def test_on_ray_the_device_is_the_workers(tmp_path):
+    # --device cuda is refused on a machine without CUDA, not on Ray: the
+    # runs train where Ray puts them.
+    parser = build_parser('ood', {'PROTEINS': None})
+    spec = RunSpec.from_args(parser.parse_args([
+        '--dataset', 'PROTEINS', '--out', str(tmp_path), '--device', 'cuda',
+        '--ray', 'HEAD:6379', '--ray-gpus-per-run', '0.25']))
+    assert (spec.ray, spec.ray_gpus_per_run) == ('HEAD:6379', 0.25)
+    check_paths(spec, 'ood')
 
 
 def test_a_sweep_passes_its_ray_options_to_every_run(monkeypatch, tmp_path):

@@ -526,7 +526,8 @@ def test_bad_options(kwargs, match):
 
 
 def test_runner_settings_accept_the_style_and_options():
-    from pyg_hma.train.benchmark import check_settings, parse_setting
+    from pyg_hma.runners.cli import parse_setting
+    from pyg_hma.runners.spec import check_settings
     section, name, value = parse_setting('hma.style=reference')
     assert (section, name, value) == ('hma', 'style', 'reference')
     settings = {'train': {}, 'backbone': {},

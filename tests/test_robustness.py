@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from pyg_hma import HMAReadout
 from pyg_hma.data import find_mirror
-from pyg_hma.train.benchmark import main as runner_main
-from pyg_hma.train.benchmark import parse_seeds
-from pyg_hma.train.outputs import OutputFolder
+from pyg_hma.runners import main as runner_main
+from pyg_hma.runners.cli import parse_seeds
+from pyg_hma.runners.outputs import OutputFolder
 from pyg_hma.train.results import aggregate, find_results, write_json
 
 PROTOCOLS = None
@@ -91,7 +91,10 @@ BAD_OPTIONS = {
                               'backbone.conv=gcn', 'hma.rma=false',
                               'train.lr=abc', 'train.lr=-1',
                               'train.batch_size=2.5', 'train.loss=mse',
-                              'train.weight_decay=-1']),
+                              'train.weight_decay=-1', 'method.nope=1',
+                              'method.drop_ratio=1.5',
+                              'method.penalty_weight=abc',
+                              'train.drop_ratio=0.3']),
 }
 
 

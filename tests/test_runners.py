@@ -1,33 +1,24 @@
 """Every runner's --quick mode end to end, its result files, --resume and
 the report built from them."""
 import csv
-import importlib.util
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from pyg_hma.data import find_mirror
-from pyg_hma.train.benchmark import parse_seeds
+from pyg_hma.runners.cli import parse_seeds
 from pyg_hma.train.results import (find_results, load_paper, paper_number,
                                    report_markdown)
 
-BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+from conftest import runner_module as runner
+
 
 pytestmark = pytest.mark.skipif(
     find_mirror() is None, reason='needs the offline data mirror '
     '(../shared/data)')
-
-
-def runner(name):
-    spec = importlib.util.spec_from_file_location(f'bench_{name}',
-                                                  BENCH / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -256,7 +247,7 @@ def test_eval_flags_are_recorded_and_the_selected_model_saved(
 
 
 def test_hyperparameter_options_reach_the_run(workdir, data_root, tmp_path):
-    from pyg_hma.train.benchmark import parse_setting
+    from pyg_hma.runners.cli import parse_setting
     assert parse_setting('hma.memory_size=512') == ('hma', 'memory_size', 512)
     assert parse_setting('train.weight_decay=1e-4') == \
         ('train', 'weight_decay', 1e-4)
@@ -266,6 +257,7 @@ def test_hyperparameter_options_reach_the_run(workdir, data_root, tmp_path):
             '--seeds', '0-0', '--epochs', '1', '--root', str(data_root),
             '--out', str(tmp_path), '--memory-size', '48', '--set',
             'hma.heads=2', '--dropout', '0.1', '--set',
+            'method.penalty_weight=50', '--set',
             'train.weight_decay=0.001', '--lr', '0.01']
     assert runner('ood').main(argv) == 0
     config = json.loads((tmp_path / 'PROTEINS/gin-max/hma/seed0.json')
@@ -275,8 +267,13 @@ def test_hyperparameter_options_reach_the_run(workdir, data_root, tmp_path):
     assert config['backbone_kwargs']['dropout'] == 0.1
     assert (config['train']['weight_decay'], config['train']['lr']) == \
         (0.001, 0.01)
+    # A method hyperparameter is recorded where TrainConfig held it.
+    assert config['train']['penalty_weight'] == 50
+    assert config['train']['drop_ratio'] == 0.2  # the default
     for bad in (['--set', 'hma.rma=false'], ['--set', 'train.nope=1'],
-                ['--set', 'backbone.conv=gcn'], ['--set', 'x=1']):
+                ['--set', 'backbone.conv=gcn'], ['--set', 'x=1'],
+                ['--set', 'method.nope=1'],
+                ['--set', 'train.penalty_weight=2']):
         with pytest.raises(SystemExit) as exc:
             runner('ood').main(argv[:-6] + bad)
         assert exc.value.code == 2

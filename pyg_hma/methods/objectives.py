@@ -12,17 +12,23 @@ Every method (:data:`pyg_hma.methods.METHODS`) is a backbone plus a head
   the environment's risk with respect to a dummy scale :math:`w = 1` on the
   logits. :math:`\lambda` is 1 for the first ``penalty_anneal_epochs`` epochs
   and ``penalty_weight`` after; when it exceeds 1 the whole loss is divided
-  by it (IRM's annealing).
+  by it (IRM's annealing). Hyperparameters: :class:`PenaltyHyperparameters`.
 * ``vrex``: V-REx (Krueger et al., 2021): the mean loss plus :math:`\lambda`
   times the variance of the environment risks, annealed the same way.
 * ``dropedge``: ERM on batches from which a share ``drop_ratio`` of the
-  (undirected) edges is removed (Rong et al., 2020).
+  (undirected) edges is removed (Rong et al., 2020). Hyperparameters:
+  :class:`DropHyperparameters`.
 * ``dropnode``: ERM on batches from which a share ``drop_ratio`` of the
-  nodes is removed with their edges.
+  nodes is removed with their edges (:class:`DropHyperparameters`).
 * ``mmixup``: Manifold Mixup at the graph level (Wang et al., 2021): the
   pooled embeddings of a batch and of a permutation of it are mixed with
   :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)` before the linear head,
-  and the loss mixes both labels with the same :math:`\lambda`.
+  and the loss mixes both labels with the same :math:`\lambda`
+  (:class:`MixupHyperparameters`).
+
+**Hyperparameters** are the objective's own frozen dataclass
+(:attr:`Objective.hyperparameters`), with defaults; the training loop hands
+an instance to every step in :attr:`StepContext.hyperparameters`.
 
 **Environments** for IRM and V-REx come from the batch's :obj:`env`
 attribute when the dataset provides one (Colored MNIST's two colour
@@ -39,12 +45,15 @@ its seed and resumable from a checkpoint.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .._checks import check_field_types
 
 Extras = Dict[str, Tensor]
 
@@ -87,24 +96,90 @@ class Criterion:
         return y.view(-1).long()
 
 
-@dataclass
-class StepContext:
-    r"""What an objective may read besides the batch."""
-    epoch: int  # 1-based
+@dataclass(frozen=True)
+class Hyperparameters:
+    r"""The hyperparameters of an objective (none for ERM). A subclass adds
+    typed fields with defaults; values are checked on construction."""
+
+    def __post_init__(self):
+        check_field_types(self)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> 'Hyperparameters':
+        r"""The hyperparameters named in :obj:`settings` (by field name;
+        other names, those of other objectives, are ignored), the defaults
+        for the rest."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in names})
+
+
+@dataclass(frozen=True)
+class PenaltyHyperparameters(Hyperparameters):
+    r"""IRM and V-REx.
+
+    Args:
+        penalty_weight: the penalty weight after annealing.
+        penalty_anneal_epochs: epochs with penalty weight 1 first.
+    """
     penalty_weight: float = 1.0
     penalty_anneal_epochs: int = 0
+
+    def penalty_lambda(self, epoch: int) -> float:
+        r"""The penalty weight :math:`\lambda` of epoch :obj:`epoch`
+        (1-based)."""
+        return (self.penalty_weight if epoch > self.penalty_anneal_epochs
+                else 1.0)
+
+
+@dataclass(frozen=True)
+class DropHyperparameters(Hyperparameters):
+    r"""DropEdge and DropNode.
+
+    Args:
+        drop_ratio: the share of edges (nodes) removed, in :math:`[0, 1)`.
+    """
     drop_ratio: float = 0.2
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.drop_ratio < 1.0:
+            raise ValueError(f'drop_ratio must lie in [0, 1) (got '
+                             f'{self.drop_ratio})')
+
+
+@dataclass(frozen=True)
+class MixupHyperparameters(Hyperparameters):
+    r"""Manifold Mixup.
+
+    Args:
+        mixup_alpha: the parameter :math:`\alpha` of
+            :math:`\mathrm{Beta}(\alpha, \alpha)`.
+    """
     mixup_alpha: float = 1.0
 
-    def penalty_lambda(self) -> float:
-        return (self.penalty_weight if self.epoch > self.penalty_anneal_epochs
-                else 1.0)
+
+@dataclass
+class StepContext:
+    r"""What an objective may read besides the batch: the epoch (1-based)
+    and the objective's hyperparameters (``None``: its defaults; see
+    :meth:`Objective.hyperparameters_of`)."""
+    epoch: int
+    hyperparameters: Optional[Hyperparameters] = None
 
 
 class Objective:
     r"""Computes ``(loss, logits, extras)`` for one training batch;
-    :obj:`extras` are scalars logged as epoch means."""
+    :obj:`extras` are scalars logged as epoch means. :attr:`hyperparameters`
+    is the class of its hyperparameters (:class:`Hyperparameters`)."""
     name = 'erm'
+    hyperparameters: Type[Hyperparameters] = Hyperparameters
+
+    def hyperparameters_of(self, ctx: StepContext) -> Hyperparameters:
+        r"""The hyperparameters of a step: :obj:`ctx`'s, or this
+        objective's defaults when it holds none."""
+        if ctx.hyperparameters is None:
+            return self.hyperparameters()
+        return ctx.hyperparameters
 
     def __call__(self, model: nn.Module, batch, crit: Criterion,
                  ctx: StepContext) -> Tuple[Tensor, Tensor, Extras]:
@@ -114,6 +189,7 @@ class Objective:
 
 class _EnvObjective(Objective):
     num_envs = 2
+    hyperparameters = PenaltyHyperparameters
 
     @staticmethod
     def environments(batch, num: int) -> Tensor:
@@ -129,7 +205,7 @@ class _EnvObjective(Objective):
         return risks, counts > 0
 
     def _combine(self, erm: Tensor, penalty: Tensor, ctx: StepContext):
-        lam = ctx.penalty_lambda()
+        lam = self.hyperparameters_of(ctx).penalty_lambda(ctx.epoch)
         loss = erm + lam * penalty
         if lam > 1.0:  # IRM: keep the gradient scale of the annealed loss
             loss = loss / lam
@@ -177,14 +253,15 @@ def _shallow_copy(batch):
 
 class DropEdge(Objective):
     name = 'dropedge'
+    hyperparameters = DropHyperparameters
 
     def __call__(self, model, batch, crit, ctx):
         from torch_geometric.utils import dropout_edge
         out = _shallow_copy(batch)
         # TU graphs store both directions of every edge; drop them together.
-        out.edge_index, edge_id = dropout_edge(batch.edge_index,
-                                               p=ctx.drop_ratio,
-                                               force_undirected=True)
+        out.edge_index, edge_id = dropout_edge(
+            batch.edge_index, p=self.hyperparameters_of(ctx).drop_ratio,
+            force_undirected=True)
         if getattr(batch, 'edge_attr', None) is not None:
             out.edge_attr = batch.edge_attr[edge_id]
         return super().__call__(model, out, crit, ctx)
@@ -192,13 +269,14 @@ class DropEdge(Objective):
 
 class DropNode(Objective):
     name = 'dropnode'
+    hyperparameters = DropHyperparameters
 
     def __call__(self, model, batch, crit, ctx):
         from torch_geometric.utils import dropout_node
         out = _shallow_copy(batch)
         edge_index, edge_mask, node_mask = dropout_node(
-            batch.edge_index, p=ctx.drop_ratio, num_nodes=batch.x.size(0),
-            relabel_nodes=True)
+            batch.edge_index, p=self.hyperparameters_of(ctx).drop_ratio,
+            num_nodes=batch.x.size(0), relabel_nodes=True)
         out.edge_index = edge_index
         out.x = batch.x[node_mask]
         out.batch = batch.batch[node_mask]
@@ -211,6 +289,7 @@ class DropNode(Objective):
 
 class ManifoldMixup(Objective):
     name = 'mmixup'
+    hyperparameters = MixupHyperparameters
 
     def __call__(self, model, batch, crit, ctx):
         if not (hasattr(model, 'encoder') and hasattr(model, 'head')):
@@ -218,8 +297,8 @@ class ManifoldMixup(Objective):
                             '(model.encoder and model.head)')
         h = model.encoder(batch)
         # Drawn on the CPU from the global RNG: no device synchronisation.
-        lam = float(torch.distributions.Beta(ctx.mixup_alpha,
-                                             ctx.mixup_alpha).sample())
+        alpha = self.hyperparameters_of(ctx).mixup_alpha
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
         perm = torch.randperm(h.size(0), device=h.device)
         logits = model.head(lam * h + (1.0 - lam) * h[perm])
         y = batch.y

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .utils import MaskedAttentionBlock, gather_from_all_ranks
+from .utils import (MaskedAttentionBlock, gather_from_all_ranks,
+                    gather_rows_with_grad)
 
 _HEADS = ('both', 'feature', 'label')
 _INFERENCE = ('batch', 'independent')
@@ -75,6 +76,15 @@ class HMAReadout(nn.Module):
     out-of-range pointer, in every style.
     A non-finite sample only affects the outputs of the samples that attend
     to it: under :obj:`inference="independent"` in eval mode, its own.
+
+    **Distributed training.** The queue write gathers the keys of every
+    :mod:`torch.distributed` rank (in rank order), so all ranks keep the
+    same queue. Set :obj:`abd_across_ranks` to :obj:`True` (the engine's
+    ``fit(..., ddp=True)`` does) and, in training mode, the SMA block's
+    queries (the local batch) attend over the batch tokens of *every* rank
+    plus the slots, gathered with their gradients: the attention across
+    datapoints then sees the global batch, as one process would. Eval mode
+    never gathers (the engine scores whole batches on each rank).
 
     **Styles.** :obj:`style="reference"` reproduces the HMA module of the
     released code (qiuzh20/HMA), defects included, so that its numbers can
@@ -288,6 +298,9 @@ class HMAReadout(nn.Module):
         self.queue_init = options['queue_init']
         self.queue_stores = options['queue_stores']
         self.queue_write = options['queue_write']
+        #: Training under :mod:`torch.distributed` (see the class notes):
+        #: the SMA block attends over every rank's batch, not the local one.
+        self.abd_across_ranks = False
 
         # Row `num_classes` is the "unknown" label given to every input.
         self.label_emb = nn.Embedding(num_classes + 1, label_dim)
@@ -473,6 +486,8 @@ class HMAReadout(nn.Module):
 
         if self.sma_block is not None:
             tokens = [z]
+            if self.abd and self.training and self.abd_across_ranks:
+                tokens.append(gather_rows_with_grad(z)[1])
             if self.slots is not None:
                 tokens.append(self._label_tokens(
                     self.slots.reshape(-1, self.in_channels),

@@ -209,3 +209,64 @@ def gather_from_all_ranks(*tensors: Tensor) -> Tuple[Tensor, ...]:
         dist.all_gather(parts, padded.contiguous())
         out.append(torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0))
     return tuple(out)
+
+
+def distributed_world_size() -> int:
+    r"""The number of :mod:`torch.distributed` ranks (1 without an
+    initialised process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    # Forward: every rank's (equally shaped) tensor, stacked in rank order.
+    # Backward: each rank's gradient of the stack summed over the ranks, and
+    # this rank's part of it returned: the gradient of a loss summed over
+    # the ranks. (torch.distributed.nn.functional.all_gather does the same
+    # but is deprecated; this one needs only all_gather and all_reduce,
+    # which every backend has.)
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
+
+
+def all_gather_with_grad(tensor: Tensor) -> Tensor:
+    r"""Every rank's :obj:`tensor` (the same shape on all ranks), stacked in
+    rank order: :math:`(W, *)`. Differentiable: the backward pass gives each
+    rank the gradient, summed over the ranks, of its own part, so a loss
+    summed over the ranks differentiates as if all parts lived in one
+    process. Without a process group of more than one rank:
+    ``tensor.unsqueeze(0)``."""
+    if distributed_world_size() == 1:
+        return tensor.unsqueeze(0)
+    return _AllGatherWithGrad.apply(tensor)
+
+
+def gather_rows_with_grad(rows: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Every rank's :obj:`rows` (ranks may hold different numbers), with
+    gradients (see :func:`all_gather_with_grad`): returns ``(own, others)``
+    where :obj:`own` is :obj:`rows` itself and :obj:`others` the other
+    ranks' rows in rank order. Without an initialised process group of more
+    than one rank :obj:`others` is empty."""
+    if distributed_world_size() == 1:
+        return rows, rows[:0]
+    rank, world = dist.get_rank(), dist.get_world_size()
+    size = torch.tensor([rows.size(0)], device=rows.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = F.pad(rows, (0, 0) * (rows.dim() - 1)
+                   + (0, max(sizes) - rows.size(0)))
+    parts = all_gather_with_grad(padded)
+    others = [part[:n] for r, (part, n) in enumerate(zip(parts, sizes))
+              if r != rank]
+    return rows, torch.cat(others, dim=0)

@@ -1,6 +1,5 @@
-r"""The training engine (:func:`fit`) and the benchmark machinery shared by
-the runners in ``benchmarks/``."""
-from .benchmark import Protocol, main, run_benchmark
+r"""The training engine (:func:`fit`), shared by the runners in
+``benchmarks/`` (their library: :mod:`pyg_hma.runners`)."""
 from .engine import (BestTracker, FitResult, TrainConfig, evaluate, fit,
                      predict, resolve_device, seed_everything)
 from .metrics import compute_metric
@@ -17,8 +16,5 @@ __all__ = [
     'predict',
     'seed_everything',
     'resolve_device',
-    'Protocol',
-    'run_benchmark',
-    'main',
     'compute_metric',
 ]

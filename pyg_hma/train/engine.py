@@ -36,18 +36,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
-                    Tuple)
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_field_types
 from ..files import UnreadableFileError, atomic_torch_save, torch_load
 from ..loader import (LoaderFactory, PaddedLoader, as_batch,
                       get_loader_factory)
-from ..methods import METHODS, Criterion, StepContext
+from ..methods import (METHODS, Criterion, StepContext,
+                       method_hyperparameters, recorded_hyperparameters)
 from .metrics import compute_metric
+from .distributed import (DistributedRun, RankLoader,
+                          check_options as check_ddp_options)
 
 # 3: plain tensors and containers only (loaded with weights_only=True), and
 # the selected model's state (best_state).
@@ -80,10 +84,6 @@ class TrainConfig:
         warmup: epochs before the patience starts counting.
         loss: ``'ce'`` or ``'bce'`` (see
             :class:`~pyg_hma.methods.Criterion`).
-        penalty_weight: IRM / V-REx penalty weight after annealing.
-        penalty_anneal_epochs: epochs with penalty weight 1 first.
-        drop_ratio: DropEdge / DropNode ratio.
-        mixup_alpha: Manifold Mixup's Beta parameter.
         eval_mode: how validation and test splits are scored (see
             :data:`EVAL_MODES`): ``'independent'`` (default: every sample's
             prediction depends on that sample alone; HMA readouts attend
@@ -93,6 +93,9 @@ class TrainConfig:
             dataset order: the paper's released code). Models whose
             predictions do not depend on the batch score the same in all
             three.
+
+    A method's own hyperparameters (IRM's penalty weight, DropEdge's ratio,
+    ...) are not here: see :func:`pyg_hma.methods.method_hyperparameters`.
     """
     epochs: int = 100
     batch_size: int = 32
@@ -105,23 +108,10 @@ class TrainConfig:
     patience: Optional[int] = None
     warmup: int = 0
     loss: str = 'ce'
-    penalty_weight: float = 1.0
-    penalty_anneal_epochs: int = 0
-    drop_ratio: float = 0.2
-    mixup_alpha: float = 1.0
     eval_mode: str = 'independent'
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):  # types first: values are compared
-            value, kind = getattr(self, f.name), str(f.type)
-            if value is None and kind.startswith('Optional['):
-                continue
-            kind = kind.replace('Optional[', '').rstrip(']')
-            ok = {'int': lambda v: isinstance(v, int),
-                  'float': lambda v: isinstance(v, (int, float)),
-                  'str': lambda v: isinstance(v, str)}.get(kind)
-            if ok is not None and (isinstance(value, bool) or not ok(value)):
-                raise TypeError(f'{f.name} must be {kind}, got {value!r}')
+        check_field_types(self)  # types first: values are compared
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f'lr must be a positive number (got {self.lr})')
         if self.weight_decay < 0 or (self.clip_grad_norm is not None
@@ -140,9 +130,6 @@ class TrainConfig:
         if self.eval_mode not in EVAL_MODES:
             raise ValueError(f"eval_mode must be one of {EVAL_MODES} (got "
                              f"'{self.eval_mode}')")
-        if not 0.0 <= self.drop_ratio < 1.0:
-            raise ValueError(f'drop_ratio must lie in [0, 1) (got '
-                             f'{self.drop_ratio})')
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -263,14 +250,33 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def train_record(cfg: 'TrainConfig',
+                 hyperparameters: Optional[Mapping[str, Any]] = None
+                 ) -> Dict[str, Any]:
+    r"""The ``train`` entry of a run's result record and fingerprints:
+    :obj:`cfg`'s fields and the method hyperparameters
+    (:func:`~pyg_hma.methods.recorded_hyperparameters` of
+    :obj:`hyperparameters`) in the key order of the :class:`TrainConfig`
+    that held them before ``eval_mode``, so the records and fingerprints of
+    existing configurations are unchanged."""
+    fields = cfg.to_dict()
+    eval_mode = fields.pop('eval_mode')
+    return {**fields, **recorded_hyperparameters(hyperparameters or {}),
+            'eval_mode': eval_mode}
+
+
 def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
                            run_id: Optional[dict] = None,
                            compare_eval_modes: bool = False,
-                           seed_batch: Optional[int] = None) -> str:
+                           seed_batch: Optional[int] = None,
+                           hyperparameters: Optional[Mapping[str, Any]] = None
+                           ) -> str:
     r"""The fingerprint :func:`fit` (or, with :obj:`seed_batch` the
     seed-batched streams' version, :func:`~.seed_batch.fit_seeds`) writes
-    into and requires of a run's checkpoint."""
-    described = {'method': method, 'seed': seed, 'cfg': cfg.to_dict(),
+    into and requires of a run's checkpoint; :obj:`hyperparameters`: the
+    method hyperparameters (see :func:`train_record`)."""
+    described = {'method': method, 'seed': seed,
+                 'cfg': train_record(cfg, hyperparameters),
                  'run': run_id or {}}
     if seed_batch is not None:
         described['seed_batch'] = seed_batch
@@ -309,7 +315,9 @@ def _kept(t: Tensor) -> Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader, device: torch.device):
-    r"""Eval-mode logits and targets of a whole split (on the CPU)."""
+    r"""Eval-mode logits and targets of a whole split (on the CPU). From a
+    :class:`~.distributed.RankLoader` (a distributed run), those of every
+    rank, in the order of one process."""
     model.eval()
     logits, ys = [], []
     for batch in loader:
@@ -317,9 +325,11 @@ def predict(model: nn.Module, loader, device: torch.device):
         _new_step()
         logits.append(_kept(model(batch)))
         ys.append(batch.y)
-    if not logits:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(logits).cpu(), torch.cat(ys).cpu()
+    out = ((torch.cat(logits).cpu(), torch.cat(ys).cpu()) if logits
+           else (torch.empty(0), torch.empty(0)))
+    if isinstance(loader, RankLoader):
+        out = tuple(loader.gather(t) for t in out)
+    return out
 
 
 def evaluate(model: nn.Module, loader, metric: str, device: torch.device,
@@ -512,10 +522,14 @@ class Checkpointer:
     Args:
         path: the checkpoint file (``None``: no checkpoints).
         fingerprint: identifies the run configuration.
+        writes: ``False``: only read it (the ranks of a distributed run
+            other than rank 0).
     """
-    def __init__(self, path: Optional[os.PathLike], fingerprint: str):
+    def __init__(self, path: Optional[os.PathLike], fingerprint: str,
+                 writes: bool = True):
         self.path = Path(path) if path is not None else None
         self.fingerprint = fingerprint
+        self.writes = writes
 
     def load(self) -> Optional[dict]:
         r"""The saved state, or ``None`` when there is no checkpoint."""
@@ -537,7 +551,7 @@ class Checkpointer:
         return state
 
     def save(self, state: dict):
-        if self.path is not None:
+        if self.path is not None and self.writes:
             atomic_torch_save({'version': CHECKPOINT_VERSION,
                                'fingerprint': self.fingerprint, **state},
                               self.path)
@@ -580,18 +594,21 @@ class EpochLogger:
 def train_step(model: nn.Module, batch, objective, crit: Criterion,
                ctx: StepContext, optimizer: torch.optim.Optimizer,
                params: Sequence[Tensor], clip_grad_norm: Optional[float],
-               mark_step: bool = False) -> Tuple[Tensor, Tensor, dict]:
+               mark_step: bool = False, loss_weight: float = 1.0
+               ) -> Tuple[Tensor, Tensor, dict]:
     r"""One optimisation step on :obj:`batch` (already on the device): the
     objective's ``(loss, logits, extras)``, backward, gradient clipping to
     :obj:`clip_grad_norm` (``None``: off) and the optimizer step; returns
     what the objective returned. Nothing waits for the device.
     :obj:`mark_step` first marks a new CUDA-graph step (for models compiled
-    with ``'reduce-overhead'``)."""
+    with ``'reduce-overhead'``). The gradient is the one of
+    :obj:`loss_weight` times the loss (a rank's share of a distributed
+    batch, see :meth:`~.distributed.DistributedRun.loss_weight`)."""
     optimizer.zero_grad(set_to_none=True)
     if mark_step:
         _new_step()
     loss, logits, extras = objective(model, batch, crit, ctx)
-    loss.backward()
+    (loss if loss_weight == 1.0 else loss * loss_weight).backward()
     if clip_grad_norm is not None:
         nn.utils.clip_grad_norm_(params, clip_grad_norm)
     optimizer.step()
@@ -602,11 +619,14 @@ def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
                 ctx: StepContext, optimizer: torch.optim.Optimizer,
                 params: Sequence[Tensor], cfg: TrainConfig,
                 device: torch.device, metric: str, dataset: str,
-                mark_steps: bool = False) -> Tuple[dict, int]:
+                mark_steps: bool = False,
+                run: Optional[DistributedRun] = None) -> Tuple[dict, int]:
     r"""One pass over the training split. Returns the epoch's record
     (``train_loss``, ``train_metric`` and the objective's extras, as means
     over graphs) and the number of batches skipped for holding a single
     graph (BatchNorm over graphs needs two; OGB's example skips them too).
+    With :obj:`run` (a distributed run) :obj:`loader` gives this rank's
+    slice of each global batch and the record is the global batches'.
     """
     model.train()
     # Sums stay on the device: no host sync inside the epoch.
@@ -617,12 +637,14 @@ def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
     for batch in loader:
         batch = as_batch(batch, device)
         n = batch.num_graphs
-        if n < 2:
+        total = n if run is None else run.total(n)
+        if total < 2:
             skipped += 1
             continue
         loss, logits, extras = train_step(
             model, batch, objective, crit, ctx, optimizer, params,
-            cfg.clip_grad_norm, mark_steps)
+            cfg.clip_grad_norm, mark_steps,
+            1.0 if run is None else run.loss_weight(n, total))
         loss_sum += loss.detach() * n
         for key, value in extras.items():
             extra_sums[key] = extra_sums.get(key, 0.0) + value.detach() * n
@@ -633,10 +655,16 @@ def train_epoch(model: nn.Module, loader, objective, crit: Criterion,
     if steps == 0:
         raise RuntimeError('No training batch with at least two samples: '
                            'the training split is too small')
+    train_logits, train_ys = torch.cat(train_logits), torch.cat(train_ys)
+    if run is not None:  # the union of the ranks' batches
+        loss_sum, seen = run.sum(loss_sum), run.total(seen)
+        extra_sums = {k: run.sum(v) for k, v in extra_sums.items()}
+        train_logits, train_ys = run.gather(train_logits), run.gather(
+            train_ys)
+        skipped += loader.skipped
     rec = {'train_loss': float(loss_sum) / seen,
            'train_metric': compute_metric(
-               metric, torch.cat(train_logits).cpu(),
-               torch.cat(train_ys).cpu(), dataset)}
+               metric, train_logits.cpu(), train_ys.cpu(), dataset)}
     for key, value in extra_sums.items():
         rec[key] = float(value) / seen
     return rec, skipped
@@ -674,7 +702,9 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         progress: bool = False, verbose: bool = False,
         log_file: Optional[os.PathLike] = None,
         callbacks: Sequence[Callable[[int, dict], None]] = (),
-        compare_eval_modes: bool = False
+        compare_eval_modes: bool = False,
+        hyperparameters: Optional[Mapping[str, Any]] = None,
+        ddp: bool = False
         ) -> FitResult:
     r"""Trains and evaluates one model.
 
@@ -705,24 +735,47 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         verbose: print one line per epoch.
         log_file: append one line per epoch to this file.
         callbacks: called as ``cb(epoch, record)`` after each epoch's
-            checkpoint is written.
+            checkpoint is written (on every rank of a distributed run, with
+            the same record).
         compare_eval_modes: also score every epoch under the other
             :data:`EVAL_MODES` and record them in the history
             (``record['by_eval_mode']``; see :func:`select_by_eval_mode`).
             Selection and early stopping follow ``cfg.eval_mode``. Costs two
             more evaluations per epoch for batch-dependent models only.
+        hyperparameters: the method's hyperparameters by name (e.g.
+            ``{'penalty_weight': 100.0}``; the defaults of
+            :func:`~pyg_hma.methods.method_hyperparameters` for the rest).
+            Names of other methods are allowed: they only enter the
+            fingerprint (see :func:`train_record`).
+        ddp: train on every rank of the ``torchrun`` process group, which
+            this process joins if needed (see
+            :mod:`pyg_hma.train.distributed` for what is global): each rank
+            calls :func:`fit` with the same arguments; only rank 0 writes
+            the checkpoint and the log, and every rank returns the same
+            result.
     """
     device = resolve_device(device) if not isinstance(
         device, torch.device) else device
     factory: LoaderFactory = get_loader_factory(loader)
     objective = METHODS[method].objective
+    own = method_hyperparameters(method, hyperparameters or {})
     crit = Criterion(cfg.loss)
+    run = None
+    if ddp:
+        check_ddp_options(method, loader, pad, compile)
+        run = DistributedRun.join(device)
+        device = run.device
+        if not run.is_main:  # rank 0 writes
+            log_file, verbose, progress = None, False, False
     checkpointer = Checkpointer(checkpoint, checkpoint_fingerprint(
-        method, seed, cfg, run_id, compare_eval_modes))
+        method, seed, cfg, run_id, compare_eval_modes,
+        hyperparameters=hyperparameters),
+        writes=run is None or run.is_main)
 
     seed_everything(seed)
     model = model_fn().to(device)
     _check_static_options(model, method, pad, compile)
+    trained_model = model if run is None else run.prepare(model)
     if compile is not None:
         # Automatic dynamic shapes: the first shape is compiled static, a
         # second one recompiles with symbolic sizes (padded batches come in a
@@ -749,6 +802,8 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         elapsed, skipped = state['elapsed'], state['skipped_batches']
         start_epoch = resumed_from = state['epoch'] + 1
         _set_rng_state(state['rng'])
+    if run is not None:
+        run.check_resumed_epoch(start_epoch)
 
     def make_loader(split, **kwargs):
         out = factory(split, device=device, **kwargs)
@@ -757,10 +812,13 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         return out
 
     generator = torch.Generator()  # re-seeded from (seed, epoch) each epoch
-    train_loader = make_loader(splits.train, batch_size=cfg.batch_size,
-                               shuffle=True, generator=generator)
-    score = SplitScorer(make_loader, splits,
-                        cfg.eval_batch_size or cfg.batch_size, seed, device)
+    train_loader = (make_loader if run is None else run.loader_factory(
+        loader, train=True))(splits.train, batch_size=cfg.batch_size,
+                             shuffle=True, generator=generator)
+    score = SplitScorer(
+        make_loader if run is None else run.loader_factory(loader,
+                                                           train=False),
+        splits, cfg.eval_batch_size or cfg.batch_size, seed, device)
     logger = EpochLogger(log_file, verbose, progress, cfg.epochs,
                          start_epoch - 1, f'{method} seed {seed}')
     if resumed_from is not None:
@@ -772,13 +830,13 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         while epoch <= cfg.epochs and not tracker.stopped:
             tic = time.perf_counter()
             generator.manual_seed(epoch_seed(seed, epoch))
-            ctx = StepContext(epoch, cfg.penalty_weight,
-                              cfg.penalty_anneal_epochs, cfg.drop_ratio,
-                              cfg.mixup_alpha)
+            if run is not None:
+                run.reseed(seed, epoch)
+            ctx = StepContext(epoch, own)
             trained, skips = train_epoch(
-                model, train_loader, objective, crit, ctx, optimizer, params,
-                cfg, device, splits.metric, splits.name,
-                mark_steps=compile is not None)
+                trained_model, train_loader, objective, crit, ctx, optimizer,
+                params, cfg, device, splits.metric, splits.name,
+                mark_steps=compile is not None, run=run)
             skipped += skips
             if scheduler is not None:
                 lr = scheduler.get_last_lr()[0]

@@ -40,13 +40,14 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..methods import IRM, METHODS, Criterion, Objective, StepContext, VREx
+from ..methods import (IRM, METHODS, Criterion, Hyperparameters, Objective,
+                       StepContext, VREx, method_hyperparameters)
 from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
                      SplitScorer, TrainConfig, _state_copy,
                      checkpoint_fingerprint, epoch_seed, fit, fused_adam,
@@ -108,7 +109,7 @@ def stacked_objective(objective: Objective, model: StackedModel,
     S, B = logits.shape[:2]
     E = objective.num_envs
     env = noise.randint(E, B, logits.device)  # [S, B]
-    lam = ctx.penalty_lambda()
+    lam = objective.hyperparameters_of(ctx).penalty_lambda(ctx.epoch)
     if isinstance(objective, IRM):
         scale = torch.ones(S, E, device=logits.device, requires_grad=True)
         loss, weight = _per_seed_loss(
@@ -242,14 +243,17 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
               progress: bool = False, verbose: bool = False,
               callbacks: Sequence[Callable[[int, int, dict], None]] = (),
               compare_eval_modes: bool = False,
-              fallback: str = 'warn') -> List[FitResult]:
+              fallback: str = 'warn',
+              hyperparameters: Optional[Mapping[str, Any]] = None
+              ) -> List[FitResult]:
     r"""Trains one run per seed of :obj:`seeds`, all at once (see the module
     docstring), and returns their :class:`~pyg_hma.train.FitResult` in the
     order of :obj:`seeds`.
 
     Args:
         model_fn, method, cfg, device, loader, run_id, progress,
-            verbose, compare_eval_modes: as in :func:`~pyg_hma.train.fit`.
+            verbose, compare_eval_modes, hyperparameters: as in
+            :func:`~pyg_hma.train.fit`.
         splits: the :class:`~pyg_hma.data.DatasetSplits` of every seed, or
             a sequence of them in the order of :obj:`seeds` (protocols whose
             split depends on the seed); their training splits must have
@@ -306,7 +310,8 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
         return _fit_each(model_fn, per_seed, method, cfg, seeds, device,
                          loader,
                          ckpt_dir, resume, run_id, log_path, progress,
-                         verbose, callbacks, compare_eval_modes, reason)
+                         verbose, callbacks, compare_eval_modes, reason,
+                         hyperparameters)
 
     factory = get_loader_factory(loader)
     params0 = [p for p in runs[0].model.parameters() if p.requires_grad]
@@ -315,7 +320,8 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
         run.checkpointer = Checkpointer(
             ckpt_dir / f'seed{run.seed}.ckpt' if ckpt_dir else None,
             checkpoint_fingerprint(method, run.seed, cfg, run_id,
-                                   compare_eval_modes, SEED_BATCH_VERSION))
+                                   compare_eval_modes, SEED_BATCH_VERSION,
+                                   hyperparameters))
         state = run.checkpointer.load() if resume else None
         if state is not None:
             run.model.load_state_dict(state['model'])
@@ -343,7 +349,9 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
                             f'{run.resumed_from - 1}')
 
     trainer = _GroupTrainer(per_seed[0], method, cfg, device, callbacks,
-                            compare_eval_modes)
+                            compare_eval_modes,
+                            method_hyperparameters(method,
+                                                   hyperparameters or {}))
     try:
         while True:
             active = [r for r in runs if not r.done(cfg)]
@@ -363,10 +371,11 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
 
 class _GroupTrainer:
     def __init__(self, splits, method, cfg, device, callbacks,
-                 compare_eval_modes):
+                 compare_eval_modes, hyperparameters: Hyperparameters):
         self.splits, self.method, self.cfg = splits, method, cfg
         self.device, self.callbacks = device, callbacks
         self.compare = compare_eval_modes
+        self.hyperparameters = hyperparameters
         self.objective = METHODS[method].objective
         self.crit = Criterion(cfg.loss)
 
@@ -394,9 +403,7 @@ class _GroupTrainer:
             for r in group:
                 r.generator.manual_seed(epoch_seed(r.seed, epoch))
                 r.noise.manual_seed(noise_seed(r.seed, epoch))
-            ctx = StepContext(epoch, cfg.penalty_weight,
-                              cfg.penalty_anneal_epochs, cfg.drop_ratio,
-                              cfg.mixup_alpha)
+            ctx = StepContext(epoch, self.hyperparameters)
             trained, skips = self._epoch(stacked, group, noise, ctx,
                                          optimizer, params)
             if scheduler is not None:
@@ -490,7 +497,8 @@ class _GroupTrainer:
 
 def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
               ckpt_dir, resume, run_id, log_path, progress, verbose,
-              callbacks, compare_eval_modes, reason) -> List[FitResult]:
+              callbacks, compare_eval_modes, reason,
+              hyperparameters) -> List[FitResult]:
     results = []
     for seed, splits in zip(seeds, per_seed):
         cbs = [lambda epoch, rec, seed=seed, cb=cb: cb(seed, epoch, rec)
@@ -502,7 +510,8 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
                   progress=progress, verbose=verbose,
                   log_file=log_path / f'seed{seed}.log' if log_path
                   else None, callbacks=cbs,
-                  compare_eval_modes=compare_eval_modes)
+                  compare_eval_modes=compare_eval_modes,
+                  hyperparameters=hyperparameters)
         res.extra.update(seed_batch=False, seed_batch_fallback=reason)
         results.append(res)
     return results

@@ -23,12 +23,12 @@ Search spaces (``--space paper``, the default without ``--param``):
 
 ``--param KEY=V1,V2,..`` gives a space of one's own (repeatable; with
 ``--space paper`` it adds to or replaces axes of the paper's grid). KEY is
-``hma.NAME``, ``backbone.NAME``, ``train.NAME`` (as the runners' ``--set``)
-or ``momentum``; short names: ``M`` / ``memory_size``, ``k`` /
-``slots_per_class``, ``l`` / ``label_dim``, ``dropout``, ``lr``. Values are
-read as JSON (``1e-3``, ``true``, ``null``); ``none`` is ``null``; ``2x`` is
-2 x the batch size of the runs (the protocol's, or ``--batch-size`` given to
-the runner).
+``hma.NAME``, ``backbone.NAME``, ``train.NAME``, ``method.NAME`` (as the
+runners' ``--set``) or ``momentum``; short names: ``M`` / ``memory_size``,
+``k`` / ``slots_per_class``, ``l`` / ``label_dim``, ``dropout``, ``lr``.
+Values are read as JSON (``1e-3``, ``true``, ``null``); ``none`` is
+``null``; ``2x`` is 2 x the batch size of the runs (the protocol's, or
+``--batch-size`` given to the runner).
 
 Layout of the output folder::
 
@@ -59,14 +59,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
 from ..registry import UnknownNameError
 from . import runner_scripts
-from .ray_backend import LOCAL
 from .results import mean_std
 from .runner_scripts import RUNNERS
 
+if TYPE_CHECKING:
+    from ..runners.spec import RunSpec
 SEARCH_SEED_START = 100  # search seeds 100, 101, ...: not confirmation seeds
 STUDY_NAME = 'sweep'
 SWEEP_KIND = 'pyg_hma.sweep'
@@ -96,13 +97,6 @@ RUNNER_OPTIONS = {
     'train.lr': '--lr',
     'momentum': '--momentum',
 }
-# Runner options that set the same thing as a swept key.
-_SAME_AS = {'train.lr': 'lr', 'train.epochs': 'epochs',
-            'train.batch_size': 'batch_size', 'train.patience': 'patience',
-            'train.eval_mode': 'eval_mode', 'backbone.pooling': 'pooling',
-            'hma.memory_size': 'memory_size',
-            'hma.slots_per_class': 'slots_per_class',
-            'hma.label_dim': 'label_dim', 'backbone.dropout': 'dropout'}
 # The sweep sets these itself for every run.
 _OWN_OPTIONS = ('--dataset', '--method', '--seeds', '--out', '--resume')
 # Where the runs train, not what they are: the sweep's own options, kept out
@@ -140,15 +134,17 @@ def parse_param(text: str):
     r"""``'hma.memory_size=32,64'`` -> ``('hma.memory_size', [32, 64])``."""
     key, sep, raw = text.partition('=')
     key = ALIASES.get(key.strip(), key.strip())
+    from ..runners.spec import SETTING_SECTIONS
     section, dot, name = key.partition('.')
     values = [parse_value(v) for v in raw.split(',') if v.strip()]
     if (not sep or not values or not (
             key == 'momentum'
-            or (dot and name and section in ('train', 'backbone', 'hma')))):
+            or (dot and name and section in SETTING_SECTIONS))):
         raise SweepError(
             f"--param expects KEY=V1,V2,... with KEY one of hma.NAME, "
-            f"backbone.NAME, train.NAME, momentum or {', '.join(ALIASES)} "
-            f"(e.g. hma.memory_size=32,64), got '{text}'")
+            f"backbone.NAME, train.NAME, method.NAME, momentum or "
+            f"{', '.join(ALIASES)} (e.g. hma.memory_size=32,64), got "
+            f"'{text}'")
     if len(set(map(json.dumps, values))) != len(values):
         raise SweepError(f"--param {key}: a value is repeated in '{raw}'")
     return key, values
@@ -234,7 +230,7 @@ def seeds_arg(seeds: Sequence[int]) -> str:
 def parse_seed_list(text: str, start: int, option: str) -> List[int]:
     r"""A count ``3`` (seeds :obj:`start` .. :obj:`start` + 2), a range
     ``100-102`` or a list ``100,105``; ``0`` or ``none``: no seeds."""
-    from .benchmark import seed_list
+    from ..runners.spec import seed_list
     if text.strip().lower() in ('0', 'none'):
         return []
     try:
@@ -291,36 +287,27 @@ def load_runner(name: str):
 
 
 def parse_runner_args(runner: str, protocols, argv: Sequence[str]
-                      ) -> argparse.Namespace:
+                      ) -> RunSpec:
     r"""The runner's command line :obj:`argv` parsed and checked as its
-    ``main`` does; :class:`SweepError` names the first problem."""
-    from .benchmark import build_parser, check_settings, settings_of
+    ``main`` does (its values and names; not its folders); a
+    :class:`SweepError` names the first problem."""
+    from ..runners.cli import build_parser
+    from ..runners.spec import RunSpec, check_names
     parser = build_parser(runner, protocols)
 
     def error(message):
         raise SweepError(f'{runner}.py {shlex.join(argv)}: {message}')
+    # argparse reports a problem by calling these; make them raise.
     parser.error = error
     parser.exit = lambda status=0, message=None: error(
         (message or '').strip() or 'exited')
     args = parser.parse_args(list(argv))
-    if args.epochs is not None and args.epochs < 1:
-        error('--epochs must be positive')
-    if args.jobs < 1:
-        error('--jobs must be positive')
-    from .ray_backend import ray_problem
-    problem = ray_problem(args)
-    if problem:
-        error(problem)
-    for dataset in args.dataset:
-        if dataset not in protocols:
-            error(f"unknown dataset '{dataset}'; choose from "
-                  f"{', '.join(protocols)}")
-        try:
-            check_settings(settings_of(args),
-                           args.backbone or [protocols[dataset].backbone])
-        except ValueError as e:
-            error(str(e))
-    return args
+    try:
+        spec = RunSpec.from_args(args)
+        check_names(spec, protocols)
+    except ValueError as e:  # ArgumentError, UnknownNameError too
+        error(str(e))
+    return spec
 
 
 def run_runner(runner: str, protocols, argv: Sequence[str],
@@ -329,10 +316,10 @@ def run_runner(runner: str, protocols, argv: Sequence[str],
     records of its runs (those it trained and, with ``--resume``, those it
     kept). The runner's summary goes to :obj:`stdout` (``None``: this
     process's stdout)."""
-    from .benchmark import run_benchmark
-    args = parse_runner_args(runner, protocols, argv)
+    from ..runners import run_benchmark
+    spec = parse_runner_args(runner, protocols, argv)
     with contextlib.redirect_stdout(stdout or sys.stdout):
-        return run_benchmark(args, runner, protocols)
+        return run_benchmark(spec, runner, protocols)
 
 
 # --------------------------------------------------------------------------
@@ -384,7 +371,6 @@ class Sweep:
         runner, dataset, method, runner options, every trial's settings, the
         seeds. Raises :class:`SweepError`."""
         from ..methods import METHODS
-        from .benchmark import QUICK_DEFAULTS, settings_of
         if self.method not in METHODS:  # needs no runner file
             raise SweepError(f"unknown method '{self.method}'; choose from "
                              f"{', '.join(METHODS)}")
@@ -409,32 +395,31 @@ class Sweep:
                 raise SweepError(f'give {token} to the sweep (before --), '
                                  f'not to the runner')
         if self.ray_args:
-            from .ray_backend import import_ray
+            from ..runners.ray_backend import import_ray
             try:
                 import_ray()
             except ImportError as e:
                 raise SweepError(str(e)) from None
         base = parse_runner_args(self.runner, self.protocols,
                                  self._base_argv())
-        if base.dataset != [self.dataset] or base.method or base.seeds \
+        if base.datasets != (self.dataset, ) or base.methods or base.seeds \
                 or base.out or base.resume:
             raise SweepError('the runner options after -- may not set '
                              '--dataset, --method, --seeds, --out or --resume '
                              '(the sweep sets them)')
-        if base.backbone and len(base.backbone) > 1:
+        if base.backbones and len(base.backbones) > 1:
             raise SweepError('a sweep tunes one backbone; give one --backbone')
-        given = settings_of(base)
+        given = base.settings  # --set and the options that set one (--lr)
         for key in self.space:
             section, _, name = key.partition('.')
             if (name in given.get(section, {})
-                    or (key in _SAME_AS
-                        and getattr(base, _SAME_AS[key], None) is not None)
-                    or (key == 'momentum' and hasattr(base, 'momentum'))):
+                    or (key == 'backbone.pooling' and base.pooling)
+                    or (key == 'momentum' and base.momentum_given)):
                 raise SweepError(f'{key} is swept; do not also set it in the '
                                  f'runner options')
         proto = self.protocols[self.dataset]
-        quick = {**QUICK_DEFAULTS, **proto.quick} if self.quick else {}
-        self.batch_size = (given['train'].get('batch_size') or base.batch_size
+        quick = proto.quick_settings() if self.quick else {}
+        self.batch_size = (given['train'].get('batch_size')
                            or quick.get('batch_size')
                            or proto.train.batch_size)
         resolved = resolve_space(self.space, self.batch_size)
@@ -795,6 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the runner's --quick (tiny smoke runs)")
     p.add_argument('--quiet', action='store_true',
                    help='no progress output (the tables are still printed)')
+    from ..runners.ray_backend import LOCAL
     p.add_argument('--ray', nargs='?', const=LOCAL, metavar='ADDRESS',
                    help="train each trial's runs as tasks on a Ray cluster "
                    "(the runner's --ray: alone a local cluster, or the one "
@@ -810,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _ray_args(args: argparse.Namespace) -> List[str]:
     r"""The runner options for the sweep's Ray options."""
+    from ..runners.ray_backend import LOCAL
     if args.ray is None:
         given = [o for o in ('ray_cpus_per_run', 'ray_gpus_per_run')
                  if getattr(args, o) is not None]

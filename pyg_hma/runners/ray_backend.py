@@ -35,8 +35,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
-                    Tuple)
+from typing import (Any, Callable, Dict, Iterator, Mapping, Optional,
+                    Sequence, Tuple)
 
 import torch
 
@@ -62,14 +62,14 @@ def import_ray():
     return ray
 
 
-def ray_problem(args) -> Optional[str]:
-    r"""The first problem with the Ray options of a runner's :obj:`args`
-    (``--ray``, ``--ray-cpus-per-run``, ``--ray-gpus-per-run`` and what
-    they combine with) as one line naming the remedy; ``None`` when there
-    is none."""
-    cpus = getattr(args, 'ray_cpus_per_run', None)
-    gpus = getattr(args, 'ray_gpus_per_run', None)
-    if getattr(args, 'ray', None) is None:
+def ray_problem(options: Mapping[str, Any]) -> Optional[str]:
+    r"""The first problem with the Ray options of a runner's parsed command
+    line :obj:`options` (``--ray``, ``--ray-cpus-per-run``,
+    ``--ray-gpus-per-run`` and what they combine with) as one line naming
+    the remedy; ``None`` when there is none."""
+    cpus = options.get('ray_cpus_per_run')
+    gpus = options.get('ray_gpus_per_run')
+    if options.get('ray') is None:
         given = [o for o, v in (('--ray-cpus-per-run', cpus),
                                 ('--ray-gpus-per-run', gpus)) if v is not None]
         return f'{given[0]} needs --ray' if given else None
@@ -78,21 +78,24 @@ def ray_problem(args) -> Optional[str]:
     if gpus is not None and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
         return (f'--ray-gpus-per-run must be a fraction of one GPU (0.25: '
                 f'four runs per card) or a whole number, got {gpus}')
-    if getattr(args, 'jobs', 1) > 1:
+    if options.get('jobs', 1) > 1:
         return ('--jobs does not combine with --ray: every run is a Ray task '
                 '(size them with --ray-cpus-per-run)')
+    if options.get('ddp'):
+        return ('--ddp does not combine with --ray: a run on several GPUs '
+                'starts with torchrun (docs/scaling.md)')
+    given = options.get('device', 'auto')
     try:
-        device = torch.device('cpu' if args.device == 'auto' else args.device)
+        device = torch.device('cpu' if given == 'auto' else given)
     except RuntimeError as e:
-        return f'--device {args.device}: {e}'
+        return f'--device {given}: {e}'
     if device.type == 'cuda' and not gpus:
-        return (f'--device {args.device} with --ray needs '
-                f'--ray-gpus-per-run: Ray gives a task a GPU only when it '
-                f'asks for one')
+        return (f'--device {given} with --ray needs --ray-gpus-per-run: Ray '
+                f'gives a task a GPU only when it asks for one')
     if device.type == 'cuda' and device.index not in (None, 0):
-        return (f'--device {args.device}: on Ray a run uses the GPU Ray '
-                f'gives it; use --device cuda')
-    if device.type == 'cpu' and args.device != 'auto' and gpus:
+        return (f'--device {given}: on Ray a run uses the GPU Ray gives it; '
+                f'use --device cuda')
+    if device.type == 'cpu' and given != 'auto' and gpus:
         return ('--device cpu does not combine with --ray-gpus-per-run; '
                 'drop one of them')
     try:

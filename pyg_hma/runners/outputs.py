@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Collection, Iterable, List, Optional, Tuple
 
 from ..files import UnreadableFileError, torch_load
-from .results import read_result
+from ..train.results import read_result
 
 LOCK_NAME = '.lock'
 SUPERSEDED = '.superseded'
