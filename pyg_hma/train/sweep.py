@@ -45,6 +45,12 @@ the same arguments: finished trials are kept (the study records them), an
 interrupted trial is retried and its runs continue with the runner's
 ``--resume`` (finished seeds are kept, an interrupted run continues from its
 checkpoint). Only one sweep may use a folder at a time (a lock file).
+
+``--ray [ADDRESS]`` (with ``--ray-cpus-per-run``, ``--ray-gpus-per-run``)
+trains the runs of every trial and of the confirmation as tasks on a Ray
+cluster (the runners' ``--ray``, docs/scaling.md): trials one after
+another, a trial's runs at once. Where the runs train is not part of the
+sweep's identity: a sweep started locally continues on Ray and the reverse.
 """
 from __future__ import annotations
 
