@@ -15,6 +15,7 @@ Modules, by job:
 * :mod:`.plan`: the invocation's cells (dataset, backbone) and jobs
   (method, seed);
 * :mod:`.execute`: training the jobs (worker processes, seed groups);
+* :mod:`.ray_backend`: the jobs as tasks on a Ray cluster (``--ray``);
 * :mod:`.record`: a finished run's JSON record;
 * :mod:`.invocation`: :func:`run_benchmark`, the whole invocation;
 * :mod:`.outputs`: the output folder (lock, conflicts, logs).

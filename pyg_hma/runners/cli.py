@@ -19,6 +19,7 @@ from ..loader import LOADER_FACTORIES
 from .invocation import run_benchmark
 from .outputs import OutputConflictError, OutputInUseError
 from .protocol import DatasetProtocol
+from .ray_backend import LOCAL, RunsFailedError
 from .spec import (SETTING_SECTIONS, RunSpec, check_names, check_paths,
                    seed_list)
 
@@ -181,6 +182,19 @@ def build_parser(runner: str, protocols: Mapping[str, DatasetProtocol],
                    help='train each run on all ranks of a torchrun launch '
                    '(torchrun --nproc-per-node N RUNNER ... --ddp; see '
                    'docs/scaling.md); rank 0 writes')
+    p.add_argument('--ray', nargs='?', const=LOCAL, metavar='ADDRESS',
+                   help='train every run (every seed group with '
+                   '--seed-batch) as a task on a Ray cluster: alone, a '
+                   'local cluster on this machine; with an address '
+                   '(HOST:PORT, auto) the cluster started there with `ray '
+                   'start --head`. Results land as with a local run '
+                   "(docs/scaling.md; needs pyg_hma[ray])")
+    p.add_argument('--ray-cpus-per-run', type=float, metavar='C',
+                   help='CPUs each Ray task asks for (default 1)')
+    p.add_argument('--ray-gpus-per-run', type=float, metavar='G',
+                   help='GPUs each Ray task asks for (default 0: CPU runs; '
+                   '0.25 lets four runs share a card; the runs then train on '
+                   'the GPU Ray gives them)')
     p.add_argument('--seed-batch', type=int, default=1, metavar='N',
                    help='train up to N seeds of a method as one seed-batched '
                    'model (pyg_hma.train.fit_seeds; GCN/GIN with ERM, the '
@@ -251,4 +265,5 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
 #: Failures that are the user's to fix (data, output folder): one line and
 #: exit status 2 from the command line, a traceback only with --debug.
 USER_ERRORS = (MissingDataError, ChecksumError, UnreadableFileError,
-               OutputInUseError, OutputConflictError, UnknownNameError)
+               OutputInUseError, OutputConflictError, UnknownNameError,
+               RunsFailedError)

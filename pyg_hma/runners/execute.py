@@ -1,5 +1,6 @@
-r"""Training the jobs of an invocation: one after the other in this process
-or in a pool of worker processes, singly or as seed-batched groups."""
+r"""Training the jobs of an invocation: one after the other in this process,
+in a pool of worker processes or as tasks on a Ray cluster, singly or as
+seed-batched groups."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,12 @@ from ..models import build_model
 from .outputs import attempt_log
 from ..train import distributed
 from ..train.engine import fit
+from ..train.results import write_json
 from ..loader import random_subset
 from .plan import Job
+from .ray_backend import RayRuns
 from .record import finish
+from .spec import RunSpec
 
 
 class SplitCache:
@@ -69,16 +73,22 @@ def units(jobs: Sequence[Job], seed_batch: int) -> List[List[Job]]:
 
 
 def execute(work: Sequence[List[Job]], workers: int, threads: int,
-            splits: SplitCache) -> Iterator[Tuple[Job, dict]]:
+            splits: SplitCache, on_ray: Optional[RayRuns] = None
+            ) -> Iterator[Tuple[Job, dict]]:
     r"""Yields ``(job, record)`` for every job of every unit of
     :obj:`work`: in this process one unit after the other (loading splits
-    through :obj:`splits`), or with :obj:`workers` > 1 in that many worker
-    processes (``spawn``, so CUDA works in them), in the order they
+    through :obj:`splits`), with :obj:`workers` > 1 in that many worker
+    processes (``spawn``, so CUDA works in them), or as the tasks of
+    :obj:`on_ray` (submitted with :func:`submit_to_ray`), in the order they
     finish.
 
     Every run seeds itself and loads its own split, so a run's numbers do
     not depend on which process trains it or on what ran before it there.
     """
+    if on_ray is not None:
+        for pairs in on_ray.results(work):
+            yield from pairs
+        return
     if workers <= 1 or len(work) <= 1:
         for unit in work:
             yield from run_group(unit, splits)
@@ -97,6 +107,33 @@ def execute(work: Sequence[List[Job]], workers: int, threads: int,
             for future in futures:
                 future.cancel()
             raise
+
+
+def submit_to_ray(work: Sequence[List[Job]], spec: RunSpec) -> RayRuns:
+    r"""Every unit of :obj:`work` (all of the invocation's, so that the
+    cluster runs as many at once as it can) as a task on the Ray cluster of
+    :obj:`spec.ray <RunSpec.ray>` (:mod:`~pyg_hma.runners.ray_backend`)."""
+    return RayRuns(work, run_group, name_of=unit_name,
+                   on_result=write_records, address=spec.ray,
+                   cpus_per_run=spec.ray_cpus_per_run or 1,
+                   gpus_per_run=spec.ray_gpus_per_run or 0,
+                   threads=spec.threads, quiet=spec.quiet,
+                   verbose=spec.verbose)
+
+
+def unit_name(unit: Sequence[Job]) -> str:
+    r"""``DATASET/BACKBONE/METHOD/seedS`` (``seedS+seedT`` for a seed
+    group): a unit's name on Ray."""
+    return '/'.join(unit[0].stem.parts[-4:-1]
+                    + ('+'.join(job.stem.name for job in unit), ))
+
+
+def write_records(pairs: Sequence[Tuple[Job, dict]]):
+    r"""Writes the records a Ray task returned as the runs' JSON files in
+    the driver's output folder (the worker's own copy may be elsewhere)."""
+    for job, rec in pairs:
+        job.stem.parent.mkdir(parents=True, exist_ok=True)
+        write_json(job.stem.with_suffix('.json'), rec)
 
 
 def _init_worker(threads: int):

@@ -2,7 +2,7 @@ r"""One runner invocation from start to end: plan, take the output folder,
 refuse (or move aside) what it would replace, train, summarise."""
 from __future__ import annotations
 
-from typing import List, Mapping
+from typing import List, Mapping, Optional
 
 import torch
 
@@ -11,11 +11,12 @@ from ..train.engine import checkpoint_fingerprint, resolve_device
 from ..train.results import load_paper, write_summary
 from ..train import distributed
 from ..train.seed_batch import SEED_BATCH_VERSION
-from .execute import SplitCache, execute, units
+from .execute import SplitCache, execute, submit_to_ray, units
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
                       describe_conflicts)
 from .plan import Cell, Job, Printer, plan
 from .protocol import QUICK_NOTE, DatasetProtocol
+from .ray_backend import RayRuns, run_device
 from .spec import RunSpec, check_names, output_root
 
 
@@ -35,7 +36,8 @@ def run_benchmark(spec: RunSpec, runner: str,
     check_names(spec, protocols)
     if spec.threads and spec.threads > 0:
         torch.set_num_threads(spec.threads)
-    device = resolve_device(spec.device)
+    device = (resolve_device(spec.device) if spec.ray is None
+              else run_device(spec.device, spec.ray_gpus_per_run))
     out_root = output_root(spec, runner)
     say = Printer(spec.quiet or not distributed.is_main_process())
     cells = plan(spec, runner, protocols, out_root, device, say)
@@ -62,8 +64,16 @@ def run_benchmark(spec: RunSpec, runner: str,
         paper = load_paper()
         splits = SplitCache()
         all_records: List[dict] = []
-        for cell in cells:
-            all_records += _run_cell(cell, spec, paper, say, splits)
+        on_ray = None if spec.ray is None else submit_to_ray(
+            [u for cell in cells for u in units(cell.jobs, spec.seed_batch)],
+            spec)
+        try:
+            for cell in cells:
+                all_records += _run_cell(cell, spec, paper, say, splits,
+                                         on_ray)
+        finally:
+            if on_ray is not None:
+                on_ray.close()
     return all_records
 
 
@@ -81,9 +91,11 @@ def _checkpoint_fingerprints(job: Job, compare_evals: bool) -> List[str]:
 
 
 def _run_cell(cell: Cell, spec: RunSpec, paper, say: Printer,
-              splits: SplitCache) -> List[dict]:
+              splits: SplitCache, on_ray: Optional[RayRuns] = None
+              ) -> List[dict]:
     work = units(cell.jobs, spec.seed_batch)
-    for job, rec in execute(work, max(1, spec.jobs), spec.threads, splits):
+    for job, rec in execute(work, max(1, spec.jobs), spec.threads, splits,
+                            on_ray):
         cell.finished[job.seed, job.method] = rec
         say(f"  {method_label(job.method)} seed {job.seed}: val "
             f"{rec['val']:.4f} {rec['primary_test']} "

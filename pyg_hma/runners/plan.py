@@ -79,7 +79,8 @@ def plan(spec: RunSpec, runner: str,
     :obj:`spec.resume <RunSpec.resume>`, finished runs of the same
     configuration are kept instead of planned."""
     workers = max(1, spec.jobs)
-    progress = not spec.quiet and sys.stderr.isatty()
+    # Epoch bars in this process only (a Ray task's would go to its log).
+    progress = not spec.quiet and sys.stderr.isatty() and spec.ray is None
     versions, commit = package_versions(), source_commit()
     settings = spec.settings
     cells = []

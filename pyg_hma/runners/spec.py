@@ -17,6 +17,7 @@ from ..registry import UnknownNameError
 from ..train import distributed
 from ..train.engine import TrainConfig, resolve_device
 from .protocol import DatasetProtocol
+from .ray_backend import ray_problem
 
 #: The sections of ``--set SECTION.NAME=VALUE``.
 SETTING_SECTIONS = ('train', 'backbone', 'hma', 'method')
@@ -98,6 +99,8 @@ class RunSpec:
         momentum: HMA's key-encoder momentum when :obj:`momentum_given`.
         momentum_given: whether ``--momentum`` was given.
         out: the output folder (see :func:`output_root`).
+        ray: the ``--ray`` address (:data:`~pyg_hma.runners.ray_backend.LOCAL`:
+            a local cluster); ``None``: no Ray.
     """
     datasets: Tuple[str, ...]
     methods: Optional[Tuple[str, ...]] = None
@@ -119,6 +122,9 @@ class RunSpec:
     tensorboard: Optional[Path] = None
     seed_batch: int = 1
     ddp: bool = False
+    ray: Optional[str] = None
+    ray_cpus_per_run: Optional[float] = None
+    ray_gpus_per_run: Optional[float] = None
     out: Optional[Path] = None
     root: Optional[str] = None
     mirror: Optional[str] = None
@@ -177,6 +183,9 @@ def _check_values(options: Mapping[str, Any]):
     lr = options['lr']
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise ArgumentError(f'--lr must be a positive number, got {lr}')
+    problem = ray_problem(options)
+    if problem:
+        raise ArgumentError(problem)
     if options.get('ddp') and distributed.check_arguments(options):
         raise ArgumentError(distributed.check_arguments(options))
     if options['seed_batch'] > 1 and (options['pad'] or options['compile']):
@@ -229,6 +238,8 @@ def check_paths(spec: RunSpec, runner: str):
             raise ArgumentError(
                 f'--{option} {value} is not a folder; point it at an '
                 f'existing folder (see docs/datasets.md)')
+    if spec.ray is not None:
+        return  # the device is the workers' (checked with the Ray options)
     try:
         resolve_device(spec.device)
     except (RuntimeError, ValueError) as e:

@@ -45,6 +45,12 @@ the same arguments: finished trials are kept (the study records them), an
 interrupted trial is retried and its runs continue with the runner's
 ``--resume`` (finished seeds are kept, an interrupted run continues from its
 checkpoint). Only one sweep may use a folder at a time (a lock file).
+
+``--ray [ADDRESS]`` (with ``--ray-cpus-per-run``, ``--ray-gpus-per-run``)
+trains the runs of every trial and of the confirmation as tasks on a Ray
+cluster (the runners' ``--ray``, docs/scaling.md): trials one after
+another, a trial's runs at once. Where the runs train is not part of the
+sweep's identity: a sweep started locally continues on Ray and the reverse.
 """
 from __future__ import annotations
 
@@ -99,6 +105,9 @@ RUNNER_OPTIONS = {
 }
 # The sweep sets these itself for every run.
 _OWN_OPTIONS = ('--dataset', '--method', '--seeds', '--out', '--resume')
+# Where the runs train, not what they are: the sweep's own options, kept out
+# of the study's identity (a sweep continues on Ray or locally alike).
+_RAY_OPTIONS = ('--ray', '--ray-cpus-per-run', '--ray-gpus-per-run')
 
 
 class SweepError(Exception):
@@ -339,6 +348,9 @@ class Sweep:
         n_trials: run at most this many trials now (``None``: all left).
         quiet: no progress lines.
         space_name: ``'paper'`` or ``'custom'`` (for the record).
+        ray_args: the runner's Ray options for every run (``['--ray',
+            'HOST:PORT']``): each trial's runs train as tasks on that
+            cluster; not part of the sweep's identity.
     """
     runner: str
     dataset: str
@@ -352,6 +364,7 @@ class Sweep:
     n_trials: Optional[int] = None
     quiet: bool = False
     space_name: str = 'custom'
+    ray_args: List[str] = field(default_factory=list)
     # Filled by check():
     batch_size: int = 0
     points: List[Dict[str, Any]] = field(default_factory=list)
@@ -384,6 +397,15 @@ class Sweep:
             if token.split('=')[0] in _OWN_OPTIONS:
                 raise SweepError(f'runner option {token} is set by the sweep '
                                  f'itself; leave it out')
+            if token.split('=')[0] in _RAY_OPTIONS:
+                raise SweepError(f'give {token} to the sweep (before --), '
+                                 f'not to the runner')
+        if self.ray_args:
+            from ..runners.ray_backend import import_ray
+            try:
+                import_ray()
+            except ImportError as e:
+                raise SweepError(str(e)) from None
         base = parse_runner_args(self.runner, self.protocols,
                                  self._base_argv())
         if base.datasets != (self.dataset, ) or base.methods or base.seeds \
@@ -411,7 +433,8 @@ class Sweep:
         self.ids = trial_ids(self.points)
         for params in self.points:  # every trial's options are valid
             parse_runner_args(self.runner, self.protocols,
-                              self._base_argv() + trial_args(params))
+                              self._base_argv() + trial_args(params)
+                              + self.ray_args)
         self.space = resolved
         return self
 
@@ -426,7 +449,7 @@ class Sweep:
         return (self._base_argv() + ['--method', self.method]
                 + trial_args(params)
                 + ['--seeds', seeds_arg(seeds), '--out', str(out), '--resume']
-                + (['--quiet'] if self.quiet else []))
+                + (['--quiet'] if self.quiet else []) + self.ray_args)
 
     def reproduce_command(self, params: Mapping[str, Any],
                           seeds: Sequence[int]) -> str:
@@ -763,7 +786,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the runner's --quick (tiny smoke runs)")
     p.add_argument('--quiet', action='store_true',
                    help='no progress output (the tables are still printed)')
+    from ..runners.ray_backend import LOCAL
+    p.add_argument('--ray', nargs='?', const=LOCAL, metavar='ADDRESS',
+                   help="train each trial's runs as tasks on a Ray cluster "
+                   "(the runner's --ray: alone a local cluster, or the one "
+                   "at ADDRESS); trials run one after another, a trial's "
+                   "runs at once (docs/scaling.md; needs pyg_hma[ray])")
+    p.add_argument('--ray-cpus-per-run', metavar='C',
+                   help="CPUs each run's task asks for (default 1)")
+    p.add_argument('--ray-gpus-per-run', metavar='G',
+                   help="GPUs each run's task asks for (default 0; 0.25: "
+                   "four runs per card)")
     return p
+
+
+def _ray_args(args: argparse.Namespace) -> List[str]:
+    r"""The runner options for the sweep's Ray options."""
+    from ..runners.ray_backend import LOCAL
+    if args.ray is None:
+        given = [o for o in ('ray_cpus_per_run', 'ray_gpus_per_run')
+                 if getattr(args, o) is not None]
+        if given:
+            raise SweepError(f"--{given[0].replace('_', '-')} needs --ray")
+        return []
+    out = ['--ray'] + ([] if args.ray == LOCAL else [args.ray])
+    for option in ('ray_cpus_per_run', 'ray_gpus_per_run'):
+        if getattr(args, option) is not None:
+            out += [f"--{option.replace('_', '-')}", getattr(args, option)]
+    return out
 
 
 def sweep_from_args(argv: Sequence[str]) -> Sweep:
@@ -794,7 +844,8 @@ def sweep_from_args(argv: Sequence[str]) -> Sweep:
         confirm_seeds=parse_seed_list(args.confirm_seeds, 0,
                                       '--confirm-seeds'),
         out=out, runner_args=runner_args, quick=args.quick,
-        n_trials=args.n_trials, quiet=args.quiet).check()
+        n_trials=args.n_trials, quiet=args.quiet,
+        ray_args=_ray_args(args)).check()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
