@@ -1,9 +1,7 @@
 """docs/extending.md: a new method, backbone and dataset are one registry
 entry each, and the runner's command line, result files and report pick
 them up."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,13 +10,12 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import SAGEConv, global_mean_pool
 
+from conftest import runner_module
 from pyg_hma.data import DATASETS, DatasetSpec, DatasetSplits, find_mirror
 from pyg_hma.methods import METHODS, MethodSpec, Objective, method_label
 from pyg_hma.models import BACKBONES, BackboneSpec, build_model
 from pyg_hma.registry import UnknownNameError
 from pyg_hma.train.results import find_results, report_markdown
-
-BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
 
 
 class LabelSmoothing(Objective):
@@ -55,14 +52,6 @@ def load_my_graphs(name, root=None, mirror=None, seed=0):
                          metric='accuracy')
 
 
-def load_runner(name):
-    spec = importlib.util.spec_from_file_location(f'bench_{name}',
-                                                  BENCH / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def my_graphs():
     DATASETS.register(DatasetSpec('MyGraphs', load_my_graphs,
@@ -75,7 +64,7 @@ def test_a_new_dataset_reaches_the_runner(my_graphs, tmp_path, capsys):
     from pyg_hma.data.__main__ import main as data_cli
     assert data_cli(['list']) == 0
     assert 'MyGraphs' in capsys.readouterr().out.split()
-    ood = load_runner('ood')
+    ood = runner_module('ood')
     ood.PROTOCOLS['MyGraphs'] = ood.TU.replace(table=None)
     argv = ['--dataset', 'MyGraphs', '--quiet', '--method', 'erm',
             '--seeds', '0-0', '--epochs', '2', '--out', str(tmp_path)]
@@ -108,7 +97,7 @@ def test_registries_refuse_unknown_and_duplicate_names(registered):
 
 @pytest.mark.skipif(find_mirror() is None, reason='needs the data mirror')
 def test_new_entries_reach_the_runner_and_the_report(registered, tmp_path):
-    ood = load_runner('ood')
+    ood = runner_module('ood')
     argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method',
             'erm-ls', '--backbone', 'sage', '--seeds', '0-0', '--epochs', '2',
             '--set', 'backbone.hidden_channels=16', '--out', str(tmp_path),

@@ -15,6 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import runner_module
 from pyg_hma import HMAReadout
 from pyg_hma.data import find_mirror
 from pyg_hma.runners import main as runner_main
@@ -30,12 +31,7 @@ def ood_main(argv):
     script: the protocols are read from the runner file once."""
     global PROTOCOLS
     if PROTOCOLS is None:
-        import importlib.util
-        path = Path(__file__).resolve().parents[1] / 'benchmarks/ood.py'
-        spec = importlib.util.spec_from_file_location('bench_ood', path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        PROTOCOLS = module.PROTOCOLS
+        PROTOCOLS = runner_module('ood').PROTOCOLS
     return runner_main(argv, runner='ood', protocols=PROTOCOLS)
 
 
