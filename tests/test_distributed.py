@@ -110,28 +110,31 @@ def _global_steps(out: Path, method: str) -> list:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason='no torch.distributed')
-@pytest.mark.parametrize('method,steps', [('erm', None), ('hma', 5)])
-def test_two_ranks_train_like_one_process(two_ranks, method, steps):
+@pytest.mark.parametrize('method', ['erm', 'hma'])
+def test_two_ranks_train_like_one_process(two_ranks, method):
     out, one = two_ranks
+    ref = _read(one, f'{method}_result_rank0.json')
+    # The comparison holds to float noise only while no ReLU input comes
+    # near 0 (ddp_worker.train): a data set that breaks this fails here,
+    # not as an unexplained drift below.
+    assert ref['relu_margin'] > 1e-5, ref['relu_margin']
     alone = _read(one, f'{method}_steps_rank0.json')
     ranked = _global_steps(out, method)
     # 36 graphs in batches of 7: 5 steps per epoch (the last graph skipped);
     # the uneven global batches (7 = 4 + 3) are weighted by their slices.
     assert len(alone) == len(ranked) == 15
     assert [n for _, n in alone] == [n for _, n in ranked]
-    # ERM: every step of the 3 epochs. HMA (global ABD, queue writes that
-    # wrap): the first epoch; later steps drift (see docs/scaling.md).
-    for (a, _), (b, _) in list(zip(alone, ranked))[:steps]:
+    # Every step of the 3 epochs; for HMA with global ABD and a queue
+    # (16 rows, 7 written per step) that wraps every 2-3 steps.
+    for (a, _), (b, _) in zip(alone, ranked):
         assert b == pytest.approx(a, rel=1e-5)
-    if method == 'erm':
-        ref = _read(one, 'erm_result_rank0.json')
-        got = _read(out, 'erm_result_rank0.json')
-        assert got['skipped'] == ref['skipped'] == 3
-        assert [h['val'] for h in got['history']] == \
-            [h['val'] for h in ref['history']]
-        for key, value in _state(one, 'erm', 3, 0).items():
-            torch.testing.assert_close(_state(out, 'erm', 3, 0)[key], value,
-                                       rtol=1e-4, atol=1e-4)
+    got = _read(out, f'{method}_result_rank0.json')
+    assert got['skipped'] == ref['skipped'] == 3
+    assert [h['val'] for h in got['history']] == pytest.approx(
+        [h['val'] for h in ref['history']], abs=1e-6)
+    for key, value in _state(one, method, 3, 0).items():
+        torch.testing.assert_close(_state(out, method, 3, 0)[key], value,
+                                   rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason='no torch.distributed')
