@@ -11,6 +11,9 @@
 # them into committed rows with `python benchmarks/reproduction.py collect`.
 # HMA-style runs score every epoch under all three eval modes
 # (--compare-evals) so section 0 of the study needs no extra training.
+# The cells that started before seed batching became the runners' default
+# say --seed-batch 1 (one run at a time): their finished runs are that
+# configuration, and --resume keeps only runs of the same configuration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -21,16 +24,16 @@ run() { echo "== $*" >&2; "$PY" benchmarks/ood.py "$@" --resume --compare-evals 
 case "${1:-}" in
   a)  # table 6, size shift: the large TU datasets
     LANE=
-    run --dataset NCI1 --method erm irm vrex hma --seeds 10
-    run --dataset NCI109 --method erm irm vrex hma --seeds 10
-    run --dataset NCI1 --method rma abd abd+syn abd+rma --seeds 10
-    run --dataset DD --method erm irm vrex hma --seeds 10
+    run --dataset NCI1 --method erm irm vrex hma --seeds 10 --seed-batch 1
+    run --dataset NCI109 --method erm irm vrex hma --seeds 10 --seed-batch 1
+    run --dataset NCI1 --method rma abd abd+syn abd+rma --seeds 10 --seed-batch 1
+    run --dataset DD --method erm irm vrex hma --seeds 10 --seed-batch 1
     ;;
   b)  # table 6 PROTEINS with ablations, then table 5 (degree shift)
     LANE=-b
-    run --dataset PROTEINS --method erm irm vrex hma --seeds 10
-    run --dataset PROTEINS --method rma abd abd+syn abd+rma --seeds 10
-    run --dataset Graph-SST5 --method erm hma --seeds 5
+    run --dataset PROTEINS --method erm irm vrex hma --seeds 10 --seed-batch 1
+    run --dataset PROTEINS --method rma abd abd+syn abd+rma --seeds 10 --seed-batch 1
+    run --dataset Graph-SST5 --method erm hma --seeds 5 --seed-batch 1
     # seed-batched from here on (5 seeds of a method as one model, ~2x throughput)
     run --dataset Graph-Twitter --method erm irm vrex hma --seeds 5 --seed-batch 5
     run --dataset Graph-SST5 --method irm vrex --seeds 5 --seed-batch 5
@@ -41,7 +44,8 @@ case "${1:-}" in
     for ds in NCI1 PROTEINS; do
       echo "== reference $ds" >&2
       "$PY" benchmarks/ood.py --dataset "$ds" --method hma --seeds 10 \
-        --set hma.style=reference --eval order --resume --compare-evals \
+        --set hma.style=reference --eval order --seed-batch 1 --resume \
+        --compare-evals \
         --quiet --out "$OUT/reference"
     done
     ;;

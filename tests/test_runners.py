@@ -292,9 +292,47 @@ def test_seed_batched_runs_are_their_own_configuration(data_root, tmp_path):
     # Resuming keeps them; a sequential run in the same folder would replace
     # them and is refused before any training.
     assert runner('ood').main(argv + ['--seed-batch', '2', '--resume']) == 0
-    assert runner('ood').main(argv + ['--resume']) == 2
+    assert runner('ood').main(argv + ['--seed-batch', '1', '--resume']) == 2
     with pytest.raises(SystemExit):
         runner('ood').main(argv + ['--seed-batch', '2', '--pad', '64,128'])
+
+
+def test_seed_batching_is_the_default_and_groups_do_not_matter(data_root,
+                                                               tmp_path):
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--epochs', '2', '--root', str(data_root)]
+    # The default: both seeds in one group.
+    assert runner('ood').main(argv + ['--seeds', '0,1', '--out',
+                                      str(tmp_path / 'default')]) == 0
+    # Seed 1 alone in its group (of at most 2): still the seed-batched
+    # streams, so the same run (to float rounding: max-pool ties).
+    assert runner('ood').main(argv + ['--seeds', '1-1', '--seed-batch', '2',
+                                      '--out', str(tmp_path / 'alone')]) == 0
+    read = [json.loads((tmp_path / f'{x}/PROTEINS/gin-max/hma/seed1.json')
+                       .read_text()) for x in ('default', 'alone')]
+    assert [r['seed_batch'] for r in read] == [2, 1]
+    assert read[0]['run_fingerprint'] == read[1]['run_fingerprint']
+    assert [h['val'] for h in read[1]['history']] == pytest.approx(
+        [h['val'] for h in read[0]['history']], abs=1e-5)
+    assert read[1]['test'] == pytest.approx(read[0]['test'], abs=1e-5)
+
+
+@pytest.mark.parametrize('extra,expected', [
+    ([], (10, False)), (['--seed-batch', '3'], (3, True)),
+    (['--seed-batch', '1'], (1, True)), (['--pad', '64,128'], (1, False)),
+    (['--compile', 'default'], (1, False))])
+def test_default_seed_batch(extra, expected, capsys, tmp_path):
+    from pyg_hma.runners import RunSpec, build_parser
+    from pyg_hma.runners.plan import Printer, plan
+    protocols = runner('ood').PROTOCOLS
+    args = build_parser('ood', protocols).parse_args(
+        ['--dataset', 'NCI1', '--method', 'erm', '--seeds', '0-0'] + extra)
+    spec = RunSpec.from_args(args)
+    assert (spec.seed_batch, spec.seed_batch_given) == expected
+    plan(spec, 'ood', protocols, tmp_path, torch.device('cpu'),
+         Printer(quiet=False))
+    noted = 'trains one run at a time' in capsys.readouterr().err
+    assert noted == (extra[:1] in (['--pad'], ['--compile']))
 
 
 def test_no_checkpoints_trains_the_same_runs(data_root, tmp_path):

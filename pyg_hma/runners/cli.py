@@ -20,7 +20,7 @@ from .invocation import run_benchmark
 from .outputs import OutputConflictError, OutputInUseError
 from .protocol import DatasetProtocol
 from .ray_backend import LOCAL, RunsFailedError
-from .spec import (SETTING_SECTIONS, RunSpec, check_names, check_paths,
+from .spec import (DEFAULT_SEED_BATCH, SETTING_SECTIONS, RunSpec, check_names, check_paths,
                    seed_list)
 
 
@@ -195,13 +195,16 @@ def build_parser(runner: str, protocols: Mapping[str, DatasetProtocol],
                    help='GPUs each Ray task asks for (default 0: CPU runs; '
                    '0.25 lets four runs share a card; the runs then train on '
                    'the GPU Ray gives them)')
-    p.add_argument('--seed-batch', type=int, default=1, metavar='N',
+    p.add_argument('--seed-batch', type=int, default=None, metavar='N',
                    help='train up to N seeds of a method as one seed-batched '
                    'model (pyg_hma.train.fit_seeds; GCN/GIN with ERM, the '
                    'HMA variants, IRM and V-REx; others fall back to one by '
-                   'one). Default 1: one run at a time. Seed-batched runs '
-                   'draw dropout from per-seed generators, so they are '
-                   'recorded as their own configuration')
+                   f'one). Default: groups of up to {DEFAULT_SEED_BATCH} '
+                   '(one run at a time with --ddp, --pad or --compile, which '
+                   'do not combine with it yet). --seed-batch 1: one run at '
+                   'a time, as before. Seed-batched runs draw dropout from '
+                   'per-seed generators, so they are recorded as their own '
+                   'configuration')
     p.add_argument('--out', type=Path,
                    help=f'output folder (default results/{runner}, or '
                    f'results/quick/{runner} with --quick)')

@@ -146,9 +146,13 @@ def run_group(jobs: Sequence[Job], splits: Optional[SplitCache] = None
     r"""Trains the runs of :obj:`jobs` (one method, several seeds) as one
     seed-batched model (:func:`~pyg_hma.train.seed_batch.fit_seeds`), or
     the one run of a unit alone; writes and returns their records.
-    :obj:`splits` loads the data (``None``: a cache of this unit's own)."""
+    :obj:`splits` loads the data (``None``: a cache of this unit's own).
+
+    A seed-batched configuration trains even a group of one with
+    :func:`~pyg_hma.train.seed_batch.fit_seeds` (its dropout streams): a
+    seed's run never depends on how many seeds share its group."""
     splits = splits or SplitCache()
-    if len(jobs) == 1:
+    if len(jobs) == 1 and not jobs[0].run_id.get('seed_batched'):
         return [(jobs[0], run_job(jobs[0], splits))]
     job = jobs[0]
     per_seed = [splits(j) for j in jobs]
@@ -226,7 +230,7 @@ def _fit_group(jobs, splits, model_fn, curves):
         model_fn, splits, job.method, job.cfg, seeds=[j.seed for j in jobs],
         device=job.device, loader=spec.loader,
         checkpoint_dir=checkpoint.parent if checkpoint else None,
-        log_dir=job.stem.parent,
+        log_files={j.seed: attempt_log(j.stem) for j in jobs},
         resume=spec.resume, run_id=job.run_id, verbose=spec.verbose,
         compare_eval_modes=spec.compare_evals, callbacks=[to_curves],
         hyperparameters=job.hyperparameters)

@@ -83,6 +83,12 @@ def plan(spec: RunSpec, runner: str,
     progress = not spec.quiet and sys.stderr.isatty() and spec.ray is None
     versions, commit = package_versions(), source_commit()
     settings = spec.settings
+    if not spec.seed_batch_given and spec.seed_batch == 1:
+        said = ' and '.join(o for o, on in (
+            ('--ddp', spec.ddp), ('--pad', spec.pad),
+            ('--compile', spec.compile)) if on)
+        say(f'[{runner}] note: {said} trains one run at a time (seed '
+            f'batching does not combine with it yet)')
     cells = []
     for dataset in spec.datasets:
         proto = protocols[dataset]

@@ -21,6 +21,10 @@ from .ray_backend import ray_problem
 
 #: The sections of ``--set SECTION.NAME=VALUE``.
 SETTING_SECTIONS = ('train', 'backbone', 'hma', 'method')
+
+#: Seeds per seed-batched model when ``--seed-batch`` is not given (a cell's
+#: 5-10 seeds in one group: docs/performance.md measures S = 1, 4, 10).
+DEFAULT_SEED_BATCH = 10
 # HMAReadout arguments a setting may not change: the data and the method
 # name decide them.
 _FIXED_HMA_ARGS = ('in_channels', 'num_classes', 'out_channels', 'rma', 'abd',
@@ -98,6 +102,9 @@ class RunSpec:
             one, such as ``--lr``, ``--patience`` or ``--memory-size``).
         momentum: HMA's key-encoder momentum when :obj:`momentum_given`.
         momentum_given: whether ``--momentum`` was given.
+        seed_batch: seeds per seed-batched model (1: one run at a time;
+            see :func:`resolve_seed_batch` for the default).
+        seed_batch_given: whether ``--seed-batch`` was given.
         out: the output folder (see :func:`output_root`).
         ray: the ``--ray`` address (:data:`~pyg_hma.runners.ray_backend.LOCAL`:
             a local cluster); ``None``: no Ray.
@@ -121,6 +128,7 @@ class RunSpec:
     jobs: int = 1
     tensorboard: Optional[Path] = None
     seed_batch: int = 1
+    seed_batch_given: bool = True
     ddp: bool = False
     ray: Optional[str] = None
     ray_cpus_per_run: Optional[float] = None
@@ -158,6 +166,8 @@ class RunSpec:
         # The options that need no conversion, by the same name.
         given = {f.name: options[f.name] for f in dataclasses.fields(cls)
                  if f.name in options and f.name not in _CONVERTED}
+        given['seed_batch'], given['seed_batch_given'] = resolve_seed_batch(
+            options)
         return cls(
             **given, datasets=tuple(args.dataset),
             methods=_tuple(args.method), backbones=_tuple(args.backbone),
@@ -166,7 +176,20 @@ class RunSpec:
             momentum_given='momentum' in options)
 
 
-_CONVERTED = ('seeds', 'momentum')
+_CONVERTED = ('seeds', 'momentum', 'seed_batch_given')
+
+
+def resolve_seed_batch(options: Mapping[str, Any]) -> Tuple[int, bool]:
+    r"""``(seeds per training group, whether --seed-batch was given)``:
+    the option's value, or by default groups of up to
+    :data:`DEFAULT_SEED_BATCH` seeds, except with ``--ddp``, ``--pad`` or
+    ``--compile``, which train one run at a time."""
+    given = options.get('seed_batch')
+    if given is not None:
+        return given, True
+    if options.get('ddp') or options.get('pad') or options.get('compile'):
+        return 1, False
+    return DEFAULT_SEED_BATCH, False
 
 
 def _tuple(values: Optional[Sequence]) -> Optional[tuple]:
@@ -188,7 +211,8 @@ def _check_values(options: Mapping[str, Any]):
         raise ArgumentError(problem)
     if options.get('ddp') and distributed.check_arguments(options):
         raise ArgumentError(distributed.check_arguments(options))
-    if options['seed_batch'] > 1 and (options['pad'] or options['compile']):
+    if (options['seed_batch'] or 1) > 1 and (options['pad']
+                                             or options['compile']):
         raise ArgumentError('--seed-batch does not combine with --pad or '
                             '--compile yet; drop one of them')
     dropout = options['dropout']

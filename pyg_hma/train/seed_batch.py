@@ -240,6 +240,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
               checkpoint_dir: Optional[os.PathLike] = None,
               resume: bool = False, run_id: Optional[dict] = None,
               log_dir: Optional[os.PathLike] = None,
+              log_files: Optional[Mapping[int, os.PathLike]] = None,
               progress: bool = False, verbose: bool = False,
               callbacks: Sequence[Callable[[int, int, dict], None]] = (),
               compare_eval_modes: bool = False,
@@ -264,6 +265,8 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
         resume: continue every seed from its checkpoint when it exists
             (seeds left at different epochs are caught up first).
         log_dir: one log per seed, ``seed{S}.log`` (one line per epoch).
+        log_files: each seed's log file, instead of :obj:`log_dir`'s (the
+            runners give every attempt of a run a log of its own).
         callbacks: ``cb(seed, epoch, record)`` after each seed's epoch
             checkpoint is written.
         fallback: what to do when the model or method cannot be batched
@@ -289,10 +292,16 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     device = resolve_device(device) if not isinstance(
         device, torch.device) else device
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if log_files is not None and set(log_files) != set(seeds):
+        raise ValueError(f'log_files: give one per seed of {seeds} (got '
+                         f'{sorted(log_files)})')
     log_path = Path(log_dir) if log_dir is not None else None
     for folder in (ckpt_dir, log_path):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+    log_of = {seed: (Path(log_files[seed]) if log_files is not None
+                     else log_path / f'seed{seed}.log' if log_path
+                     else None) for seed in seeds}
 
     runs: List[_SeedRun] = []
     for seed in seeds:
@@ -309,7 +318,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
                           stacklevel=2)
         return _fit_each(model_fn, per_seed, method, cfg, seeds, device,
                          loader,
-                         ckpt_dir, resume, run_id, log_path, progress,
+                         ckpt_dir, resume, run_id, log_of, progress,
                          verbose, callbacks, compare_eval_modes, reason,
                          hyperparameters)
 
@@ -341,7 +350,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             run_splits,
             cfg.eval_batch_size or cfg.batch_size, run.seed, device)
         run.logger = EpochLogger(
-            log_path / f'seed{run.seed}.log' if log_path else None, verbose,
+            log_of[run.seed], verbose,
             progress, cfg.epochs, run.next_epoch - 1,
             f'{method} seed {run.seed}')
         if run.resumed_from is not None:
@@ -496,7 +505,7 @@ class _GroupTrainer:
 
 
 def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
-              ckpt_dir, resume, run_id, log_path, progress, verbose,
+              ckpt_dir, resume, run_id, log_of, progress, verbose,
               callbacks, compare_eval_modes, reason,
               hyperparameters) -> List[FitResult]:
     results = []
@@ -508,8 +517,7 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
                   checkpoint=ckpt_dir / f'seed{seed}.ckpt' if ckpt_dir
                   else None, resume=resume, run_id=run_id,
                   progress=progress, verbose=verbose,
-                  log_file=log_path / f'seed{seed}.log' if log_path
-                  else None, callbacks=cbs,
+                  log_file=log_of[seed], callbacks=cbs,
                   compare_eval_modes=compare_eval_modes,
                   hyperparameters=hyperparameters)
         res.extra.update(seed_batch=False, seed_batch_fallback=reason)
