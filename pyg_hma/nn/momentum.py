@@ -35,16 +35,22 @@ class MomentumEncoder(nn.Module):
     @torch.no_grad()
     def update(self, online: nn.Module):
         r"""One EMA step towards the parameters of :obj:`online`."""
+        # Under no_grad the online parameters are read as they are (no
+        # detached copies needed).
         params = list(self.module.parameters())
-        online_params = [p.detach() for p in online.parameters()]
+        online_params = list(online.parameters())
         if len(params) != len(online_params):
             raise ValueError("MomentumEncoder.update got a module with a "
                              "different set of parameters than its copy")
         if params:
             # theta_k + (1 - m) (theta_q - theta_k), one fused call.
             torch._foreach_lerp_(params, online_params, 1.0 - self.momentum)
-        for buf, online_buf in zip(self.module.buffers(), online.buffers()):
-            buf.copy_(online_buf)
+        buffers = list(self.module.buffers())
+        online_buffers = list(online.buffers())
+        # zip() semantics (copy the common prefix), in one fused call.
+        n = min(len(buffers), len(online_buffers))
+        if n:
+            torch._foreach_copy_(buffers[:n], online_buffers[:n])
 
     @torch.no_grad()
     def copy_from(self, online: nn.Module):
