@@ -553,3 +553,15 @@ def test_momentum_update_equals_the_per_tensor_loop():
     for (name, a), b in zip(enc.module.state_dict().items(),
                             ref.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_parameters_and_buffers_walk_equals_torch_lists():
+    from pyg_hma.models import build_backbone
+    from pyg_hma.nn.momentum import _parameters_and_buffers
+    model = HMAClassifier(build_backbone('gin-v', num_features=5,
+                                         hidden_channels=8, num_layers=2),
+                          HMAReadout(8, C, memory_size=4))
+    model.shared = model.encoder.convs[0]  # a module reached twice
+    params, buffers = _parameters_and_buffers(model)
+    assert [id(p) for p in params] == [id(p) for p in model.parameters()]
+    assert [id(b) for b in buffers] == [id(b) for b in model.buffers()]
