@@ -481,3 +481,87 @@ def test_load_state_dict_refuses_a_corrupt_queue(key, value, match):
     holder = torch.nn.ModuleDict({'readout': make()})
     with pytest.raises(ValueError, match=f'readout.{match}'):
         holder.load_state_dict({f'readout.{k}': v for k, v in state.items()})
+
+
+def _old_guard_block(block, tokens, num_queries, mask):
+    # MaskedAttentionBlock.forward with the guard it had before: whole bad
+    # rows (`~isfinite(kv).all(1)`) replaced by zeros with torch.where.
+    import math
+    h = block.norm1(tokens)
+    q = block.q_proj(h[:num_queries]).view(1, num_queries, block.heads, -1)
+    kv = block.kv_proj(h)
+    bad = ~torch.isfinite(kv).all(dim=1)
+    kv = torch.where(bad[:, None], kv.new_zeros(()), kv)
+    poisoned = (mask & bad[None, :]).any(dim=1)
+    k, v = kv.view(1, h.size(0), 2, block.heads, -1).unbind(dim=2)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        attn_mask=mask.view(1, 1, *mask.shape))
+    out = out.transpose(1, 2).reshape(num_queries, block.channels)
+    out = torch.where(poisoned[:, None], out.new_full((), math.nan), out)
+    z = tokens[:num_queries] + block.out_proj(out)
+    return z + block.ffn(block.norm2(z))
+
+
+@pytest.mark.parametrize('bad', [None, float('nan'), float('inf'),
+                                 -float('inf')])
+def test_masked_attention_guard_matches_the_isfinite_where_guard(bad):
+    from pyg_hma.nn.utils import MaskedAttentionBlock
+    torch.manual_seed(0)
+    block = MaskedAttentionBlock(8, 2).eval()
+    tokens = torch.randn(6, 8)
+    if bad is not None:
+        tokens[4, 1] = bad  # one entry of a memory token
+    mask = torch.tensor([[1, 0, 0, 1, 0, 1], [0, 1, 0, 1, 1, 1],
+                         [0, 0, 1, 0, 0, 1]]).bool()
+    grads = []
+    for fn in (lambda t: block(t, 3, mask),
+               lambda t: _old_guard_block(block, t, 3, mask)):
+        t = tokens.clone().requires_grad_()
+        out = fn(t)
+        # Only finite outputs enter the loss (the NaN query is row 1).
+        out[torch.isfinite(out).all(dim=1)].sum().backward()
+        grads.append((out.detach(), t.grad))
+    (out, grad), (ref_out, ref_grad) = grads
+    assert torch.equal(out.isnan(), ref_out.isnan())
+    assert torch.allclose(out.nan_to_num(), ref_out.nan_to_num(), atol=1e-6)
+    assert torch.equal(grad.isnan(), ref_grad.isnan())
+    assert torch.allclose(grad.nan_to_num(), ref_grad.nan_to_num(),
+                          atol=1e-6)
+    if bad is not None:
+        assert torch.isnan(out[1]).all() and torch.isfinite(out[[0, 2]]).all()
+
+
+def test_momentum_update_equals_the_per_tensor_loop():
+    from pyg_hma.models import build_backbone
+    torch.manual_seed(0)
+    online = build_backbone('gcn-v', num_features=5, hidden_channels=8,
+                            num_layers=2)
+    enc = MomentumEncoder(online, momentum=0.9)
+    ref = copy.deepcopy(enc.module)
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(torch.randn_like(p))
+        for b in online.buffers():
+            b.add_(1)
+    enc.update(online)
+    with torch.no_grad():
+        for k, q in zip(ref.parameters(), online.parameters()):
+            k.lerp_(q, 0.1)
+        for k, q in zip(ref.buffers(), online.buffers()):
+            k.copy_(q)
+    for (name, a), b in zip(enc.module.state_dict().items(),
+                            ref.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_parameters_and_buffers_walk_equals_torch_lists():
+    from pyg_hma.models import build_backbone
+    from pyg_hma.nn.momentum import _parameters_and_buffers
+    model = HMAClassifier(build_backbone('gin-v', num_features=5,
+                                         hidden_channels=8, num_layers=2),
+                          HMAReadout(8, C, memory_size=4))
+    model.shared = model.encoder.convs[0]  # a module reached twice
+    params, buffers = _parameters_and_buffers(model)
+    assert [id(p) for p in params] == [id(p) for p in model.parameters()]
+    assert [id(b) for b in buffers] == [id(b) for b in model.buffers()]

@@ -147,3 +147,83 @@ def test_build_model_errors():
     with pytest.raises(ValueError, match='pooling'):
         build_backbone('gin', num_features=3, pooling='median')
     assert set(BACKBONES) >= set(GNN_BACKBONES)
+
+
+def _per_layer_gcn(gnn, data):
+    # GNN.forward with every GCN layer computing its own normalisation (the
+    # code before the normalisation was shared).
+    from torch_geometric.nn import global_mean_pool
+    h = gnn.node_encoder(data.x)
+    for i in range(gnn.num_layers):
+        h = gnn.convs[i](h, data.edge_index)
+        h = gnn.norms[i](h)
+        if i < gnn.num_layers - 1:
+            h = torch.relu(h)
+    return global_mean_pool(h, data.batch, int(data.num_graphs))
+
+
+def test_shared_gcn_norm_equals_per_layer_norm():
+    from pyg_hma.models import gnn as gnn_module
+    torch.manual_seed(0)
+    model = build_backbone('gcn', num_features=5, hidden_channels=16, num_layers=3,
+                           dropout=0.0).eval()
+    data = Batch.from_data_list(random_graphs(6))
+    out = model(data)
+    assert torch.equal(out, _per_layer_gcn(model, data))
+    deg, norm = gnn_module.shared_gcn_norm(data.edge_index, data.num_nodes,
+                                           torch.float)
+    ref_deg, ref_norm = gnn_module.gcn_norm(data.edge_index, data.num_nodes,
+                                            torch.float)
+    assert torch.equal(deg, ref_deg) and torch.equal(norm, ref_norm)
+    # Same tensor, same size: the cached pair; any change recomputes it.
+    assert gnn_module.shared_gcn_norm(data.edge_index, data.num_nodes,
+                                      torch.float)[1] is norm
+    assert gnn_module.shared_gcn_norm(data.edge_index.clone(),
+                                      data.num_nodes, torch.float)[1] \
+        is not norm
+    assert gnn_module.shared_gcn_norm(data.edge_index, data.num_nodes,
+                                      torch.double)[1].dtype == torch.double
+    edge_index = data.edge_index.clone()
+    first = gnn_module.shared_gcn_norm(edge_index, data.num_nodes,
+                                       torch.float)
+    edge_index[0, 0] = (edge_index[0, 0] + 1) % data.num_nodes  # in place
+    again = gnn_module.shared_gcn_norm(edge_index, data.num_nodes,
+                                       torch.float)
+    assert again[1] is not first[1]
+    assert torch.equal(again[0], gnn_module.gcn_norm(
+        edge_index, data.num_nodes, torch.float)[0])
+    data.edge_index = edge_index
+    assert torch.equal(model(data), _per_layer_gcn(model, data))
+
+
+def test_gcn_in_inference_mode_then_training():
+    # A result computed in inference mode is never cached: it could not be
+    # saved for the backward pass of a later training step.
+    torch.manual_seed(0)
+    model = build_backbone('gcn', num_features=5, hidden_channels=16, num_layers=2)
+    data = Batch.from_data_list(random_graphs(4))
+    model.eval()
+    with torch.inference_mode():
+        expected = model(data)
+    assert torch.equal(model(data), expected)
+    model.train()
+    model(data).sum().backward()  # would fail on an inference tensor
+    assert model.convs[0].linear.weight.grad is not None
+
+
+def test_momentum_encoder_shares_the_gcn_norm_of_its_batch():
+    import copy
+    torch.manual_seed(0)
+    model = build_model('gcn', 'hma', num_classes=2, num_features=5,
+                        backbone_kwargs=dict(hidden_channels=16,
+                                             num_layers=2, dropout=0.0),
+                        hma_kwargs=dict(memory_size=8, check_inputs=False))
+    data = Batch.from_data_list(random_graphs(4))
+    model.train()
+    model(data, y=data.y.view(-1))
+    # The keys written are the momentum copy's embeddings of the batch, as
+    # if each of its layers had computed the normalisation itself.
+    key_encoder = copy.deepcopy(model.momentum_encoder.module).train()
+    with torch.no_grad():
+        expected = _per_layer_gcn(key_encoder, data)
+    assert torch.equal(model.readout.queue_keys[:4], expected)

@@ -20,7 +20,8 @@ device.
 """
 from __future__ import annotations
 
-from typing import Optional
+import weakref
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,50 @@ def graph_batch_info(data) -> tuple:
     return batch, int(data.num_graphs)
 
 
+def gcn_norm(edge_index: Tensor, num_nodes: int,
+             dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    r"""``(deg, norm)`` of OGB's GCN layer: node degrees counted over
+    ``edge_index[0]`` plus one for the self loop (so :math:`\deg \ge 1` and
+    :math:`\deg^{-1/2}` is always finite; OGB's inf check would cost a device
+    sync for nothing), and every edge's :math:`\deg_i^{-1/2}
+    \deg_j^{-1/2}`."""
+    row, col = edge_index
+    deg = degree(row, num_nodes, dtype=dtype) + 1
+    deg_inv_sqrt = deg.pow(-0.5)
+    return deg, deg_inv_sqrt[row] * deg_inv_sqrt[col]
+
+
+# The last batch's `gcn_norm`: (weak reference to its edge_index, the
+# tensor's version counter, num_nodes, dtype, (deg, norm)).
+_last_gcn_norm: Optional[tuple] = None
+
+
+def shared_gcn_norm(edge_index: Tensor, num_nodes: int,
+                    dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    r""":func:`gcn_norm`, computed once per batch: the result is kept for the
+    last :obj:`edge_index` seen (the same tensor object, unmodified since), so
+    that every layer of a GCN and the momentum copy of the encoder, which
+    runs on the same batch, share it. The values are those
+    :func:`gcn_norm` gives: they depend on the graph only, never on weights,
+    and do not require gradients. Not cached under :func:`torch.compile`
+    (traced inline) or in inference mode (inference tensors cannot be saved
+    for a later backward pass)."""
+    global _last_gcn_norm
+    if (torch.compiler.is_compiling() or torch.is_inference_mode_enabled()
+            or edge_index.is_inference()):
+        return gcn_norm(edge_index, num_nodes, dtype)
+    entry = _last_gcn_norm
+    if entry is not None:
+        ref, version, n, dt, result = entry
+        if (ref() is edge_index and edge_index._version == version
+                and n == num_nodes and dt == dtype):
+            return result
+    result = gcn_norm(edge_index, num_nodes, dtype)
+    _last_gcn_norm = (weakref.ref(edge_index), edge_index._version,
+                      num_nodes, dtype, result)
+    return result
+
+
 class GINConv(MessagePassing):
     r"""OGB's GIN layer: :math:`\mathrm{MLP}((1 + \epsilon)\mathbf{x}_i +
     \sum_{j} \mathrm{ReLU}(\mathbf{x}_j + \mathbf{e}_{ji}))`, with
@@ -136,17 +181,16 @@ class GCNConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
-                node_mask: Optional[Tensor] = None) -> Tensor:
+                node_mask: Optional[Tensor] = None,
+                norm: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        r""":obj:`norm` is :func:`gcn_norm` of the batch, computed here when
+        not given (:class:`GNN` computes it once for all its layers)."""
         # `node_mask` is accepted for a uniform call; GCN has no BatchNorm.
         x = self.linear(x)
         edge_emb = (self.edge_encoder(edge_attr)
                     if self.edge_encoder is not None else None)
-        row, col = edge_index
-        # +1 for the self loop, so deg >= 1 and deg^-1/2 is always finite
-        # (OGB's inf check would cost a device sync for nothing).
-        deg = degree(row, x.size(0), dtype=x.dtype) + 1
-        deg_inv_sqrt = deg.pow(-0.5)
-        norm = deg_inv_sqrt[row] * deg_inv_sqrt[col]
+        deg, norm = (gcn_norm(edge_index, x.size(0), x.dtype)
+                     if norm is None else norm)
         out = self.propagate(edge_index, x=x, edge_emb=edge_emb, norm=norm)
         return out + F.relu(x + self.root_emb.weight) / deg.view(-1, 1)
 
@@ -266,13 +310,19 @@ class GNN(nn.Module):
             x = x.float()
 
         h = self.node_encoder(x)
+        # GCN: degrees and edge weights once per batch, for every layer (and
+        # for the momentum copy of this encoder on the same batch).
+        conv_kwargs = (dict(norm=shared_gcn_norm(edge_index, h.size(0),
+                                                 h.dtype))
+                       if self.conv == 'gcn' else {})
         vn = (self.vn_emb.weight.expand(size, -1)
               if self.virtual_node else None)
         for i in range(self.num_layers):
             if vn is not None:
                 h = h + vn[batch]
             h_in = h
-            h = self.convs[i](h, edge_index, edge_attr, node_mask=node_mask)
+            h = self.convs[i](h, edge_index, edge_attr, node_mask=node_mask,
+                              **conv_kwargs)
             h = masked_batch_norm(self.norms[i], h, node_mask)
             if i < self.num_layers - 1:
                 h = F.relu(h)

@@ -142,8 +142,16 @@ class MaskedAttentionBlock(nn.Module):
             # value would (NaN score, or 0 * NaN = NaN in the weighted sum).
             # Zero non-finite tokens, then give NaN to exactly the queries
             # that may attend to one, as unmasked attention would.
-            bad = ~torch.isfinite(kv).all(dim=1)
-            kv = torch.where(bad[:, None], kv.new_zeros(()), kv)
+            # A row is bad when any entry is NaN or +-Inf: 0 * entry is 0
+            # for every finite entry and NaN otherwise, so the row sum is
+            # NaN exactly then (several times cheaper than
+            # `~isfinite(kv).all(dim=1)` on CPU).
+            bad = torch.isnan((kv * 0).sum(dim=1))
+            # Zeroing the non-finite entries (rather than the whole bad row)
+            # gives the same outputs and gradients: a bad row only reaches
+            # masked-out queries (weight 0) and poisoned ones, whose output
+            # is replaced by NaN below (so no gradient flows back from them).
+            kv = kv.nan_to_num(0.0, 0.0, 0.0)
             poisoned = (mask & bad[None, :]).any(dim=1)
         k, v = kv.view(1, h.size(0), 2, self.heads, -1).unbind(dim=2)
         attn_mask = None if mask is None else mask.view(1, 1, *mask.shape)

@@ -365,8 +365,9 @@ def attention_block(block, P: Dict[str, Tensor], pre: str, tokens: Tensor,
     kv = linear(h, P[pre + 'kv_proj.weight'], P[pre + 'kv_proj.bias'])
     poisoned = None
     if mask is not None:
-        bad = ~torch.isfinite(kv).all(dim=2)  # [S, T]
-        kv = torch.where(bad[..., None], kv.new_zeros(()), kv)
+        # As MaskedAttentionBlock: NaN row sums flag the non-finite rows.
+        bad = torch.isnan((kv * 0).sum(dim=2))  # [S, T]
+        kv = kv.nan_to_num(0.0, 0.0, 0.0)
         poisoned = (mask & bad[:, None, :]).any(dim=2)  # [S, Q]
     k, v = kv.view(S, T, 2, H, -1).unbind(dim=2)
     attn_mask = None if mask is None else mask.view(S, 1, Q, T)
