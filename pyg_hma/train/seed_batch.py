@@ -29,9 +29,14 @@ the same trajectory as :func:`fit` with that seed, up to float rounding
 valid draw. Checkpoints of the two are therefore not interchangeable: the
 fingerprint says which wrote them.
 
-Models or methods that cannot be batched (see :func:`seed_batch_support`)
-fall back to one :func:`fit` per seed, with one warning, and
-``result.extra['seed_batch']`` says which path each result took.
+Supported models: a linear head
+(:class:`~pyg_hma.models.build.LinearClassifier`) or
+:class:`~pyg_hma.HMAClassifier` around a :class:`~pyg_hma.models.gnn.GNN`
+(GCN/GIN, virtual node, OGB encoders) or G-Mixup's GIN
+(:class:`~pyg_hma.models.tu_gin.GMixupGIN`); methods ERM, the HMA variants,
+IRM and V-REx. Models or methods that cannot be batched (see
+:func:`seed_batch_support`) fall back to one :func:`fit` per seed, with one
+warning, and ``result.extra['seed_batch']`` says which path each result took.
 """
 from __future__ import annotations
 

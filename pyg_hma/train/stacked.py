@@ -30,7 +30,9 @@ functionally for the supported modules and keeps the S models apart:
 Supported: :class:`~pyg_hma.models.build.LinearClassifier` and
 :class:`~pyg_hma.HMAClassifier` (with or without momentum encoder) around a
 :class:`~pyg_hma.models.gnn.GNN` (GCN or GIN, with or without virtual node
-and OGB atom/bond encoders, any pooling, dropout, residual).
+and OGB atom/bond encoders, any pooling, dropout, residual) or G-Mixup's
+GIN (:class:`~pyg_hma.models.tu_gin.GMixupGIN`, table 4); :data:`ENCODERS`
+maps each encoder type to its stacked forward.
 :func:`unsupported_reason` says why a model is not.
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ from torch_geometric.utils import scatter
 
 from ..models.build import LinearClassifier
 from ..models.gnn import GNN, POOLINGS
+from ..models.tu_gin import GMixupGIN
 from ..nn import HMAClassifier, HMAReadout
 
 # --------------------------------------------------------------------------
@@ -63,7 +66,7 @@ def unsupported_reason(model: nn.Module) -> Optional[str]:
             return f'readout {type(model.readout).__name__}'
     else:
         return f'model {type(model).__name__}'
-    if type(encoder) is not GNN:
+    if type(encoder) not in ENCODERS:
         return f'backbone {type(encoder).__name__}'
     return None
 
@@ -349,6 +352,51 @@ def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
     return pooled[:size].view(S, B, d)
 
 
+def gmixup_gin_forward(gin: GMixupGIN, P: Dict[str, Tensor], pre: str,
+                       data: UnionBatch, noise: Noise, training: bool
+                       ) -> Tensor:
+    r""":class:`~pyg_hma.models.tu_gin.GMixupGIN` of every seed on its own
+    batch: returns embeddings ``[S, B, hidden]`` (after its ``Linear ->
+    ReLU``). Each layer is PyG's ``GINConv`` (sum of the neighbours' rows,
+    scattered as ``GINConv`` does, plus :math:`(1 + \epsilon)` times the
+    node's own row, then ``Linear -> ReLU -> Linear``), ReLU, and a
+    BatchNorm per seed over its real nodes; then mean pooling per graph."""
+    S, N, B = data.S, data.size, data.B
+    x = data.x
+    if not x.is_floating_point():
+        x = x.float()
+    h = x.reshape(S, N, -1)
+    row, col = data.edge_index
+    for i in range(gin.num_layers):
+        c = f'{pre}convs.{i}.'
+        d = h.size(-1)
+        msg = h.reshape(S * N, d).index_select(0, row)
+        out = scatter(msg, col, 0, dim_size=S * N, reduce='sum')
+        z = out.view(S, N, d) + (1 + P[c + 'eps']).view(S, 1, 1) * h
+        z = F.relu(linear(z, P[c + 'nn.0.weight'], P[c + 'nn.0.bias']))
+        z = linear(z, P[c + 'nn.2.weight'], P[c + 'nn.2.bias'])
+        h = masked_batch_norm(F.relu(z), P, f'{pre}norms.{i}.',
+                              gin.norms[i], data.weight, data.count,
+                              training)
+    d = h.size(-1)
+    size = S * B
+    pooled = POOLINGS['mean'](h.reshape(S * N, d), data.batch, size + 1)
+    pooled = pooled[:size].view(S, B, d)
+    return F.relu(linear(pooled, P[pre + 'lin.weight'], P[pre + 'lin.bias']))
+
+
+#: The encoders :class:`StackedModel` can batch, with their stacked forward
+#: ``(encoder, P, prefix, data, noise, training) -> [S, B, d]``.
+ENCODERS = {GNN: gnn_forward, GMixupGIN: gmixup_gin_forward}
+
+
+def encoder_forward(encoder: nn.Module, P: Dict[str, Tensor], pre: str,
+                    data: UnionBatch, noise: Noise, training: bool) -> Tensor:
+    r"""The stacked forward of :obj:`encoder`'s type (see
+    :data:`ENCODERS`): pooled embeddings ``[S, B, d]``."""
+    return ENCODERS[type(encoder)](encoder, P, pre, data, noise, training)
+
+
 def attention_block(block, P: Dict[str, Tensor], pre: str, tokens: Tensor,
                     num_queries: int, mask: Optional[Tensor], noise: Noise,
                     training: bool) -> Tensor:
@@ -544,7 +592,7 @@ class StackedModel:
         r"""Logits ``[S, B, out]``; :obj:`y` ``[S, B]`` integer labels for
         HMA's queues."""
         m, P, training = self.template, self.tensors, self.training
-        h = gnn_forward(m.encoder, P, 'encoder.', data, noise, training)
+        h = encoder_forward(m.encoder, P, 'encoder.', data, noise, training)
         if isinstance(m, LinearClassifier):
             return linear(h, P['head.weight'], P['head.bias'])
         key = None
@@ -555,8 +603,8 @@ class StackedModel:
                                      1.0 - momentum)
                 for k_buf, q_buf in buffers:
                     k_buf.copy_(q_buf)
-                key = gnn_forward(m.momentum_encoder.module, P,
-                                  'momentum_encoder.module.', data, noise,
-                                  training)
+                key = encoder_forward(m.momentum_encoder.module, P,
+                                      'momentum_encoder.module.', data,
+                                      noise, training)
         return readout_forward(m.readout, P, 'readout.', h, y, key, noise,
                                training)
