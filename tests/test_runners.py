@@ -431,3 +431,28 @@ def test_table3_gpu_archive_carries_results_only(tmp_path):
     assert (back / 'seed0.json').read_text() == 'seed0.json'
     assert table3.prior_seconds('ogbg-molbace', 'gin', 'erm') < \
         table3.prior_seconds('ogbg-molbbbp', 'gin-v', 'hma')
+
+
+def test_default_groups_give_every_worker_a_unit():
+    from types import SimpleNamespace
+    from pyg_hma.runners.execute import units
+    jobs = [SimpleNamespace(method=m, seed=s) for m in ('erm', 'hma')
+            for s in range(10)]
+
+    def sizes(work):
+        return [(u[0].method, len(u)) for u in work]
+    # Alone: one group per method; --seed-batch N given: N, whatever --jobs.
+    assert sizes(units(jobs, 10)) == [('erm', 10), ('hma', 10)]
+    assert sizes(units(jobs, 4)) == [('erm', 4), ('erm', 4), ('erm', 2),
+                                     ('hma', 4), ('hma', 4), ('hma', 2)]
+    # The default size with --jobs: smaller groups so every worker has one.
+    assert sizes(units(jobs, 10, workers=2)) == [('erm', 10), ('hma', 10)]
+    assert sizes(units(jobs, 10, workers=4)) == [('erm', 5), ('erm', 5),
+                                                 ('hma', 5), ('hma', 5)]
+    assert sizes(units(jobs[:10], 10, workers=3)) == [('erm', 4), ('erm', 4),
+                                                      ('erm', 2)]
+    assert sizes(units(jobs, 1, workers=4)) == [(j.method, 1) for j in jobs]
+    assert units([], 10, workers=4) == []  # every run finished earlier
+    # Every job exactly once, in seed order within its method.
+    flat = [j for u in units(jobs, 10, workers=7) for j in u]
+    assert flat == jobs

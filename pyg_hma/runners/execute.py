@@ -60,14 +60,22 @@ def _quick_subset(splits, quick: Mapping[str, Any], seed: int):
         test=tests if isinstance(splits.test, dict) else tests['test'])
 
 
-def units(jobs: Sequence[Job], seed_batch: int) -> List[List[Job]]:
+def units(jobs: Sequence[Job], seed_batch: int,
+          workers: Optional[int] = None) -> List[List[Job]]:
     r"""The jobs in training units: single runs, or groups of up to
-    :obj:`seed_batch` seeds of one method (in seed order)."""
+    :obj:`seed_batch` seeds of one method (in seed order). With
+    :obj:`workers` (the default group size and ``--jobs`` > 1), groups are
+    made smaller when that gives every worker a unit: 10 seeds of one
+    method on 2 workers train as two groups of 5."""
     if seed_batch <= 1:
         return [[job] for job in jobs]
     by_method: Dict[str, List[Job]] = {}
     for job in jobs:
         by_method.setdefault(job.method, []).append(job)
+    if by_method and workers and workers > len(by_method):
+        per_method = -(-workers // len(by_method))
+        longest = max(len(group) for group in by_method.values())
+        seed_batch = max(1, min(seed_batch, -(-longest // per_method)))
     return [group[i:i + seed_batch] for group in by_method.values()
             for i in range(0, len(group), seed_batch)]
 

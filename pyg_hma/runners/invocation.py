@@ -93,7 +93,8 @@ def _checkpoint_fingerprints(job: Job, compare_evals: bool) -> List[str]:
 def _run_cell(cell: Cell, spec: RunSpec, paper, say: Printer,
               splits: SplitCache, on_ray: Optional[RayRuns] = None
               ) -> List[dict]:
-    work = units(cell.jobs, spec.seed_batch)
+    work = units(cell.jobs, spec.seed_batch,
+                 None if spec.seed_batch_given else spec.jobs)
     for job, rec in execute(work, max(1, spec.jobs), spec.threads, splits,
                             on_ray):
         cell.finished[job.seed, job.method] = rec
