@@ -82,6 +82,23 @@ def final_models_close(path_a, path_b, tol):
     assert worst[0] < tol, worst
 
 
+def group_equals_runs(model_fn, splits, method, cfg, tmp_path,
+                      seeds=(0, 1, 2)) -> list:
+    r"""Trains :obj:`seeds` one by one (fit) and as one group (fit_seeds,
+    no fallback); asserts each seed's run and final checkpoint agree to
+    1e-6; returns the group's results."""
+    alone = [fit(model_fn, splits, method, cfg, seed=s,
+                 checkpoint=tmp_path / f'alone{s}.ckpt') for s in seeds]
+    batched = fit_seeds(model_fn, splits, method, cfg, seeds=list(seeds),
+                        checkpoint_dir=tmp_path / 'group', fallback='raise')
+    for s, a, b in zip(seeds, alone, batched):
+        assert b.extra['seed_batch'] is True
+        assert_same_run(a, b, 1e-6)
+        final_models_close(tmp_path / f'alone{s}.ckpt',
+                           tmp_path / 'group' / f'seed{s}.ckpt', 1e-6)
+    return batched
+
+
 # ERM and HMA (momentum encoder, queues), GCN and GIN, with clipping and a
 # patience that stops some seeds before others.
 @pytest.mark.parametrize('conv,method', [('gcn', 'erm'), ('gin', 'erm'),
@@ -90,19 +107,10 @@ def test_equals_sequential_runs(proteins, tmp_path, float64, conv, method):
     splits = as_float64(proteins)
     cfg = TrainConfig(epochs=4, batch_size=32, lr=1e-2, clip_grad_norm=1.0,
                       patience=1)
-    seeds = [0, 1, 2]
     model_fn = factory(splits, conv, method)
-    alone = [fit(model_fn, splits, method, cfg, seed=s,
-                 checkpoint=tmp_path / f'alone{s}.ckpt') for s in seeds]
-    batched = fit_seeds(model_fn, splits, method, cfg, seeds=seeds,
-                        checkpoint_dir=tmp_path / 'group')
-    for s, a, b in zip(seeds, alone, batched):
-        assert b.extra['seed_batch'] is True
-        assert_same_run(a, b, 1e-6)
-        final_models_close(tmp_path / f'alone{s}.ckpt',
-                           tmp_path / 'group' / f'seed{s}.ckpt', 1e-6)
-        model = model_fn()
-        model.load_state_dict(b.best_state)
+    batched = group_equals_runs(model_fn, splits, method, cfg, tmp_path)
+    for b in batched:  # the selected state loads into the plain model
+        model_fn().load_state_dict(b.best_state)
     if (conv, method) == ('gin', 'hma'):  # seeds leave the group early
         assert len({r.epochs_run for r in batched}) > 1, \
             [r.epochs_run for r in batched]
@@ -141,17 +149,8 @@ def test_gmixup_gin_equals_sequential_runs(proteins, tmp_path, float64,
     splits = as_float64(proteins)
     cfg = TrainConfig(epochs=4, batch_size=32, lr=1e-3, clip_grad_norm=1.0,
                       patience=1)
-    seeds = [0, 1, 2]
-    model_fn = gmixup_factory(splits, method)
-    alone = [fit(model_fn, splits, method, cfg, seed=s,
-                 checkpoint=tmp_path / f'alone{s}.ckpt') for s in seeds]
-    batched = fit_seeds(model_fn, splits, method, cfg, seeds=seeds,
-                        checkpoint_dir=tmp_path / 'group', fallback='raise')
-    for s, a, b in zip(seeds, alone, batched):
-        assert b.extra['seed_batch'] is True
-        assert_same_run(a, b, 1e-6)
-        final_models_close(tmp_path / f'alone{s}.ckpt',
-                           tmp_path / 'group' / f'seed{s}.ckpt', 1e-6)
+    group_equals_runs(gmixup_factory(splits, method), splits, method, cfg,
+                      tmp_path)
 
 
 @pytest.fixture(scope='module')
@@ -182,16 +181,7 @@ def test_ogb_encoders_and_virtual_node_equal_sequential_runs(
             hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=8,
                             dropout=0.0, check_inputs=False))
     assert seed_batch_support(model_fn(), method) is None
-    seeds = [0, 1, 2]
-    alone = [fit(model_fn, splits, method, cfg, seed=s,
-                 checkpoint=tmp_path / f'alone{s}.ckpt') for s in seeds]
-    batched = fit_seeds(model_fn, splits, method, cfg, seeds=seeds,
-                        checkpoint_dir=tmp_path / 'group', fallback='raise')
-    for s, a, b in zip(seeds, alone, batched):
-        assert b.extra['seed_batch'] is True
-        assert_same_run(a, b, 1e-6)
-        final_models_close(tmp_path / f'alone{s}.ckpt',
-                           tmp_path / 'group' / f'seed{s}.ckpt', 1e-6)
+    group_equals_runs(model_fn, splits, method, cfg, tmp_path)
 
 
 def test_float32_follows_sequential_runs(proteins, tmp_path):
