@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .utils import (MaskedAttentionBlock, gather_from_all_ranks,
-                    gather_rows_with_grad)
+                    gather_rows_with_grad, nonfinite_rows)
 
 _HEADS = ('both', 'feature', 'label')
 _INFERENCE = ('batch', 'independent')
@@ -541,16 +541,14 @@ class HMAReadout(nn.Module):
         if self.queue_write == 'divisible' and (rows == 0 or size % rows):
             self.num_skipped_writes.add_(rows)
             return
-        # A row is finite iff its sum of 0 * entries is not NaN (0 * NaN and
-        # 0 * Inf are NaN): cheaper than isfinite(keys).all(dim=1) on CPU.
-        valid = (~torch.isnan((keys * 0).sum(dim=1)) & (labels >= 0)
+        valid = (~nonfinite_rows(keys) & (labels >= 0)
                  & (labels < self.num_classes))
         tokens = None
         if self.queue_label_tokens is not None:
             # A snapshot: later changes of the embedding do not reach it.
             tokens = self.label_emb.weight.detach()[labels.clamp(
                 0, self.num_classes - 1)].to(self.queue_label_tokens.dtype)
-            valid = valid & ~torch.isnan((tokens * 0).sum(dim=1))
+            valid = valid & ~nonfinite_rows(tokens)
         count = valid.sum()
         pos = valid.cumsum(0) - 1  # position among the valid rows
         # The newest `size` valid rows; older ones would be overwritten.

@@ -142,11 +142,7 @@ class MaskedAttentionBlock(nn.Module):
             # value would (NaN score, or 0 * NaN = NaN in the weighted sum).
             # Zero non-finite tokens, then give NaN to exactly the queries
             # that may attend to one, as unmasked attention would.
-            # A row is bad when any entry is NaN or +-Inf: 0 * entry is 0
-            # for every finite entry and NaN otherwise, so the row sum is
-            # NaN exactly then (several times cheaper than
-            # `~isfinite(kv).all(dim=1)` on CPU).
-            bad = torch.isnan((kv * 0).sum(dim=1))
+            bad = nonfinite_rows(kv)
             # Zeroing the non-finite entries (rather than the whole bad row)
             # gives the same outputs and gradients: a bad row only reaches
             # masked-out queries (weight 0) and poisoned ones, whose output
@@ -191,6 +187,14 @@ class MaskedAttentionBlock(nn.Module):
                         for k, v in self.extra_options().items())
         return (f'{self.__class__.__name__}({self.channels}, '
                 f'heads={self.heads}, dropout={self.dropout}{extra})')
+
+
+def nonfinite_rows(x: Tensor) -> Tensor:
+    r"""``~isfinite(x).all(dim=-1)``: whether each row (the last dimension)
+    holds a NaN or an infinity, computed as the NaN test of the row sums of
+    ``0 * x`` (0 for a finite entry, NaN otherwise), several times cheaper on
+    a CPU."""
+    return torch.isnan((x * 0).sum(dim=-1))
 
 
 def gather_from_all_ranks(*tensors: Tensor) -> Tuple[Tensor, ...]:

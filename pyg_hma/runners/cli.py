@@ -20,8 +20,8 @@ from .invocation import run_benchmark
 from .outputs import OutputConflictError, OutputInUseError
 from .protocol import DatasetProtocol
 from .ray_backend import LOCAL, RunsFailedError
-from .spec import (DEFAULT_SEED_BATCH, SETTING_SECTIONS, RunSpec, check_names, check_paths,
-                   seed_list)
+from .spec import (DEFAULT_SEED_BATCH, SETTING_SECTIONS, RunSpec,
+                   check_names, check_paths, seed_list)
 
 
 def parse_seeds(text: Optional[str]) -> Optional[List[int]]:

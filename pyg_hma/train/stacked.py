@@ -46,9 +46,10 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from ..models.build import LinearClassifier
-from ..models.gnn import GNN, POOLINGS
+from ..models.gnn import GNN, POOLINGS, gcn_norm
 from ..models.tu_gin import GMixupGIN
 from ..nn import HMAClassifier, HMAReadout
+from ..nn.utils import nonfinite_rows
 
 # --------------------------------------------------------------------------
 # Support
@@ -137,12 +138,8 @@ class UnionBatch:
         r"""``(deg, norm)`` of OGB's GCN layer (degree with a self loop),
         computed once per batch."""
         if self._gcn_norm is None:
-            row, col = self.edge_index
-            deg = scatter(torch.ones(row.numel(), dtype=dtype,
-                                     device=row.device), row, 0,
-                          dim_size=self.S * self.size, reduce='sum') + 1
-            dis = deg.pow(-0.5)
-            self._gcn_norm = deg, dis[row] * dis[col]
+            self._gcn_norm = gcn_norm(self.edge_index, self.S * self.size,
+                                      dtype)
         return self._gcn_norm
 
 
@@ -413,8 +410,7 @@ def attention_block(block, P: Dict[str, Tensor], pre: str, tokens: Tensor,
     kv = linear(h, P[pre + 'kv_proj.weight'], P[pre + 'kv_proj.bias'])
     poisoned = None
     if mask is not None:
-        # As MaskedAttentionBlock: NaN row sums flag the non-finite rows.
-        bad = torch.isnan((kv * 0).sum(dim=2))  # [S, T]
+        bad = nonfinite_rows(kv)  # [S, T], as MaskedAttentionBlock
         kv = kv.nan_to_num(0.0, 0.0, 0.0)
         poisoned = (mask & bad[:, None, :]).any(dim=2)  # [S, Q]
     k, v = kv.view(S, T, 2, H, -1).unbind(dim=2)
