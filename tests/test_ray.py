@@ -163,9 +163,15 @@ def test_resume_after_stopping_the_driver_keeps_the_finished_runs(
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
         OMP_NUM_THREADS='1')
+    # Each task asks for both of the cluster's CPUs, so one unit (a seed
+    # group) runs at a time: when the first has written its runs, the second
+    # has just started and cannot finish before the stopped driver cancels
+    # it. With two units at once, both groups could land before the driver
+    # stopped (seen on CI), leaving --resume nothing to do.
     driver = subprocess.Popen(
         [sys.executable, str(ROOT / 'benchmarks/ood.py'), *quick_argv,
-         '--out', str(out), '--ray', address], cwd=ROOT, env=env,
+         '--out', str(out), '--ray', address, '--ray-cpus-per-run', '2'],
+        cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # Only a guard against a hang: on a busy 2-core machine the cluster's
     # workers can take minutes to import torch and PyG.
