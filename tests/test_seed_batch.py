@@ -296,3 +296,56 @@ def test_unsupported_method_falls_back_to_fit(proteins):
     with pytest.raises(NotImplementedError):
         fit_seeds(model_fn, proteins, 'dropedge', cfg, seeds=[0],
                   fallback='raise')
+
+
+def test_sparse_aggregation_equals_scatter():
+    # UnionBatch.aggregate (a sparse matrix product) against PyG's gather
+    # and scatter, with a repeated edge, a seed without edges and padding.
+    from torch_geometric.data import Batch, Data
+    from torch_geometric.utils import scatter
+    from pyg_hma.train.stacked import UnionBatch
+    gen = torch.Generator().manual_seed(0)
+
+    def graph(n, edges):
+        return Data(x=torch.randn(n, 3, generator=gen, dtype=torch.float64),
+                    edge_index=torch.tensor(edges, dtype=torch.long).view(2, -1),
+                    y=torch.zeros(1, dtype=torch.long))
+    batches = [Batch.from_data_list([graph(4, [[0, 1, 1, 2, 0], [1, 0, 2, 1, 1]]),
+                                     graph(3, [[0, 2], [2, 0]])]),
+               Batch.from_data_list([graph(2, []), graph(1, [])]),
+               Batch.from_data_list([graph(5, [[4, 3, 0], [3, 4, 4]]),
+                                     graph(2, [[1], [0]])])]
+    data = UnionBatch(batches)
+    x = torch.randn(data.S * data.size, 3, generator=gen, dtype=torch.float64,
+                    requires_grad=True)
+    row, col = data.edge_index
+    for weighting in ('sum', 'gcn'):
+        w = (data.gcn_norm(x.dtype)[1] if weighting == 'gcn'
+             else torch.ones(row.numel(), dtype=x.dtype))
+        want = scatter(x[row] * w.view(-1, 1), col, 0, dim_size=x.size(0),
+                       reduce='sum')
+        got = data.aggregate(x, weighting)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        g = torch.randn(got.shape, generator=gen, dtype=x.dtype)
+        grad_got, = torch.autograd.grad(got, x, g)
+        grad_want, = torch.autograd.grad(want, x, g)
+        torch.testing.assert_close(grad_got, grad_want, rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_cpu_dropout_draw():
+    # Seed s's mask is its own generator's float64 uniforms below 1 - p
+    # over its real rows (torch's own CPU bernoulli_ draw without MKL);
+    # padding rows are kept; kept entries are scaled by 1 / (1 - p).
+    from pyg_hma.train.stacked import Noise
+    p, rows = 0.3, [5, 2, 4]
+    x = torch.rand(3, 5, 7) + 1.0
+    out = Noise([torch.Generator().manual_seed(s) for s in (7, 8, 9)]
+                ).dropout(x, p, rows)
+    for s, seed in enumerate((7, 8, 9)):
+        u = torch.rand(rows[s], 7, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(seed))
+        want = torch.where(u < 1 - p, x[s, :rows[s]] * (1 / (1 - p)),
+                           torch.zeros(()))
+        assert torch.equal(out[s, :rows[s]], want)
+        assert torch.equal(out[s, rows[s]:], x[s, rows[s]:] * (1 / (1 - p)))
