@@ -5,7 +5,9 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from pyg_hma.methods import METHODS, MethodSpec, Objective
 from pyg_hma.models import build_model
 from pyg_hma.train import TrainConfig, fit
 from pyg_hma.train.seed_batch import fit_seeds, seed_batch_support
@@ -127,14 +129,11 @@ def gmixup_factory(splits, method):
 
 def test_gmixup_gin_is_supported(proteins):
     # Table 4's backbone: seed-batched with a linear head and HMA's readout
-    # for every method but the augmentations.
+    # for every method of table 4.
     for method in ('erm', 'irm', 'vrex', 'hma', 'rma', 'abd', 'abd+syn',
-                   'abd+rma'):
+                   'abd+rma', 'dropedge', 'dropnode', 'mmixup'):
         model = gmixup_factory(proteins, method)()
         assert seed_batch_support(model, method) is None, method
-    for method in ('dropedge', 'dropnode', 'mmixup'):
-        model = gmixup_factory(proteins, method)()
-        assert seed_batch_support(model, method) is not None, method
 
 
 # G-Mixup's GIN (table 4): ERM and HMA (momentum encoder, queues), with
@@ -284,18 +283,98 @@ def test_seeds_at_different_epochs_catch_up(proteins, tmp_path):
         assert_same_run(a, b, 1e-6)
 
 
-def test_unsupported_method_falls_back_to_fit(proteins):
+class _SmoothedLabels(Objective):
+    # An objective fit_seeds cannot batch (any type but the known ones).
+    name = 'erm-smoothed'
+
+    def __call__(self, model, batch, crit, ctx):
+        logits = model(batch)
+        return F.cross_entropy(logits, batch.y.view(-1),
+                               label_smoothing=0.1), logits, {}
+
+
+@pytest.fixture()
+def unbatchable_method():
+    METHODS.register(MethodSpec('erm-smoothed', 'ERM+LS', _SmoothedLabels()))
+    yield 'erm-smoothed'
+    METHODS.unregister('erm-smoothed')
+
+
+def test_unsupported_method_falls_back_to_fit(proteins, unbatchable_method):
     cfg = TrainConfig(epochs=1, batch_size=32)
-    model_fn = factory(proteins, 'gcn', 'dropedge')
-    assert seed_batch_support(model_fn(), 'dropedge') is not None
+    method = unbatchable_method
+    model_fn = factory(proteins, 'gcn', 'erm')
+    assert seed_batch_support(model_fn(), method) is not None
     with pytest.warns(UserWarning, match='cannot be seed-batched'):
-        res = fit_seeds(model_fn, proteins, 'dropedge', cfg, seeds=[0, 1])
-    alone = fit(model_fn, proteins, 'dropedge', cfg, seed=1)
+        res = fit_seeds(model_fn, proteins, method, cfg, seeds=[0, 1])
+    alone = fit(model_fn, proteins, method, cfg, seed=1)
     assert res[1].extra['seed_batch'] is False
     assert res[1].history[0]['train_loss'] == alone.history[0]['train_loss']
     with pytest.raises(NotImplementedError):
-        fit_seeds(model_fn, proteins, 'dropedge', cfg, seeds=[0],
+        fit_seeds(model_fn, proteins, method, cfg, seeds=[0],
                   fallback='raise')
+    # M-Mixup mixes before a linear head: with HMA's readout it falls back
+    # (and fit refuses it, as before).
+    hma_fn = factory(proteins, 'gcn', 'hma')
+    assert 'linear head' in seed_batch_support(hma_fn(), 'mmixup')
+
+
+@pytest.mark.parametrize('method', ['dropedge', 'dropnode', 'mmixup'])
+def test_augmenting_methods_are_seed_batched(proteins, float64, method):
+    # Each seed thins (or mixes) its own batches with its own generator:
+    # batched, and seed 3 is the same run in [1, 3], [3, 5] and alone.
+    splits = as_float64(proteins)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2)
+    model_fn = factory(splits, 'gcn', method, dropout=0.3)
+    assert seed_batch_support(model_fn(), method) is None
+    a = fit_seeds(model_fn, splits, method, cfg, seeds=[1, 3])
+    b = fit_seeds(model_fn, splits, method, cfg, seeds=[3, 5])[0]
+    c = fit_seeds(model_fn, splits, method, cfg, seeds=[3])[0]
+    assert a[1].extra['seed_batch'] is True
+    assert_same_run(a[1], b, 1e-8)
+    assert_same_run(a[1], c, 1e-8)
+    # The augmentation is drawn: another seed, another run.
+    assert a[0].history[0]['train_loss'] != a[1].history[0]['train_loss']
+
+
+def test_dropedge_and_dropnode_draw_as_pyg():
+    # With the global RNG (fit's path) the transforms make PyG's draws:
+    # dropout_edge(force_undirected=True) and dropout_node.
+    from torch_geometric.data import Batch, Data
+    from torch_geometric.utils import dropout_edge, dropout_node, to_undirected
+    from pyg_hma.methods import DropEdge, DropNode, StepContext
+    gen = torch.Generator().manual_seed(0)
+    graphs = []
+    for n in (6, 9):
+        ei = to_undirected(torch.randint(0, n, (2, 12), generator=gen),
+                           num_nodes=n)
+        graphs.append(Data(x=torch.randn(n, 3, generator=gen), edge_index=ei,
+                           edge_attr=torch.randn(ei.size(1), 2, generator=gen),
+                           y=torch.zeros(1, dtype=torch.long)))
+    batch = Batch.from_data_list(graphs)
+    ctx = StepContext(epoch=1)
+    torch.manual_seed(5)
+    out = DropEdge().transform(batch, ctx)
+    torch.manual_seed(5)
+    ei, edge_id = dropout_edge(batch.edge_index, p=0.2, force_undirected=True)
+    assert torch.equal(out.edge_index, ei)
+    assert torch.equal(out.edge_attr, batch.edge_attr[edge_id])
+    torch.manual_seed(6)
+    out = DropNode().transform(batch, ctx)
+    torch.manual_seed(6)
+    ei, edge_mask, node_mask = dropout_node(
+        batch.edge_index, p=0.2, num_nodes=batch.num_nodes,
+        relabel_nodes=True)
+    assert torch.equal(out.edge_index, ei)
+    assert torch.equal(out.x, batch.x[node_mask])
+    assert torch.equal(out.batch, batch.batch[node_mask])
+    assert torch.equal(out.edge_attr, batch.edge_attr[edge_mask])
+    assert out.num_graphs == batch.num_graphs
+    # A generator of its own gives its own draws, repeatably.
+    draws = [DropNode().transform(batch, ctx,
+                                  torch.Generator().manual_seed(1)).x
+             for _ in range(2)]
+    assert torch.equal(*draws)
 
 
 def test_sparse_aggregation_equals_scatter():

@@ -255,36 +255,63 @@ class DropEdge(Objective):
     name = 'dropedge'
     hyperparameters = DropHyperparameters
 
-    def __call__(self, model, batch, crit, ctx):
-        from torch_geometric.utils import dropout_edge
+    def transform(self, batch, ctx: StepContext,
+                  generator: Optional[torch.Generator] = None):
+        r""":obj:`batch` without a share ``drop_ratio`` of its edges. TU
+        graphs store both directions of every edge; they are dropped
+        together. The draws are those of PyG's ``dropout_edge(...,
+        force_undirected=True)``, from :obj:`generator` (default: the global
+        RNG, where they equal PyG's call)."""
+        p = self.hyperparameters_of(ctx).drop_ratio
+        if p == 0.0:  # as PyG: no draw, the batch unchanged
+            return batch
         out = _shallow_copy(batch)
-        # TU graphs store both directions of every edge; drop them together.
-        out.edge_index, edge_id = dropout_edge(
-            batch.edge_index, p=self.hyperparameters_of(ctx).drop_ratio,
-            force_undirected=True)
+        row, col = batch.edge_index
+        keep = torch.rand(row.size(0), device=row.device,
+                          generator=generator) >= p
+        keep[row > col] = False
+        kept = batch.edge_index[:, keep]
+        out.edge_index = torch.cat([kept, kept.flip(0)], dim=1)
         if getattr(batch, 'edge_attr', None) is not None:
+            edge_id = keep.nonzero().repeat((2, 1)).view(-1)
             out.edge_attr = batch.edge_attr[edge_id]
-        return super().__call__(model, out, crit, ctx)
+        return out
+
+    def __call__(self, model, batch, crit, ctx):
+        return super().__call__(model, self.transform(batch, ctx), crit, ctx)
 
 
 class DropNode(Objective):
     name = 'dropnode'
     hyperparameters = DropHyperparameters
 
-    def __call__(self, model, batch, crit, ctx):
-        from torch_geometric.utils import dropout_node
+    def transform(self, batch, ctx: StepContext,
+                  generator: Optional[torch.Generator] = None):
+        r""":obj:`batch` without a share ``drop_ratio`` of its nodes and
+        their edges (the draws of PyG's ``dropout_node``, from
+        :obj:`generator`; default: the global RNG, where they equal PyG's
+        call). A graph that lost all its nodes pools to zeros (pooling is
+        sized by ``batch.num_graphs``), so every label keeps its
+        prediction."""
+        from torch_geometric.utils import subgraph
+        p = self.hyperparameters_of(ctx).drop_ratio
+        if p == 0.0:  # as PyG: no draw, the batch unchanged
+            return batch
+        num_nodes = batch.x.size(0)
         out = _shallow_copy(batch)
-        edge_index, edge_mask, node_mask = dropout_node(
-            batch.edge_index, p=self.hyperparameters_of(ctx).drop_ratio,
-            num_nodes=batch.x.size(0), relabel_nodes=True)
-        out.edge_index = edge_index
+        node_mask = torch.rand(num_nodes, device=batch.edge_index.device,
+                               generator=generator) > p
+        out.edge_index, _, edge_mask = subgraph(
+            node_mask, batch.edge_index, relabel_nodes=True,
+            num_nodes=num_nodes, return_edge_mask=True)
         out.x = batch.x[node_mask]
         out.batch = batch.batch[node_mask]
         if getattr(batch, 'edge_attr', None) is not None:
             out.edge_attr = batch.edge_attr[edge_mask]
-        # A graph that lost all its nodes pools to zeros (pooling is sized by
-        # batch.num_graphs), so every label keeps its prediction.
-        return super().__call__(model, out, crit, ctx)
+        return out
+
+    def __call__(self, model, batch, crit, ctx):
+        return super().__call__(model, self.transform(batch, ctx), crit, ctx)
 
 
 class ManifoldMixup(Objective):

@@ -34,7 +34,9 @@ Supported models: a linear head
 :class:`~pyg_hma.HMAClassifier` around a :class:`~pyg_hma.models.gnn.GNN`
 (GCN/GIN, virtual node, OGB encoders) or G-Mixup's GIN
 (:class:`~pyg_hma.models.tu_gin.GMixupGIN`); methods ERM, the HMA variants,
-IRM and V-REx. Models or methods that cannot be batched (see
+IRM, V-REx, DropEdge and DropNode (each seed's batch thinned with its own
+generator, :func:`seed_inputs`) and M-Mixup (linear head; each seed's
+lambda and permutation from its own generator). Models or methods that cannot be batched (see
 :func:`seed_batch_support`) fall back to one :func:`fit` per seed, with one
 warning, and ``result.extra['seed_batch']`` says which path each result took.
 """
@@ -51,8 +53,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..methods import (IRM, METHODS, Criterion, Hyperparameters, Objective,
+from ..methods import (IRM, METHODS, Criterion, DropEdge, DropNode,
+                       Hyperparameters, ManifoldMixup, Objective,
                        StepContext, VREx, method_hyperparameters)
+from ..models.build import LinearClassifier
 from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
                      SplitScorer, TrainConfig, _state_copy,
                      checkpoint_fingerprint, epoch_seed, fit, fused_adam,
@@ -70,9 +74,25 @@ def seed_batch_support(model: nn.Module, method: str) -> Optional[str]:
     r"""``None`` when :func:`fit_seeds` can batch :obj:`method` on models like
     :obj:`model`, else the reason it falls back to :func:`fit` per seed."""
     spec = METHODS[method]
-    if type(spec.objective) not in (Objective, IRM, VREx):
-        return f"method '{method}' ({type(spec.objective).__name__})"
+    kind = type(spec.objective)
+    if kind not in (Objective, IRM, VREx, DropEdge, DropNode,
+                    ManifoldMixup):
+        return f"method '{method}' ({kind.__name__})"
+    if kind is ManifoldMixup and not isinstance(model, LinearClassifier):
+        return f"method '{method}' without a linear head"
     return unsupported_reason(model)
+
+
+def seed_inputs(objective: Objective, batches: Sequence, noise: Noise,
+                ctx: StepContext) -> List:
+    r"""Every seed's training batch as :obj:`objective` trains on it:
+    DropEdge and DropNode (their ``transform``) drop edges or nodes of seed
+    ``s``'s batch with seed ``s``'s generator; other objectives take the
+    batches as they are."""
+    if isinstance(objective, (DropEdge, DropNode)):
+        return [objective.transform(batch, ctx, generator)
+                for batch, generator in zip(batches, noise.generators)]
+    return list(batches)
 
 
 def noise_seed(seed: int, epoch: int) -> int:
@@ -104,7 +124,9 @@ def stacked_objective(objective: Objective, model: StackedModel,
                       noise: Noise):
     r"""``(per-seed losses [S], logits [S, B, out], extras {name: [S]})`` of
     :obj:`objective` (ERM, IRM or V-REx) for every seed."""
-    if type(objective) is Objective:
+    if isinstance(objective, ManifoldMixup):
+        return _manifold_mixup(objective, model, data, crit, ctx, noise)
+    if type(objective) in (Objective, DropEdge, DropNode):
         S, B = data.S, data.B
         tokens = crit.tokens(data.y.reshape(S * B, *data.y.shape[2:]))
         logits = model(data, noise, y=tokens.view(S, B))
@@ -134,6 +156,36 @@ def stacked_objective(objective: Objective, model: StackedModel,
     if lam > 1.0:
         total = total / lam
     return total, logits, {'penalty': penalty}
+
+
+def _manifold_mixup(objective: ManifoldMixup, model: StackedModel,
+                    data: UnionBatch, crit: Criterion, ctx: StepContext,
+                    noise: Noise):
+    # ManifoldMixup per seed: seed s mixes its pooled embeddings with a
+    # permutation of them, lambda ~ Beta(alpha, alpha) and the permutation
+    # drawn from its own generator (torch's Beta takes no generator: a
+    # NumPy generator seeded from it draws lambda).
+    h = model.embed(data, noise)  # [S, B, d]
+    S, B, d = h.shape
+    alpha = objective.hyperparameters_of(ctx).mixup_alpha
+    lams, perms = [], []
+    for gen in noise.generators:
+        state = int(torch.randint(2 ** 62, (), generator=gen,
+                                  device=gen.device))
+        lams.append(float(np.random.default_rng(state).beta(alpha, alpha)))
+        perms.append(torch.randperm(B, generator=gen, device=gen.device))
+    lam = torch.tensor(lams, dtype=h.dtype, device=h.device).view(S, 1, 1)
+    perm = torch.stack(perms).to(h.device)  # [S, B]
+    mixed = h.gather(1, perm.unsqueeze(-1).expand(S, B, d))
+    logits = model.head(lam * h + (1.0 - lam) * mixed)
+    y = data.y
+    y_perm = y.gather(1, perm.view(S, B, *([1] * (y.dim() - 2))).expand_as(y))
+    own, weight = _per_seed_loss(crit, logits, y)
+    other, weight_perm = _per_seed_loss(crit, logits, y_perm)
+    lam = lam.view(S)
+    loss = (lam * own.sum(1) / weight.sum(1).clamp_min(1.0)
+            + (1.0 - lam) * other.sum(1) / weight_perm.sum(1).clamp_min(1.0))
+    return loss, logits, {}
 
 
 def clip_per_seed(params: Sequence[Tensor], max_norm: float):
@@ -478,7 +530,8 @@ class _GroupTrainer:
             if n < 2:
                 skipped += 1
                 continue
-            data = UnionBatch(batches)
+            data = UnionBatch(seed_inputs(self.objective, batches, noise,
+                                          ctx))
             loss, logits, extras = stacked_train_step(
                 stacked, data, self.objective, self.crit, ctx, noise,
                 optimizer, params, cfg.clip_grad_norm)
@@ -530,6 +583,6 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
     return results
 
 
-__all__ = ['fit_seeds', 'seed_batch_support', 'noise_seed',
+__all__ = ['fit_seeds', 'seed_batch_support', 'seed_inputs', 'noise_seed',
            'SEED_BATCH_VERSION', 'clip_per_seed', 'stacked_objective',
            'stacked_train_step']

@@ -663,14 +663,25 @@ class StackedModel:
             for k, v in model.state_dict(keep_vars=True).items():
                 v.copy_(self.tensors[k][s])
 
+    def embed(self, data: UnionBatch, noise: Noise) -> Tensor:
+        r"""The encoder's pooled embeddings of every seed, ``[S, B, d]``."""
+        return encoder_forward(self.template.encoder, self.tensors,
+                               'encoder.', data, noise, self.training)
+
+    def head(self, h: Tensor) -> Tensor:
+        r"""The linear head (:class:`~pyg_hma.models.build.LinearClassifier`)
+        of every seed on :obj:`h` ``[S, B, d]``."""
+        return linear(h, self.tensors['head.weight'],
+                      self.tensors['head.bias'])
+
     def __call__(self, data: UnionBatch, noise: Noise,
                  y: Optional[Tensor] = None) -> Tensor:
         r"""Logits ``[S, B, out]``; :obj:`y` ``[S, B]`` integer labels for
         HMA's queues."""
         m, P, training = self.template, self.tensors, self.training
-        h = encoder_forward(m.encoder, P, 'encoder.', data, noise, training)
+        h = self.embed(data, noise)
         if isinstance(m, LinearClassifier):
-            return linear(h, P['head.weight'], P['head.bias'])
+            return self.head(h)
         key = None
         if training and y is not None and self._momentum is not None:
             momentum, k_params, q_params, buffers = self._momentum
