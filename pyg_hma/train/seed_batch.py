@@ -370,9 +370,10 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             raise NotImplementedError(f'seed batching does not support '
                                       f'{reason}')
         if fallback == 'warn':
+            what = ('the seed alone' if len(seeds) == 1 else
+                    f'the {len(seeds)} seeds one by one')
             warnings.warn(f'fit_seeds: {reason} cannot be seed-batched; '
-                          f'training the {len(seeds)} seeds one by one',
-                          stacklevel=2)
+                          f'training {what}', stacklevel=2)
         return _fit_each(model_fn, per_seed, method, cfg, seeds, device,
                          loader,
                          ckpt_dir, resume, run_id, log_of, progress,
