@@ -48,7 +48,7 @@ class IRMMLP(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def forward(self, data) -> Tensor:
-        x = data.x.flatten(1).float()
+        x = data.x.flatten(1).to(self.lin1.weight.dtype)
         return F.relu(self.lin2(F.relu(self.lin1(x))))
 
     def __repr__(self) -> str:
@@ -87,7 +87,7 @@ class SmallCNN(nn.Module):
                 module.reset_parameters()
 
     def forward(self, data) -> Tensor:
-        return self.net(data.x.float())
+        return self.net(data.x.to(self.net[0].weight.dtype))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.input_shape}, '

@@ -36,7 +36,9 @@ Supported models: a linear head
 (:class:`~pyg_hma.models.tu_gin.GMixupGIN`); methods ERM, the HMA variants,
 IRM, V-REx, DropEdge and DropNode (each seed's batch thinned with its own
 generator, :func:`seed_inputs`) and M-Mixup (linear head; each seed's
-lambda and permutation from its own generator). Models or methods that cannot be batched (see
+lambda and permutation from its own generator); and Colored MNIST's MLP
+and CNN (:class:`~pyg_hma.train.stacked.ImageUnion`; IRM and V-REx read
+the dataset's environments there, as :func:`fit` does). Models or methods that cannot be batched (see
 :func:`seed_batch_support`) fall back to one :func:`fit` per seed, with one
 warning, and ``result.extra['seed_batch']`` says which path each result took.
 """
@@ -64,7 +66,8 @@ from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
                      score_epoch, seed_everything)
 from ..loader import as_batch, get_loader_factory
 from .metrics import compute_metric
-from .stacked import Noise, StackedModel, UnionBatch, unsupported_reason
+from .stacked import (Noise, StackedModel, UnionBatch, union_of,
+                      unsupported_reason)
 
 #: Bumped when the seed-batched random streams change.
 SEED_BATCH_VERSION = 1
@@ -135,7 +138,9 @@ def stacked_objective(objective: Objective, model: StackedModel,
     logits = model(data, noise)
     S, B = logits.shape[:2]
     E = objective.num_envs
-    env = noise.randint(E, B, logits.device)  # [S, B]
+    env = data.env  # [S, B]: the dataset's (Colored MNIST), or drawn
+    if env is None:
+        env = noise.randint(E, B, logits.device)
     lam = objective.hyperparameters_of(ctx).penalty_lambda(ctx.epoch)
     if isinstance(objective, IRM):
         scale = torch.ones(S, E, device=logits.device, requires_grad=True)
@@ -531,8 +536,8 @@ class _GroupTrainer:
             if n < 2:
                 skipped += 1
                 continue
-            data = UnionBatch(seed_inputs(self.objective, batches, noise,
-                                          ctx))
+            data = union_of(seed_inputs(self.objective, batches, noise,
+                                        ctx))
             loss, logits, extras = stacked_train_step(
                 stacked, data, self.objective, self.crit, ctx, noise,
                 optimizer, params, cfg.clip_grad_norm)

@@ -34,7 +34,10 @@ Supported: :class:`~pyg_hma.models.build.LinearClassifier` and
 :class:`~pyg_hma.HMAClassifier` (with or without momentum encoder) around a
 :class:`~pyg_hma.models.gnn.GNN` (GCN or GIN, with or without virtual node
 and OGB atom/bond encoders, any pooling, dropout, residual) or G-Mixup's
-GIN (:class:`~pyg_hma.models.tu_gin.GMixupGIN`, table 4); :data:`ENCODERS`
+GIN (:class:`~pyg_hma.models.tu_gin.GMixupGIN`, table 4), or Colored
+MNIST's :class:`~pyg_hma.models.mnist.IRMMLP` and
+:class:`~pyg_hma.models.mnist.SmallCNN` on image batches
+(:class:`ImageUnion`); :data:`ENCODERS`
 maps each encoder type to its stacked forward.
 :func:`unsupported_reason` says why a model is not.
 """
@@ -51,6 +54,7 @@ from torch_geometric.utils import scatter
 
 from ..models.build import LinearClassifier
 from ..models.gnn import GNN, POOLINGS, gcn_norm
+from ..models.mnist import IRMMLP, SmallCNN
 from ..models.tu_gin import GMixupGIN
 from ..nn import HMAClassifier, HMAReadout
 from ..nn.utils import nonfinite_rows
@@ -125,6 +129,7 @@ class UnionBatch:
                           + torch.from_numpy(graph_shift).to(device))
         self.batch = batch
         self.y = torch.stack([b.y for b in batches])
+        self.env = None  # graph datasets carry no environments
         self._gcn_norm = None
         self._adjacency: Dict[tuple, Tuple[Tensor, Tensor]] = {}
 
@@ -159,6 +164,31 @@ class UnionBatch:
             self._adjacency[key] = _adjacency_pair(
                 self.edge_index, self.S * self.size, values, x.dtype)
         return _SparseAggregate.apply(x, *self._adjacency[key])
+
+
+class ImageUnion:
+    r"""S batches of images (:class:`~pyg_hma.loader.TensorBatch`, one per
+    seed, with the same batch size :obj:`B`), stacked: :obj:`x`
+    ``[S, B, C, H, W]``, :obj:`y` ``[S, B, ...]``, :obj:`env` ``[S, B]`` (the
+    samples' environments, or ``None``)."""
+    def __init__(self, batches: Sequence):
+        self.S, self.B = len(batches), int(batches[0].num_graphs)
+        if any(int(b.num_graphs) != self.B for b in batches):
+            raise ValueError('seed-batched training needs batches of the '
+                             'same size for every seed')
+        self.x = torch.stack([b.x for b in batches])
+        self.y = torch.stack([b.y for b in batches])
+        self.env = (None if batches[0].env is None else
+                    torch.stack([b.env.view(-1).long() for b in batches]))
+
+
+def union_of(batches: Sequence):
+    r"""The S batches of a step as the stacked model reads them: a
+    :class:`UnionBatch` of graph batches or an :class:`ImageUnion` of image
+    batches."""
+    if getattr(batches[0], 'edge_index', None) is None:
+        return ImageUnion(batches)
+    return UnionBatch(batches)
 
 
 def _csr(index: Tensor, other: Tensor, values: Tensor, size: int) -> Tensor:
@@ -462,9 +492,63 @@ def gmixup_gin_forward(gin: GMixupGIN, P: Dict[str, Tensor], pre: str,
     return F.relu(linear(pooled, P[pre + 'lin.weight'], P[pre + 'lin.bias']))
 
 
+def mlp_forward(mlp: IRMMLP, P: Dict[str, Tensor], pre: str,
+                data: ImageUnion, noise: Noise, training: bool) -> Tensor:
+    r""":class:`~pyg_hma.models.mnist.IRMMLP` of every seed on its own
+    images: ``[S, B, hidden]``."""
+    x = data.x.flatten(2).to(P[pre + 'lin1.weight'].dtype)
+    x = F.relu(linear(x, P[pre + 'lin1.weight'], P[pre + 'lin1.bias']))
+    return F.relu(linear(x, P[pre + 'lin2.weight'], P[pre + 'lin2.bias']))
+
+
+def cnn_forward(cnn: SmallCNN, P: Dict[str, Tensor], pre: str,
+                data: ImageUnion, noise: Noise, training: bool) -> Tensor:
+    r""":class:`~pyg_hma.models.mnist.SmallCNN` of every seed on its own
+    images: ``[S, B, channels]``. The seeds are channel groups of one batch
+    ``[B, S * C, H, W]``: every convolution is one grouped convolution
+    (``groups=S``, seed ``s``'s filters on its own channels), and one
+    BatchNorm over the ``S * C`` channels is every seed's BatchNorm (images
+    need no padding)."""
+    S, B = data.S, data.B
+    x = data.x.to(P[pre + 'net.0.weight'].dtype)
+    x = x.transpose(0, 1).reshape(B, S * x.size(2), *x.shape[3:])
+    for i, module in enumerate(cnn.net):
+        m = f'{pre}net.{i}.'
+        if isinstance(module, nn.Conv2d):
+            w = P[m + 'weight']
+            x = F.conv2d(x, w.reshape(-1, *w.shape[2:]),
+                         P[m + 'bias'].reshape(-1), module.stride,
+                         module.padding, module.dilation, groups=S)
+        elif isinstance(module, nn.BatchNorm2d):
+            tracked = module.track_running_stats
+            if training and tracked:
+                P[m + 'num_batches_tracked'].add_(1)
+            x = F.batch_norm(
+                x, P[m + 'running_mean'].view(-1) if tracked else None,
+                P[m + 'running_var'].view(-1) if tracked else None,
+                P[m + 'weight'].reshape(-1), P[m + 'bias'].reshape(-1),
+                training or not tracked, module.momentum or 0.0,
+                module.eps)
+        elif isinstance(module, nn.ReLU):
+            x = F.relu(x)
+        elif isinstance(module, nn.MaxPool2d):
+            x = F.max_pool2d(x, module.kernel_size, module.stride,
+                             module.padding, module.dilation,
+                             ceil_mode=module.ceil_mode)
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            x = F.adaptive_avg_pool2d(x, module.output_size)
+        elif isinstance(module, nn.Flatten):
+            x = x.reshape(B, S, -1).transpose(0, 1)  # [S, B, d]
+        else:
+            raise NotImplementedError(
+                f'seed batching: {type(module).__name__} in SmallCNN')
+    return x
+
+
 #: The encoders :class:`StackedModel` can batch, with their stacked forward
 #: ``(encoder, P, prefix, data, noise, training) -> [S, B, d]``.
-ENCODERS = {GNN: gnn_forward, GMixupGIN: gmixup_gin_forward}
+ENCODERS = {GNN: gnn_forward, GMixupGIN: gmixup_gin_forward,
+            IRMMLP: mlp_forward, SmallCNN: cnn_forward}
 
 
 def encoder_forward(encoder: nn.Module, P: Dict[str, Tensor], pre: str,
