@@ -227,3 +227,44 @@ def test_momentum_encoder_shares_the_gcn_norm_of_its_batch():
     with torch.no_grad():
         expected = _per_layer_gcn(key_encoder, data)
     assert torch.equal(model.readout.queue_keys[:4], expected)
+
+
+@pytest.mark.parametrize('conv', ['gin', 'gcn'])
+def test_sparse_neighbour_sum_equals_scatter(conv, monkeypatch):
+    # On a CPU the layers without edge features sum their messages by a
+    # sparse matrix product (models.gnn.neighbour_sum); the outputs and
+    # gradients are those of PyG's gather and scatter.
+    from torch_geometric.utils import scatter
+    from pyg_hma.models import gnn as gnn_module
+    from pyg_hma.models.gnn import GNN
+    gen = torch.Generator().manual_seed(0)
+    graphs = []
+    for n in (5, 1, 8):
+        ei = torch.randint(0, n, (2, 3 * n), generator=gen)
+        graphs.append(Data(x=torch.randn(n, 4, generator=gen,
+                                         dtype=torch.float64),
+                           edge_index=ei))
+    batch = Batch.from_data_list(graphs)
+
+    def run():
+        torch.manual_seed(0)
+        model = GNN(4, hidden_channels=8, num_layers=3, conv=conv,
+                    dropout=0.0).double()
+        out = model(batch)
+        grads = torch.autograd.grad(out.square().sum(),
+                                    list(model.parameters()))
+        return out, grads
+
+    sparse_out, sparse_grads = run()
+
+    def scattered(x, edge_index, weight=None):
+        msg = x[edge_index[0]]
+        if weight is not None:
+            msg = weight.view(-1, 1) * msg
+        return scatter(msg, edge_index[1], 0, dim_size=x.size(0),
+                       reduce='sum')
+    monkeypatch.setattr(gnn_module, 'neighbour_sum', scattered)
+    out, grads = run()
+    torch.testing.assert_close(sparse_out, out, rtol=1e-12, atol=1e-12)
+    for a, b in zip(sparse_grads, grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -20,6 +20,7 @@ device.
 """
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Optional, Tuple
 
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import (MessagePassing, global_add_pool,
                                 global_max_pool, global_mean_pool)
-from torch_geometric.utils import degree
+from torch_geometric.utils import degree, scatter
 
 from .encoders import AtomEncoder, BondEncoder
 from .backbones import BACKBONES, BackboneSpec
@@ -132,6 +133,91 @@ def shared_gcn_norm(edge_index: Tensor, num_nodes: int,
     return result
 
 
+def _csr(index: Tensor, other: Tensor, values: Tensor, size: int) -> Tensor:
+    # The CSR matrix with values[e] at (index[e], other[e]); entries of a row
+    # keep their edge order (a stable sort), duplicates stay and add up.
+    order = torch.argsort(index, stable=True)
+    crow = index.new_zeros(size + 1)
+    torch.cumsum(torch.bincount(index, minlength=size), 0, out=crow[1:])
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter('ignore', UserWarning)
+        return torch.sparse_csr_tensor(crow, other[order], values[order],
+                                       (size, size), check_invariants=False)
+
+
+def adjacency(edge_index: Tensor, num_nodes: int, weight: Optional[Tensor],
+              dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    r"""``(A, A^T)`` as CSR matrices, :math:`A_{ij} = \sum_{e: j \to i}
+    w_e` (:math:`w = 1` when :obj:`weight` is ``None``)."""
+    row, col = edge_index
+    if weight is None:
+        weight = torch.ones(row.numel(), dtype=dtype, device=row.device)
+    return (_csr(col, row, weight, num_nodes),
+            _csr(row, col, weight, num_nodes))
+
+
+class _SparseNeighbourSum(torch.autograd.Function):
+    # A @ x, with the gradient A^T @ grad (A is constant).
+    @staticmethod
+    def forward(ctx, x: Tensor, adj: Tensor, adj_t: Tensor) -> Tensor:
+        ctx.adj_t = adj_t
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return ctx.adj_t @ grad, None, None
+
+
+# The last adjacency built: (weak references to its edge_index and weight,
+# the edge_index's version counter, num_nodes, dtype, (A, A^T)).
+_last_adjacency: Optional[tuple] = None
+
+
+def neighbour_sum(x: Tensor, edge_index: Tensor,
+                  weight: Optional[Tensor] = None) -> Tensor:
+    r"""Every node's sum of its in-neighbours' rows,
+    :math:`\mathbf{o}_i = \sum_{j \to i} w_{ji} \mathbf{x}_j` (PyG's
+    ``scatter(w * x[row], col, reduce='sum')``).
+
+    On a CPU, outside :func:`torch.compile`, this is a sparse matrix product
+    with the batch's CSR adjacency (and its transpose for the backward pass),
+    built once per batch: the last one is kept for the same
+    :obj:`edge_index` and :obj:`weight` objects, so every layer and the
+    momentum copy of an encoder reuse it (not kept in inference mode). On 3
+    layers of 32 NCI1-sized graphs that is about 2x cheaper than gathering
+    a row per edge and scattering it back, 6x on IMDB's dense graphs (see
+    ``docs/performance.md``). Each node adds its messages in edge order
+    either way; the float results agree to rounding. Elsewhere (a GPU,
+    compiled graphs, other dtypes, a :obj:`weight` that requires a
+    gradient) PyG's gather and scatter run."""
+    global _last_adjacency
+    num_nodes = x.size(0)
+    if (x.device.type != 'cpu' or torch.compiler.is_compiling()
+            or x.dtype not in (torch.float32, torch.float64)
+            or (weight is not None and weight.requires_grad)):
+        row, col = edge_index
+        msg = x.index_select(0, row)
+        if weight is not None:
+            msg = weight.view(-1, 1) * msg
+        return scatter(msg, col, 0, dim_size=num_nodes, reduce='sum')
+    cache = not (torch.is_inference_mode_enabled()
+                 or edge_index.is_inference())
+    entry = _last_adjacency if cache else None
+    if (entry is not None and entry[0]() is edge_index
+            and (entry[1] is None if weight is None
+                 else entry[1] is not None and entry[1]() is weight)
+            and entry[2:5] == (edge_index._version, num_nodes, x.dtype)):
+        pair = entry[5]
+    else:
+        pair = adjacency(edge_index, num_nodes, weight, x.dtype)
+        if cache:
+            _last_adjacency = (
+                weakref.ref(edge_index),
+                None if weight is None else weakref.ref(weight),
+                edge_index._version, num_nodes, x.dtype, pair)
+    return _SparseNeighbourSum.apply(x, *pair)
+
+
 class GINConv(MessagePassing):
     r"""OGB's GIN layer: :math:`\mathrm{MLP}((1 + \epsilon)\mathbf{x}_i +
     \sum_{j} \mathrm{ReLU}(\mathbf{x}_j + \mathbf{e}_{ji}))`, with
@@ -153,9 +239,11 @@ class GINConv(MessagePassing):
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
                 node_mask: Optional[Tensor] = None) -> Tensor:
-        edge_emb = (self.edge_encoder(edge_attr)
-                    if self.edge_encoder is not None else None)
-        out = self.propagate(edge_index, x=x, edge_emb=edge_emb)
+        if self.edge_encoder is None:  # relu(x[row]) is relu(x)[row]
+            out = neighbour_sum(F.relu(x), edge_index)
+        else:
+            out = self.propagate(edge_index, x=x,
+                                 edge_emb=self.edge_encoder(edge_attr))
         return _sequential(self.mlp, (1 + self.eps) * x + out, node_mask)
 
     def message(self, x_j: Tensor, edge_emb: Optional[Tensor]) -> Tensor:
@@ -187,11 +275,14 @@ class GCNConv(MessagePassing):
         not given (:class:`GNN` computes it once for all its layers)."""
         # `node_mask` is accepted for a uniform call; GCN has no BatchNorm.
         x = self.linear(x)
-        edge_emb = (self.edge_encoder(edge_attr)
-                    if self.edge_encoder is not None else None)
         deg, norm = (gcn_norm(edge_index, x.size(0), x.dtype)
                      if norm is None else norm)
-        out = self.propagate(edge_index, x=x, edge_emb=edge_emb, norm=norm)
+        if self.edge_encoder is None:  # relu(x[row]) is relu(x)[row]
+            out = neighbour_sum(F.relu(x), edge_index, norm)
+        else:
+            out = self.propagate(edge_index, x=x,
+                                 edge_emb=self.edge_encoder(edge_attr),
+                                 norm=norm)
         return out + F.relu(x + self.root_emb.weight) / deg.view(-1, 1)
 
     def message(self, x_j: Tensor, edge_emb: Optional[Tensor],

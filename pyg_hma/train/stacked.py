@@ -43,7 +43,6 @@ maps each encoder type to its stacked forward.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,7 +52,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from ..models.build import LinearClassifier
-from ..models.gnn import GNN, POOLINGS, gcn_norm
+from ..models.gnn import GNN, POOLINGS, gcn_norm, neighbour_sum
 from ..models.mnist import IRMMLP, SmallCNN
 from ..models.tu_gin import GMixupGIN
 from ..nn import HMAClassifier, HMAReadout
@@ -131,7 +130,6 @@ class UnionBatch:
         self.y = torch.stack([b.y for b in batches])
         self.env = None  # graph datasets carry no environments
         self._gcn_norm = None
-        self._adjacency: Dict[tuple, Tuple[Tensor, Tensor]] = {}
 
     @property
     def edge_seed(self) -> Tensor:
@@ -148,22 +146,13 @@ class UnionBatch:
 
     def aggregate(self, x: Tensor, weighting: str) -> Tensor:
         r"""The sum over every node's incoming edges of its sources' rows
-        of :obj:`x` ``[S * N_max, d]``: :math:`\sum_{j \to i} w_{ji}
-        \mathbf{x}_j`, with :math:`w = 1` (:obj:`weighting="sum"`, GIN) or
-        OGB's GCN normalisation (:obj:`"gcn"`). The same sum as PyG's
-        ``scatter(x[row] * w, col)`` (each node adds its messages in edge
-        order), as one sparse matrix product: several times cheaper on a CPU
-        than gathering a row per edge and scattering it back, and the
-        matrices are built once per batch (every layer, and the momentum
-        encoder, reuse them)."""
-        key = (weighting, x.dtype)
-        if key not in self._adjacency:
-            values = None
-            if weighting == 'gcn':
-                values = self.gcn_norm(x.dtype)[1]
-            self._adjacency[key] = _adjacency_pair(
-                self.edge_index, self.S * self.size, values, x.dtype)
-        return _SparseAggregate.apply(x, *self._adjacency[key])
+        of :obj:`x` ``[S * N_max, d]``, with weight 1
+        (:obj:`weighting="sum"`, GIN) or OGB's GCN normalisation
+        (:obj:`"gcn"`): :func:`~pyg_hma.models.gnn.neighbour_sum` on the
+        union (a sparse matrix product on a CPU, its adjacency built once
+        per batch and reused by every layer and the momentum encoder)."""
+        weight = self.gcn_norm(x.dtype)[1] if weighting == 'gcn' else None
+        return neighbour_sum(x, self.edge_index, weight)
 
 
 class ImageUnion:
@@ -189,39 +178,6 @@ def union_of(batches: Sequence):
     if getattr(batches[0], 'edge_index', None) is None:
         return ImageUnion(batches)
     return UnionBatch(batches)
-
-
-def _csr(index: Tensor, other: Tensor, values: Tensor, size: int) -> Tensor:
-    # The CSR matrix with values[e] at (index[e], other[e]); entries of a row
-    # keep their edge order (a stable sort), duplicates stay and add up.
-    order = torch.argsort(index, stable=True)
-    crow = index.new_zeros(size + 1)
-    torch.cumsum(torch.bincount(index, minlength=size), 0, out=crow[1:])
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter('ignore', UserWarning)
-        return torch.sparse_csr_tensor(crow, other[order], values[order],
-                                       (size, size), check_invariants=False)
-
-
-def _adjacency_pair(edge_index: Tensor, size: int, values: Optional[Tensor],
-                    dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-    # (A, A^T) with A[i, j] = w_ji summed over the edges j -> i.
-    row, col = edge_index
-    if values is None:
-        values = torch.ones(row.numel(), dtype=dtype, device=row.device)
-    return _csr(col, row, values, size), _csr(row, col, values, size)
-
-
-class _SparseAggregate(torch.autograd.Function):
-    # A @ x, with the gradient A^T @ grad (A itself is constant).
-    @staticmethod
-    def forward(ctx, x: Tensor, adj: Tensor, adj_t: Tensor) -> Tensor:
-        ctx.adj_t = adj_t
-        return adj @ x
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return ctx.adj_t @ grad, None, None
 
 
 # --------------------------------------------------------------------------
