@@ -181,8 +181,16 @@ class Objective:
             return self.hyperparameters()
         return ctx.hyperparameters
 
+    def transform(self, batch, ctx: StepContext,
+                  generator: Optional[torch.Generator] = None):
+        r"""The batch as this objective trains on it: the batch itself
+        (DropEdge and DropNode thin it, drawing from :obj:`generator`, the
+        global RNG when ``None``)."""
+        return batch
+
     def __call__(self, model: nn.Module, batch, crit: Criterion,
                  ctx: StepContext) -> Tuple[Tensor, Tensor, Extras]:
+        batch = self.transform(batch, ctx)
         logits = model(batch, y=crit.tokens(batch.y))
         return crit.mean(logits, batch.y), logits, {}
 
@@ -277,9 +285,6 @@ class DropEdge(Objective):
             out.edge_attr = batch.edge_attr[edge_id]
         return out
 
-    def __call__(self, model, batch, crit, ctx):
-        return super().__call__(model, self.transform(batch, ctx), crit, ctx)
-
 
 class DropNode(Objective):
     name = 'dropnode'
@@ -309,9 +314,6 @@ class DropNode(Objective):
         if getattr(batch, 'edge_attr', None) is not None:
             out.edge_attr = batch.edge_attr[edge_mask]
         return out
-
-    def __call__(self, model, batch, crit, ctx):
-        return super().__call__(model, self.transform(batch, ctx), crit, ctx)
 
 
 class ManifoldMixup(Objective):

@@ -38,7 +38,8 @@ IRM, V-REx, DropEdge and DropNode (each seed's batch thinned with its own
 generator, :func:`seed_inputs`) and M-Mixup (linear head; each seed's
 lambda and permutation from its own generator); and Colored MNIST's MLP
 and CNN (:class:`~pyg_hma.train.stacked.ImageUnion`; IRM and V-REx read
-the dataset's environments there, as :func:`fit` does). Models or methods that cannot be batched (see
+the dataset's environments there, as :func:`fit` does). Models or methods
+that cannot be batched (see
 :func:`seed_batch_support`) fall back to one :func:`fit` per seed, with one
 warning, and ``result.extra['seed_batch']`` says which path each result took.
 """
@@ -88,14 +89,11 @@ def seed_batch_support(model: nn.Module, method: str) -> Optional[str]:
 
 def seed_inputs(objective: Objective, batches: Sequence, noise: Noise,
                 ctx: StepContext) -> List:
-    r"""Every seed's training batch as :obj:`objective` trains on it:
-    DropEdge and DropNode (their ``transform``) drop edges or nodes of seed
-    ``s``'s batch with seed ``s``'s generator; other objectives take the
-    batches as they are."""
-    if isinstance(objective, (DropEdge, DropNode)):
-        return [objective.transform(batch, ctx, generator)
-                for batch, generator in zip(batches, noise.generators)]
-    return list(batches)
+    r"""Every seed's training batch as :obj:`objective` trains on it
+    (:meth:`Objective.transform <pyg_hma.methods.Objective.transform>` with
+    seed ``s``'s generator: DropEdge and DropNode thin it)."""
+    return [objective.transform(batch, ctx, generator)
+            for batch, generator in zip(batches, noise.generators)]
 
 
 def noise_seed(seed: int, epoch: int) -> int:

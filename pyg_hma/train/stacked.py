@@ -239,7 +239,7 @@ class Noise:
                             for g in self.generators])
 
 
-def masked_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
+def seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
                       bn: nn.BatchNorm1d, rows: Sequence[int],
                       training: bool) -> Tensor:
     r"""BatchNorm of every seed over its real rows: :obj:`x` ``[S, N, C]``,
@@ -333,10 +333,10 @@ def _virtual_node_update(gnn: GNN, P: Dict[str, Tensor], pre: str, i: int,
     mlp, m = gnn.vn_mlps[i], f'{pre}vn_mlps.{i}.'
     rows = [B] * S
     z = linear(vn_in, P[m + '0.weight'], P[m + '0.bias'])
-    z = F.relu(masked_batch_norm(z, P, m + '1.', mlp[1], rows,
+    z = F.relu(seed_batch_norm(z, P, m + '1.', mlp[1], rows,
                                  training))
     z = linear(z, P[m + '3.weight'], P[m + '3.bias'])
-    z = F.relu(masked_batch_norm(z, P, m + '4.', mlp[4], rows,
+    z = F.relu(seed_batch_norm(z, P, m + '4.', mlp[4], rows,
                                  training))
     if training:
         z = noise.dropout(z, gnn.dropout)
@@ -390,11 +390,11 @@ def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
             z = (1 + P[c + 'eps']).view(S, 1, 1) * h + out.view(S, N, d)
             mlp = gnn.convs[i].mlp
             z = linear(z, P[c + 'mlp.0.weight'], P[c + 'mlp.0.bias'])
-            z = masked_batch_norm(z, P, c + 'mlp.1.', mlp[1],
+            z = seed_batch_norm(z, P, c + 'mlp.1.', mlp[1],
                                   data.num_nodes, training)
             z = F.relu(z)
             h = linear(z, P[c + 'mlp.3.weight'], P[c + 'mlp.3.bias'])
-        h = masked_batch_norm(h, P, f'{pre}norms.{i}.', gnn.norms[i],
+        h = seed_batch_norm(h, P, f'{pre}norms.{i}.', gnn.norms[i],
                               data.num_nodes, training)
         if i < gnn.num_layers - 1:
             h = F.relu(h)
@@ -438,7 +438,7 @@ def gmixup_gin_forward(gin: GMixupGIN, P: Dict[str, Tensor], pre: str,
         z = out.view(S, N, d) + (1 + P[c + 'eps']).view(S, 1, 1) * h
         z = F.relu(linear(z, P[c + 'nn.0.weight'], P[c + 'nn.0.bias']))
         z = linear(z, P[c + 'nn.2.weight'], P[c + 'nn.2.bias'])
-        h = masked_batch_norm(F.relu(z), P, f'{pre}norms.{i}.',
+        h = seed_batch_norm(F.relu(z), P, f'{pre}norms.{i}.',
                               gin.norms[i], data.num_nodes,
                               training)
     d = h.size(-1)
