@@ -11,7 +11,8 @@ from torch.utils.data import TensorDataset
 from pyg_hma.methods import METHODS, MethodSpec, Objective
 from pyg_hma.models import build_model
 from pyg_hma.train import TrainConfig, fit
-from pyg_hma.train.seed_batch import fit_seeds, seed_batch_support
+from pyg_hma.train.seed_batch import (CPU_GROUP_ELEMENTS, fit_seeds,
+                                      seed_batch_support, seed_group_limit)
 
 from pyg_hma.data.registry import DatasetSplits
 
@@ -216,6 +217,44 @@ def test_seed_run_does_not_depend_on_its_group(proteins, float64, method):
     assert_same_run(a, c, 1e-8)
     if method == 'irm':
         assert all('penalty' in h for h in a.history)
+
+
+def test_group_size_sets_the_speed_only(proteins, float64, tmp_path):
+    # Three seeds in groups of at most two: seeds 0 and 1 train as one
+    # model, then seed 2 alone, and every run is the one it has in a group
+    # of three. Each seed's log says which seeds shared its model.
+    splits = as_float64(proteins)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2)
+    model_fn = factory(splits, 'gcn', 'hma', dropout=0.3, hma_dropout=0.1)
+    together = fit_seeds(model_fn, splits, 'hma', cfg, seeds=[0, 1, 2],
+                         group_size=3)
+    split = fit_seeds(model_fn, splits, 'hma', cfg, seeds=[0, 1, 2],
+                      group_size=2, log_dir=tmp_path)
+    for a, b in zip(together, split):
+        assert_same_run(a, b, 1e-8)
+    assert [r.extra['seed_batch_group'] for r in split] == [2, 2, 2]
+    assert 'seeds 0, 1 train as one model' in (
+        tmp_path / 'seed1.log').read_text()
+    assert 'seeds 2 train as one model' in (tmp_path / 'seed2.log').read_text()
+    with pytest.raises(ValueError, match='group_size must be at least 1'):
+        fit_seeds(model_fn, splits, 'hma', cfg, seeds=[0], group_size=0)
+
+
+def test_seed_group_limit_follows_the_batch_size(proteins):
+    # On a CPU the default group shrinks as batches grow (one activation of
+    # the group within CPU_GROUP_ELEMENTS) and never below one seed; on a
+    # GPU, and for images, there is no limit.
+    model = factory(proteins, 'gcn', 'erm')()  # width 16
+    nodes = sum(int(g.num_nodes) for g in proteins.train) / len(
+        proteins.train)
+    for batch_size in (32, 256, 10**6):
+        want = max(1, int(CPU_GROUP_ELEMENTS // (nodes * batch_size * 16)))
+        assert seed_group_limit(model, proteins.train, batch_size,
+                                'cpu') == want
+    assert seed_group_limit(model, proteins.train, 10**6, 'cpu') == 1
+    assert seed_group_limit(model, proteins.train, 32, 'cpu') > 10
+    assert seed_group_limit(model, proteins.train, 32, 'cuda') is None
+    assert seed_group_limit(model, image_splits().train, 32, 'cpu') is None
 
 
 def test_resume_of_an_interrupted_group(proteins, tmp_path):
@@ -462,3 +501,28 @@ def test_image_nets_equal_sequential_runs(tmp_path, float64, backbone,
     batched = group_equals_runs(model_fn, splits, method, cfg, tmp_path)
     if method == 'irm':
         assert all('penalty' in h for h in batched[0].history)
+
+
+# The device check (PYG_HMA_TEST_DEVICE=cuda on a GPU machine,
+# benchmarks/gpu_check.sh; the CPU otherwise): on the device, a group
+# without dropout trains each seed as fit does there (the stacked layers'
+# device code: PyG's scatter instead of the CPU's sparse product, dropout by
+# bernoulli_), and with dropout a seed's run does not depend on its group.
+@pytest.mark.parametrize('method', ['erm', 'hma'])
+def test_seed_batch_on_device(proteins, float64, tmp_path, method,
+                              test_device):
+    splits = as_float64(proteins)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, clip_grad_norm=1.0)
+    model_fn = factory(splits, 'gcn', method)
+    alone = [fit(model_fn, splits, method, cfg, seed=s, device=test_device)
+             for s in (0, 1)]
+    group = fit_seeds(model_fn, splits, method, cfg, seeds=[0, 1],
+                      device=test_device, fallback='raise')
+    for a, b in zip(alone, group):
+        assert_same_run(a, b, 1e-6)
+    noisy = factory(splits, 'gcn', method, dropout=0.3, hma_dropout=0.1)
+    a = fit_seeds(noisy, splits, method, cfg, seeds=[1, 3],
+                  device=test_device)[1]
+    b = fit_seeds(noisy, splits, method, cfg, seeds=[3, 5],
+                  device=test_device)[0]
+    assert_same_run(a, b, 1e-8)

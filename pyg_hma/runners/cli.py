@@ -197,9 +197,11 @@ def build_parser(runner: str, protocols: Mapping[str, DatasetProtocol],
                    'the GPU Ray gives them)')
     p.add_argument('--seed-batch', type=int, default=None, metavar='N',
                    help='train up to N seeds of a method as one seed-batched '
-                   'model (pyg_hma.train.fit_seeds; GCN/GIN with ERM, the '
-                   'HMA variants, IRM and V-REx; others fall back to one by '
-                   f'one). Default: groups of up to {DEFAULT_SEED_BATCH} '
+                   'model (pyg_hma.train.fit_seeds; every backbone and '
+                   'method of the protocols; others fall back to one by '
+                   f'one). Default: groups of up to {DEFAULT_SEED_BATCH}, '
+                   'on a CPU fewer where large batches would make a group '
+                   'slower (pyg_hma.train.seed_batch.seed_group_limit) '
                    '(one run at a time with --ddp, --pad or --compile, which '
                    'do not combine with it yet). --seed-batch 1: one run at '
                    'a time, as before. Seed-batched runs draw dropout from '

@@ -16,7 +16,11 @@ carry a leading seed dimension takes one step for all seeds at once (see
   own :class:`~pyg_hma.train.FitResult`.
 
 A seed that stops early leaves the group (its result is final) and the
-others continue as a smaller group.
+others continue as a smaller group. On a CPU, seeds whose batches are large
+train in several smaller groups, one after the other
+(:func:`seed_group_limit`): past a few MB per activation a stacked step
+costs more than its seeds' steps alone. Each seed's log says which seeds
+shared its model.
 
 Randomness: :func:`fit` draws dropout masks and IRM/V-REx environments from
 the global torch RNG, which S interleaved seeds cannot reproduce. Here every
@@ -72,6 +76,38 @@ from .stacked import (Noise, StackedModel, UnionBatch, union_of,
 
 #: Bumped when the seed-batched random streams change.
 SEED_BATCH_VERSION = 1
+
+#: On a CPU, seeds trained as one model gain while one activation of the
+#: whole group (``[S, nodes per batch, width]``) stays within this many
+#: elements (4 MB in float32); past it the group's tensors leave the
+#: caches and a step costs more than S steps alone. Measured per model-step,
+#: batched vs sequential (``benchmarks/speed.py --seed-batch``, one thread,
+#: ``docs/performance.md``): NCI1 GCN, 0.3 M elements at S = 10: 2.0x;
+#: IMDB-BINARY GIN, 1.3 M at S = 8: 1.4x (1.4x at S = 1 too); DD GCN,
+#: 1.2 M at S = 4: 1.0x, 2.9 M at S = 10: 0.86x; REDDIT-BINARY GIN, 14 M
+#: at S = 4: 0.5-0.7x.
+CPU_GROUP_ELEMENTS = 1_000_000
+
+
+def seed_group_limit(model: nn.Module, train, batch_size: int,
+                     device: Any) -> Optional[int]:
+    r"""How many seeds :func:`fit_seeds` trains as one model by default:
+    on a CPU, as many as keep one activation of the group, ``S x`` (mean
+    nodes of a training batch) ``x`` (the encoder's width), within
+    :data:`CPU_GROUP_ELEMENTS` (at least one); ``None`` (no limit) on
+    other devices and for samples that are not graphs. The mean is taken
+    over the first 1000 training graphs."""
+    if torch.device(device).type != 'cpu' or len(train) == 0:
+        return None
+    sample = [train[i] for i in range(min(len(train), 1000))]
+    if getattr(sample[0], 'edge_index', None) is None:
+        return None
+    width = getattr(getattr(model, 'encoder', model), 'out_channels', None)
+    if not width:
+        return None
+    nodes = sum(int(g.num_nodes) for g in sample) / len(sample)
+    per_seed = nodes * batch_size * int(width)
+    return max(1, int(CPU_GROUP_ELEMENTS // max(per_seed, 1.0)))
 
 
 def seed_batch_support(model: nn.Module, method: str) -> Optional[str]:
@@ -305,7 +341,8 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
               callbacks: Sequence[Callable[[int, int, dict], None]] = (),
               compare_eval_modes: bool = False,
               fallback: str = 'warn',
-              hyperparameters: Optional[Mapping[str, Any]] = None
+              hyperparameters: Optional[Mapping[str, Any]] = None,
+              group_size: Optional[int] = None
               ) -> List[FitResult]:
     r"""Trains one run per seed of :obj:`seeds`, all at once (see the module
     docstring), and returns their :class:`~pyg_hma.train.FitResult` in the
@@ -337,6 +374,8 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f'seeds must be distinct and non-empty (got '
                          f'{seeds})')
+    if group_size is not None and group_size < 1:
+        raise ValueError(f'group_size must be at least 1 (got {group_size})')
     if fallback not in ('warn', 'silent', 'raise'):
         raise ValueError(f"fallback must be 'warn', 'silent' or 'raise' "
                          f"(got '{fallback}')")
@@ -418,6 +457,10 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             run.logger.line(f'resumed from the checkpoint after epoch '
                             f'{run.resumed_from - 1}')
 
+    if group_size is None:
+        group_size = seed_group_limit(runs[0].model, per_seed[0].train,
+                                      cfg.batch_size, device)
+    group_size = min(group_size or len(seeds), len(seeds))
     trainer = _GroupTrainer(per_seed[0], method, cfg, device, callbacks,
                             compare_eval_modes,
                             method_hyperparameters(method,
@@ -429,6 +472,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
                 break
             first = min(r.next_epoch for r in active)
             group = [r for r in active if r.next_epoch == first]
+            group = group[:group_size]  # the rest follow as their own
             later = [r.next_epoch for r in active if r.next_epoch > first]
             # Seeds left behind (an interrupted write) catch up first.
             until = min(later) - 1 if later else cfg.epochs
@@ -436,7 +480,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     finally:
         for run in runs:
             run.logger.close()
-    return [run.result(num_parameters, len(seeds)) for run in runs]
+    return [run.result(num_parameters, group_size) for run in runs]
 
 
 class _GroupTrainer:
@@ -468,6 +512,10 @@ class _GroupTrainer:
                 scheduler.load_state_dict(group[0].scheduler_state)
         noise = Noise([r.noise for r in group])
         epoch = group[0].next_epoch
+        names = ', '.join(str(r.seed) for r in group)
+        for r in group:
+            r.logger.line(f'from epoch {epoch}: seeds {names} train as '
+                          f'one model')
         while epoch <= until:
             tic = time.perf_counter()
             for r in group:
@@ -587,6 +635,7 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
     return results
 
 
-__all__ = ['fit_seeds', 'seed_batch_support', 'seed_inputs', 'noise_seed',
+__all__ = ['fit_seeds', 'seed_batch_support', 'seed_group_limit',
+           'CPU_GROUP_ELEMENTS', 'seed_inputs', 'noise_seed',
            'SEED_BATCH_VERSION', 'clip_per_seed', 'stacked_objective',
            'stacked_train_step']
