@@ -114,7 +114,7 @@ checks() {  # checks CAP_S NAME: tests/*::*_on_device with PYG_HMA_TEST_DEVICE
 #    graphs included), the device loader's batches equal PyG's, and
 #    seed-batched training equals fit there (its CUDA code: scatter,
 #    bernoulli_ per seed).
-checks 90 device_checks
+checks 120 device_checks
 # 2. Seed batching (issue 14): OGB's GIN 5x300 on ogbg-molbace, 1, 4 and 10
 #    seeds as one model against as many models stepped one after the other,
 #    ms per model-step. Target: >= 4x at S = 10.
@@ -130,7 +130,7 @@ table 180 molbace_table --method erm hma --seeds 10 --jobs 2
 #    (HMA/ERM per epoch on the static path: target <= 1.10).
 #    Eval throughput is left out (measured in the first GPU session; on the
 #    static path it would time compilation).
-bench 200 molhiv_gin ogbg-molhiv GIN --paths pyg fast static \
+bench 170 molhiv_gin ogbg-molhiv GIN --paths pyg fast static \
     --methods erm hma --steps 150 --warmup 40 --epochs 1 --eval-repeats 0
 
 echo

@@ -27,7 +27,9 @@ HMA inference modes (``batch`` and ``independent``) and peak memory (CUDA's
 (:func:`pyg_hma.train.fit_seeds`' step): groups of S = 1, 4 and N seeds as
 one stacked model against S single-seed models stepped one after the other,
 interleaved, for ERM and HMA; it prints ms per model-step and the
-throughput ratio (sequential / batched).
+throughput ratio (sequential / batched). Graph datasets and Colored MNIST
+(``--dataset CMNIST --backbone mlp``, ``--dataset CMNIST-28 --backbone
+cnn``).
 
 Examples::
 
@@ -39,7 +41,7 @@ Examples::
     python benchmarks/speed.py --dataset NCI1 --backbone GCN --seed-batch 10
 
 ``--synthetic`` draws random graphs with the dataset's feature schema and
-size statistics; ``--exported DIR`` reads splits written by ``python -m
+size statistics (random images for Colored MNIST); ``--exported DIR`` reads splits written by ``python -m
 pyg_hma.data export`` (no ogb or RDKit needed). ``hma-online-keys`` is a
 diagnostic row, not a paper method: HMA without its momentum encoder
 (``momentum=None``: the queue receives the online embeddings). A run
@@ -66,6 +68,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
+from torch.utils.data import TensorDataset
 
 from pyg_hma.data import DatasetSplits, load_dataset
 from pyg_hma.files import atomic_path
@@ -80,7 +83,7 @@ from pyg_hma.train.engine import (COMPILE_MODES, TrainConfig, compile_model,
 from pyg_hma.train.metrics import compute_metric
 from pyg_hma.train.runner_scripts import runner_protocols
 from pyg_hma.train.seed_batch import seed_batch_support, stacked_train_step
-from pyg_hma.train.stacked import Noise, StackedModel, UnionBatch
+from pyg_hma.train.stacked import Noise, StackedModel, union_of
 
 PROTOCOLS = {name: protocol for name, (runner, protocol)
              in runner_protocols(Path(__file__).resolve().parent).items()}
@@ -110,17 +113,28 @@ SHAPES = {
     'DD': ('onehot', 89, 2, 'mcc', 535, 59, 284.3, 5.03),
     'Graph-SST5': ('dense', 384, 5, 'accuracy', 5905, 1186, 11.8, 1.83),
     'Graph-Twitter': ('dense', 384, 3, 'accuracy', 4998, 624, 21.1, 1.9),
+    # Images: 2 x 14 x 14 and 2 x 28 x 28 (no nodes or edges).
+    'CMNIST': ('image', 392, 2, 'accuracy', 45000, 5000, 0, 0),
+    'CMNIST-28': ('image', 1568, 2, 'accuracy', 45000, 5000, 0, 0),
 }
 
 
 # Data ########################################################################
 
-def synthetic_graphs(name: str, num_graphs: int, seed: int) -> List[Data]:
+def synthetic_graphs(name: str, num_graphs: int, seed: int):
     r"""Random graphs shaped like dataset :obj:`name` (:data:`SHAPES`): a
     random tree plus extra edges (both directions stored), node counts
-    around the dataset's mean, its feature schema and label format."""
+    around the dataset's mean, its feature schema and label format (a list
+    of ``Data``); for an image dataset, random images with labels and
+    environments (a ``TensorDataset``)."""
     schema, features, classes, _, _, _, avg_nodes, per_node = SHAPES[name]
     gen = torch.Generator().manual_seed(seed)
+    if schema == 'image':  # Colored MNIST's (x, y, env) samples
+        side = int(round((features / 2) ** 0.5))
+        return TensorDataset(
+            torch.rand(num_graphs, 2, side, side, generator=gen),
+            torch.randint(0, 2, (num_graphs, ), generator=gen),
+            torch.randint(0, 2, (num_graphs, ), generator=gen))
     extra = max(per_node / 2 - 1, 0.0)  # undirected edges beyond the tree
     sizes = (torch.poisson(torch.full((num_graphs, ), avg_nodes - 2),
                            generator=gen) + 2).long().tolist()
@@ -164,7 +178,10 @@ def load_splits(args) -> DatasetSplits:
         val = synthetic_graphs(args.dataset, min(val, eval_limit or val),
                                args.seed + 1)
         return DatasetSplits(args.dataset, train, val, val, features,
-                             classes, metric, info={'source': 'synthetic'})
+                             classes, metric,
+                             task='image' if isinstance(
+                                 train, TensorDataset) else 'graph',
+                             info={'source': 'synthetic'})
     splits = load_dataset(args.dataset, root=args.root, seed=args.seed,
                           exported=args.exported,
                           **PROTOCOLS[args.dataset].dataset_kwargs)
@@ -205,11 +222,13 @@ class Loaders:
         return PaddedLoader(loader, *self.pad) if path == 'static' else loader
 
 
-def endless(loader):
-    r"""Batches of :obj:`loader`, epoch after epoch, without those of one
-    graph (which ``train_epoch`` skips too: BatchNorm needs two)."""
+def endless(loader, device):
+    r"""Batches of :obj:`loader` on :obj:`device` (image samples as a
+    :class:`~pyg_hma.loader.TensorBatch`), epoch after epoch, without those
+    of one sample (which ``train_epoch`` skips too: BatchNorm needs two)."""
     while True:
         for batch in loader:
+            batch = as_batch(batch, device)
             if batch.num_graphs >= 2:
                 yield batch
 
@@ -232,11 +251,11 @@ def build(bench: Bench, method: str, seed: int) -> torch.nn.Module:
     input checks, as the engine runs it), on the device."""
     torch.manual_seed(seed)  # every method starts from the same backbone
     splits, proto = bench.splits, bench.protocol
-    tasks = int(splits.train[0].y.numel())
     return build_model(
         bench.backbone, registered(method),
         num_classes=splits.num_classes, num_features=splits.num_features,
-        out_channels=tasks if bench.cfg.loss == 'bce' else None,
+        input_shape=splits.input_shape,
+        out_channels=splits.num_tasks if bench.cfg.loss == 'bce' else None,
         backbone_kwargs=proto.backbone_kwargs,
         hma_kwargs={**proto.hma, 'check_inputs': False},
         momentum=None if method == ONLINE_KEYS else proto.momentum,
@@ -271,7 +290,7 @@ class Trainer:
         self.crit = Criterion(cfg.loss)
         self.ctx = StepContext(1)  # ERM and HMA: no hyperparameters
         self.loader = bench.loaders(path, seed)
-        self.batches = endless(self.loader)
+        self.batches = endless(self.loader, bench.device)
         self.loss_sum = torch.zeros((), device=bench.device)
 
     def step(self):
@@ -476,7 +495,7 @@ def time_seed_batches(args, bench: Bench, report: dict) -> None:
                                    weight_decay=cfg.weight_decay)
             noise = Noise([torch.Generator(device).manual_seed(s)
                            for s in seeds])
-            full = [(b for b in endless(bench.loaders(path, 100 + s))
+            full = [(b for b in endless(bench.loaders(path, 100 + s), device)
                      if b.num_graphs == cfg.batch_size) for s in seeds]
             for t in sequential:  # the same full-batch rule
                 t.batches = (b for b in t.batches
@@ -484,8 +503,7 @@ def time_seed_batches(args, bench: Bench, report: dict) -> None:
             first = sequential[0]
 
             def batched_step():
-                data = UnionBatch([as_batch(next(it), device)
-                                   for it in full])
+                data = union_of([next(it) for it in full])
                 stacked_train_step(stacked, data, first.objective,
                                    first.crit, first.ctx, noise, optimizer,
                                    params, cfg.clip_grad_norm)

@@ -85,3 +85,17 @@ def test_seed_batch_mode_reports_throughput_ratios(tmp_path):
         assert set(ratios[method]) == {'1', '2'}  # S = 1 and 2
         assert all(r > 0 for r in ratios[method].values())
     assert 'ms/model-step' in run.stdout
+
+
+@pytest.mark.parametrize('dataset,backbone', [('CMNIST', 'mlp'),
+                                              ('CMNIST-28', 'cnn')])
+def test_seed_batch_mode_on_images(tmp_path, dataset, backbone):
+    # Colored MNIST's nets (synthetic images with environments): the image
+    # unions of seed batching, and the runner's model for image inputs.
+    run = speed('--quick', '--synthetic', '--dataset', dataset,
+                '--backbone', backbone, '--threads', '1', '--seed-batch', '2',
+                '--methods', 'erm', '--out', str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    report = json.loads(
+        (tmp_path / f'seed_batch-{dataset}-{backbone}.json').read_text())
+    assert set(report['seed_batch']['throughput_ratio']['erm']) == {'1', '2'}

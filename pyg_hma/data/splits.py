@@ -3,7 +3,7 @@ loader returns and every runner reads."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 
 @dataclass
@@ -38,6 +38,21 @@ class DatasetSplits:
     @property
     def tests(self) -> Dict[str, Any]:
         return self.test if isinstance(self.test, dict) else {'test': self.test}
+
+    @property
+    def num_tasks(self) -> int:
+        r"""Labels per sample (1 for single-label classification; OGB's
+        multi-task molecule sets have more)."""
+        sample = self.train[0]
+        y = sample[1] if isinstance(sample, (tuple, list)) else sample.y
+        return int(y.numel())
+
+    @property
+    def input_shape(self) -> Optional[Tuple[int, ...]]:
+        r"""The shape of one image (``task == 'image'``), else ``None``."""
+        if self.task != 'image':
+            return None
+        return tuple(int(s) for s in self.train[0][0].shape)
 
     def sizes(self) -> Dict[str, int]:
         out = {'train': len(self.train), 'val': len(self.val)}

@@ -249,7 +249,7 @@ def _fit_group(jobs, splits, model_fn, curves):
 
 def _model_for(job: Job, splits):
     r"""``(model_fn, what it builds)`` of a run on :obj:`splits`."""
-    num_tasks = _num_tasks(splits)
+    num_tasks = splits.num_tasks
     if job.cfg.loss == 'ce' and num_tasks != 1:
         raise ValueError(f'{job.dataset}: cross entropy needs one label per '
                          f'sample, found {num_tasks}')
@@ -258,7 +258,7 @@ def _model_for(job: Job, splits):
                          f'HMA supports single-task classification only')
     built = dict(
         out_channels=num_tasks if job.cfg.loss == 'bce' else None,
-        input_shape=_input_shape(splits),
+        input_shape=splits.input_shape,
         # Validation inside HMAReadout costs device syncs every step; the
         # engine's inputs are well formed.
         hma_kwargs={**job.proto.hma, 'check_inputs': False})
@@ -275,13 +275,3 @@ def _model_for(job: Job, splits):
     return model_fn, built
 
 
-def _input_shape(splits) -> Optional[Tuple[int, ...]]:
-    if splits.task != 'image':
-        return None
-    return tuple(int(s) for s in splits.train[0][0].shape)
-
-
-def _num_tasks(splits) -> int:
-    sample = splits.train[0]
-    y = sample[1] if isinstance(sample, (tuple, list)) else sample.y
-    return int(y.numel())
