@@ -257,13 +257,16 @@ def test_seed_group_limit_follows_the_batch_size(proteins):
     assert seed_group_limit(model, image_splits().train, 32, 'cpu') is None
 
 
-def test_resume_of_an_interrupted_group(proteins, tmp_path):
+# Groups of 3, or of at most 2 (seeds 0 and 1 are interrupted after epoch
+# 2 while seed 2 has not started: it trains from scratch on resumption).
+@pytest.mark.parametrize('group_size', [3, 2])
+def test_resume_of_an_interrupted_group(proteins, tmp_path, group_size):
     cfg = TrainConfig(epochs=4, batch_size=32, clip_grad_norm=1.0,
                       lr_step=2)
     model_fn = factory(proteins, 'gcn', 'hma', dropout=0.3, hma_dropout=0.1)
     seeds = [0, 1, 2]
     full = fit_seeds(model_fn, proteins, 'hma', cfg, seeds=seeds,
-                     checkpoint_dir=tmp_path / 'full')
+                     checkpoint_dir=tmp_path / 'full', group_size=group_size)
 
     class Interrupt(Exception):
         pass
@@ -274,13 +277,17 @@ def test_resume_of_an_interrupted_group(proteins, tmp_path):
 
     with pytest.raises(Interrupt):
         fit_seeds(model_fn, proteins, 'hma', cfg, seeds=seeds,
-                  checkpoint_dir=tmp_path / 'run', callbacks=[stop_after_2])
-    assert torch.load(tmp_path / 'run' / 'seed2.ckpt',
+                  checkpoint_dir=tmp_path / 'run', callbacks=[stop_after_2],
+                  group_size=group_size)
+    interrupted = seeds[:group_size]
+    assert torch.load(tmp_path / 'run' / f'seed{interrupted[-1]}.ckpt',
                       weights_only=True)['epoch'] == 2
+    assert (tmp_path / 'run' / 'seed2.ckpt').exists() == (group_size == 3)
     resumed = fit_seeds(model_fn, proteins, 'hma', cfg, seeds=seeds,
-                        checkpoint_dir=tmp_path / 'run', resume=True)
+                        checkpoint_dir=tmp_path / 'run', resume=True,
+                        group_size=group_size)
     for s, a, b in zip(seeds, full, resumed):
-        assert b.resumed_from == 3
+        assert b.resumed_from == (3 if s in interrupted else None)
         strip = lambda h: [{k: v for k, v in r.items() if k != 'time_s'}  # noqa
                            for r in h]
         assert strip(a.history) == strip(b.history)

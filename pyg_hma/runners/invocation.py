@@ -102,7 +102,9 @@ def _run_cell(cell: Cell, spec: RunSpec, paper, say: Printer,
             f"{rec['val']:.4f} {rec['primary_test']} "
             f"{rec['test'][rec['primary_test']]:.4f} (best epoch "
             f"{rec['selected_epoch']} of {rec['epochs_run']}, "
-            f"{rec['wall_time_s']:.0f} s)")
+            f"{rec['wall_time_s']:.0f} s"
+            + (f", in a group of {rec['seed_batch']}" if rec.get('seed_batch')
+               else '') + ')')
     # Seed-major order whatever order the runs finished in.
     records = [cell.finished[seed, method] for seed in cell.seeds
                for method in cell.methods]

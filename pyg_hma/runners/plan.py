@@ -132,7 +132,9 @@ def plan(spec: RunSpec, runner: str,
             say(f'[{runner}] {dataset} / {bb_label}: methods '
                 f"{', '.join(methods)}; seeds {seeds}; up to {cfg.epochs} "
                 f'epochs; device {device}; output {folder}'
-                + (f'; {workers} runs at once' if workers > 1 else ''))
+                + (f'; {workers} runs at once' if workers > 1 else '')
+                + (f'; seed-batched, up to {spec.seed_batch} seeds per model'
+                   if spec.seed_batch > 1 else ''))
             cell = Cell(folder=folder, seeds=list(seeds),
                         methods=list(methods), quick=quick)
             for seed in seeds:
