@@ -157,19 +157,22 @@ def test_failed_runs_are_reported_by_name_after_the_others_end(
 
 @pytest.mark.ray
 def test_resume_after_stopping_the_driver_keeps_the_finished_runs(
-        cluster, sequential, quick_argv, tmp_path):
+        cluster, quick_argv, tmp_path):
     out = tmp_path / 'out'
     address = cluster.get_runtime_context().gcs_address
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
         OMP_NUM_THREADS='1')
-    # Each task asks for both of the cluster's CPUs, so one unit (a seed
-    # group) runs at a time: when the first has written its runs, the second
-    # has just started and cannot finish before the stopped driver cancels
-    # it. With two units at once, both groups could land before the driver
-    # stopped (seen on CI), leaving --resume nothing to do.
+    # One run per unit (--seed-batch 1), and each task asks for both of the
+    # cluster's CPUs, so the four runs train one after the other: when the
+    # first has written its JSON, three are left, several seconds of work,
+    # while the stopped driver cancels them within a second. (With the
+    # quick grid's two seed groups, even one at a time, the second group
+    # sometimes landed before the driver stopped on an idle CI machine,
+    # leaving --resume nothing to do.)
+    argv = quick_argv + ['--seed-batch', '1']
     driver = subprocess.Popen(
-        [sys.executable, str(ROOT / 'benchmarks/ood.py'), *quick_argv,
+        [sys.executable, str(ROOT / 'benchmarks/ood.py'), *argv,
          '--out', str(out), '--ray', address, '--ray-cpus-per-run', '2'],
         cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -186,10 +189,12 @@ def test_resume_after_stopping_the_driver_keeps_the_finished_runs(
                 for p in out.glob(f'{GRID}/*/*.json')}
     assert 1 <= len(finished) < len(RUNS)
 
-    assert ood(quick_argv + ['--out', str(out), '--ray', '--resume']) == 0
+    assert ood(argv + ['--out', str(out), '--ray', '--resume']) == 0
     assert finished == {p: (p.stat().st_mtime_ns, p.read_text())
                         for p in finished}
-    _same_runs(sequential, out)
+    alone = tmp_path / 'alone'  # the same runs, uninterrupted, without Ray
+    assert ood(argv + ['--out', str(alone)]) == 0
+    _same_runs(alone, out)
 
 
 def test_ray_missing_is_a_one_line_error(monkeypatch, capsys, tmp_path):
