@@ -175,7 +175,11 @@ def test_resume_after_stopping_the_driver_keeps_the_finished_runs(
         [sys.executable, str(ROOT / 'benchmarks/ood.py'), *argv,
          '--out', str(out), '--ray', address, '--ray-cpus-per-run', '2'],
         cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C must reach the driver even when these tests run in the
+        # background (a shell's `&` makes SIGINT ignored, and the child
+        # would inherit that).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Only a guard against a hang: on a busy 2-core machine the cluster's
     # workers can take minutes to import torch and PyG.
     deadline = time.monotonic() + 900
