@@ -196,6 +196,14 @@ def test_curves_and_sweeps_reach_the_report(results, tmp_path):
                                             report)
     curves = read_curves(curves_path(runs))
     assert len(curves) == 3 * len(HMA)  # ERM runs have no history here
+    # Runs the curves figure does not draw (another dataset) keep no curves.
+    write_json(results / 'other/seed0.json', record(
+        'hma', 0, 0.2, dataset='PROTEINS', run_fingerprint='proteins-0',
+        history=[dict(epoch=1, train_loss=1.0, val=0.1,
+                      test={'test': 0.2})]))
+    collect([results], runs)
+    assert read_curves(curves_path(runs)) == curves
+    (results / 'other/seed0.json').unlink()
     first = next(c for c in curves if c['seed'] == '1' and c['epoch'] == '3')
     assert float(first['test']) == pytest.approx(HMA[1])
     assert float(first['train_loss']) == pytest.approx(1 / 3, rel=1e-5)

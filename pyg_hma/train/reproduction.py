@@ -25,9 +25,9 @@ without retraining:
 
 Rows are identified by ``(fingerprint, seed, variant, selected_by)``;
 collecting again never changes a row that is already there. Beside it,
-``curves.csv`` keeps each run's per-epoch training loss and validation/test
-scores (for the curves figure), and ``sweeps/DATASET-METHOD.json`` the
-summaries of the study's sweeps (section 3: tuned as the paper did).
+``curves.csv`` keeps the per-epoch training loss and validation/test
+scores of the runs the curves figure draws, and
+``sweeps/DATASET-METHOD.json`` the summaries of the study's sweeps (section 3: tuned as the paper did).
 """
 from __future__ import annotations
 
@@ -186,8 +186,11 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
 
     Returns ``(rows added, rows already there)``. A row whose key is present
     with other values raises :class:`RunsFileError` and writes nothing.
-    The runs' per-epoch curves are added to :func:`curves_path` (a run whose
-    curves are there already is left as it is).
+    The per-epoch curves of the runs the curves figure draws
+    (:data:`CURVE_CELLS` x :data:`CURVE_METHODS`) are added to
+    :func:`curves_path` (a run whose curves are there already is left as it
+    is); other runs' curves are not kept (800-epoch runs would make the file
+    grow by megabytes for nothing).
     """
     existing = read_runs(runs_csv)
     index = {_key(r): r for r in existing}
@@ -199,7 +202,9 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
     for rec in find_results(folders):
         if rec.get('quick'):
             continue
-        if (rec['run_fingerprint'], str(rec['seed'])) not in have_curves:
+        if _drawn(str(rec.get('table')), rec['dataset'], rec['method']) \
+                and (rec['run_fingerprint'], str(rec['seed'])) \
+                not in have_curves:
             have_curves.add((rec['run_fingerprint'], str(rec['seed'])))
             new_curves += curve_rows_of_result(rec)
         for row in rows_of_result(rec, config):
@@ -221,10 +226,19 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
                                  r['variant'], r['selected_by'],
                                  int(r['seed']), r['fingerprint']))
         _write_csv(runs_csv, RUNS_COLUMNS, rows)
-    if new_curves:
+    drawn = {(r['fingerprint'], str(r['seed'])) for r in index.values()
+             if _drawn(str(r['table']), r['dataset'], r['method'])}
+    kept_curves = [c for c in old_curves
+                   if (c['fingerprint'], str(c['seed'])) in drawn]
+    if new_curves or len(kept_curves) < len(old_curves):
         _write_csv(curves_path(runs_csv), CURVES_COLUMNS,
-                   old_curves + new_curves)
+                   kept_curves + new_curves)
     return len(added), kept
+
+
+def _drawn(table: str, dataset: str, method: str) -> bool:
+    # Whether the curves figure draws runs of this cell and method.
+    return (table, dataset) in CURVE_CELLS and method in CURVE_METHODS
 
 
 # --------------------------------------------------------------------------
@@ -694,8 +708,7 @@ def _curve_panels(rows, curves, config) -> list:
     for r in rows:
         if (r['variant'] == f'{config}/{DEFAULT_EVAL}'
                 and r['selected_by'] == DEFAULT_EVAL
-                and (str(r['table']), r['dataset']) in CURVE_CELLS
-                and r['method'] in CURVE_METHODS):
+                and _drawn(str(r['table']), r['dataset'], r['method'])):
             runs[r['fingerprint'], str(r['seed'])] = r
     series: Dict[tuple, dict] = {}
     for c in curves:
