@@ -19,9 +19,9 @@
 # Every result is printed and written as JSON to $OUT (if set, e.g. by the
 # device runner) or results/gpu_check/. Each benchmark has its own time cap
 # (scaled by CAP_SCALE, default 1), so one slow configuration cannot eat the
-# others' time; all caps together come to 9.5 minutes. The NCI1 GCN paths, molhiv GIN-v,
-# Graph-SST5 and breakdown runs of the first GPU session are left out (see
-# docs/performance.md for their commands).
+# others' time; all caps together come to 9.5 minutes. The NCI1 GCN paths,
+# molhiv GIN-v, Graph-SST5 and breakdown runs of the first GPU session are
+# left out (see docs/performance.md for their commands).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

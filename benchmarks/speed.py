@@ -41,8 +41,9 @@ Examples::
     python benchmarks/speed.py --dataset NCI1 --backbone GCN --seed-batch 10
 
 ``--synthetic`` draws random graphs with the dataset's feature schema and
-size statistics (random images for Colored MNIST); ``--exported DIR`` reads splits written by ``python -m
-pyg_hma.data export`` (no ogb or RDKit needed). ``hma-online-keys`` is a
+size statistics (random images for Colored MNIST); ``--exported DIR``
+reads splits written by ``python -m pyg_hma.data export`` (no ogb or RDKit
+needed). ``hma-online-keys`` is a
 diagnostic row, not a paper method: HMA without its momentum encoder
 (``momentum=None``: the queue receives the online embeddings). A run
 stopped early (Ctrl-C, or SIGTERM from ``timeout``) still writes what it
@@ -172,15 +173,15 @@ def load_splits(args) -> DatasetSplits:
         if args.dataset not in SHAPES:
             raise ValueError(f"--synthetic knows the shapes of "
                              f"{', '.join(SHAPES)}, not '{args.dataset}'")
-        _, features, classes, metric, train, val, _, _ = SHAPES[args.dataset]
+        schema, features, classes, metric, train, val, _, _ = \
+            SHAPES[args.dataset]
         train = synthetic_graphs(args.dataset, min(train, limit or train),
                                  args.seed)
         val = synthetic_graphs(args.dataset, min(val, eval_limit or val),
                                args.seed + 1)
         return DatasetSplits(args.dataset, train, val, val, features,
                              classes, metric,
-                             task='image' if isinstance(
-                                 train, TensorDataset) else 'graph',
+                             task='image' if schema == 'image' else 'graph',
                              info={'source': 'synthetic'})
     splits = load_dataset(args.dataset, root=args.root, seed=args.seed,
                           exported=args.exported,
@@ -294,7 +295,7 @@ class Trainer:
         self.loss_sum = torch.zeros((), device=bench.device)
 
     def step(self):
-        batch = as_batch(next(self.batches), self.bench.device)
+        batch = next(self.batches)  # on the device already (endless)
         loss, _, _ = train_step(self.model, batch, self.objective, self.crit,
                                 self.ctx, self.optimizer, self.params,
                                 self.bench.cfg.clip_grad_norm, self.compiled)

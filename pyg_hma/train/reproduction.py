@@ -27,7 +27,8 @@ Rows are identified by ``(fingerprint, seed, variant, selected_by)``;
 collecting again never changes a row that is already there. Beside it,
 ``curves.csv`` keeps the per-epoch training loss and validation/test
 scores of the runs the curves figure draws, and
-``sweeps/DATASET-METHOD.json`` the summaries of the study's sweeps (section 3: tuned as the paper did).
+``sweeps/DATASET-METHOD.json`` the summaries of the study's sweeps
+(section 3: tuned as the paper did).
 """
 from __future__ import annotations
 
