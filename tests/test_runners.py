@@ -123,6 +123,40 @@ def test_resume_keeps_finished_runs(quick_results, workdir, data_root):
     assert json.loads(path.read_text())['finished_at'] == before
 
 
+def test_skip_committed_leaves_out_runs_with_a_committed_row(
+        quick_results, data_root, tmp_path, capsys):
+    # A study continued on a fresh machine: its output folder is gone, its
+    # committed runs.csv is not. Seed 0 has a row there (matched by the
+    # run's fingerprint), seed 1 does not: only seed 1 trains.
+    from pyg_hma.train.reproduction import RUNS_COLUMNS
+    rec = json.loads((quick_results['PROTEINS'] / 'erm' / 'seed0.json')
+                     .read_text())
+    runs = tmp_path / 'runs.csv'
+    with open(runs, 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=RUNS_COLUMNS)
+        w.writeheader()
+        w.writerow({**{c: '' for c in RUNS_COLUMNS}, 'seed': 0,
+                    'fingerprint': rec['run_fingerprint']})
+    out = tmp_path / 'fresh'
+    argv = ['--dataset', 'PROTEINS', '--quick', '--method', 'erm',
+            '--root', str(data_root), '--out', str(out)]
+    assert runner('ood').main(argv + ['--skip-committed', str(runs)]) == 0
+    err = capsys.readouterr().err
+    assert f'ERM seed 0: committed in {runs}, skipped' in err
+    cell = out / 'PROTEINS' / 'gin-max' / 'erm'
+    assert sorted(p.name for p in cell.glob('seed*.json')) == ['seed1.json']
+    # Not a runs.csv: one line, before any work.
+    with pytest.raises(SystemExit) as e:
+        runner('ood').main(argv + ['--skip-committed', str(tmp_path / 'no')])
+    assert e.value.code == 2
+    assert 'is not a file; give the committed rows' in capsys.readouterr().err
+    bad = tmp_path / 'bad.csv'
+    bad.write_text('a,b\n1,2\n')
+    with pytest.raises(SystemExit):
+        runner('ood').main(argv + ['--skip-committed', str(bad)])
+    assert 'lacks the columns' in capsys.readouterr().err
+
+
 def test_parallel_runs_match_sequential_runs(quick_results, workdir,
                                              data_root, tmp_path):
     # --jobs trains the seeds x methods in worker processes; every run seeds

@@ -273,6 +273,72 @@ def test_another_sweep_in_the_same_folder_is_refused(tmp_path, monkeypatch,
     assert 'holds another sweep (its space differ)' in capsys.readouterr().err
 
 
+def test_summary_after_each_trial_continues_on_a_new_folder(tmp_path,
+                                                          monkeypatch):
+    # A sweep stopped after 2 of 3 trials, its folder then lost but its
+    # best.json kept (committed): a new folder continues from it.
+    first = tmp_path / 'first'
+    fake = FakeRunner()
+    monkeypatch.setattr(sw, 'run_runner', fake)
+    assert sw.main(FAKE_ARGV + ['--out', str(first), '--n-trials', '2']) == 0
+    kept = tmp_path / 'kept.json'
+    kept.write_text((first / 'best.json').read_text())
+    partial = json.loads(kept.read_text())
+    assert not partial['complete'] and len(partial['trials']) == 2
+    done = {t['params']['train.lr'] for t in partial['trials']}
+
+    second = tmp_path / 'second'
+    fake = FakeRunner()
+    monkeypatch.setattr(sw, 'run_runner', fake)
+    assert sw.main(FAKE_ARGV + ['--out', str(second),
+                                '--continue-from', str(kept)]) == 0
+    trained = [float(c[c.index('--lr') + 1]) for c in fake.calls]
+    assert trained[:-1] == sorted({0.1, 0.01, 0.001} - done)  # 1 trial
+    assert fake.calls[-1][fake.calls[-1].index('--seeds') + 1] == '0-2'
+    full = json.loads((second / 'best.json').read_text())
+    assert full['complete'] and full['confirm']['seeds'] == [0, 1, 2]
+    for t in partial['trials']:  # the carried scores, unchanged
+        assert t in [dict(u, optuna_number=t['optuna_number'])
+                     for u in full['trials']]
+
+    # A complete summary with its confirmation: nothing trains at all.
+    third = tmp_path / 'third'
+    fake = FakeRunner()
+    monkeypatch.setattr(sw, 'run_runner', fake)
+    assert sw.main(FAKE_ARGV + ['--out', str(third), '--continue-from',
+                                str(second / 'best.json')]) == 0
+    assert fake.calls == []
+    again = json.loads((third / 'best.json').read_text())
+    assert again['confirm'] == full['confirm']
+    assert again['best'] == full['best']
+
+
+@pytest.mark.parametrize('change, message', [
+    (['--search-seeds', '3'], 'its search_seeds differ'),
+    (['--method', 'irm'], 'its method differ'),
+    ([], 'not a sweep summary'),
+])
+def test_continue_from_another_sweep_is_refused(tmp_path, monkeypatch,
+                                                capsys, change, message):
+    monkeypatch.setattr(sw, 'run_runner', FakeRunner())
+    assert sw.main(FAKE_ARGV + ['--out', str(tmp_path / 'a'),
+                                '--n-trials', '1']) == 0
+    summary = tmp_path / 'a' / 'best.json'
+    if not change:
+        summary = tmp_path / 'other.json'
+        summary.write_text('{"kind": "something else"}')
+    fake = FakeRunner()
+    monkeypatch.setattr(sw, 'run_runner', fake)
+    argv = list(FAKE_ARGV)
+    for i in range(0, len(change), 2):
+        argv[argv.index(change[i]) + 1] = change[i + 1]
+    assert sw.main(argv + ['--out', str(tmp_path / 'b'), '--continue-from',
+                           str(summary)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and '--continue-from' in err[0]
+    assert fake.calls == [] and not (tmp_path / 'b').exists()
+
+
 # --------------------------------------------------------------------------
 # A real tiny sweep: PROTEINS, --quick, 2 trials x 1 search seed, 1 confirm
 # --------------------------------------------------------------------------

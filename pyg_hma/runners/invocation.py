@@ -107,7 +107,9 @@ def _run_cell(cell: Cell, spec: RunSpec, paper, say: Printer,
                else '') + ')')
     # Seed-major order whatever order the runs finished in.
     records = [cell.finished[seed, method] for seed in cell.seeds
-               for method in cell.methods]
+               for method in cell.methods if (seed, method) in cell.finished]
+    if not records:  # every run of the cell skipped (--skip-committed)
+        return records
     if not distributed.is_main_process():  # rank 0 writes
         return records
     md = write_summary(cell.folder, records, paper)

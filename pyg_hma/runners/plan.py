@@ -77,12 +77,18 @@ def plan(spec: RunSpec, runner: str,
          device: torch.device, say: Printer) -> List[Cell]:
     r"""The cells of the invocation with their jobs; writes nothing. With
     :obj:`spec.resume <RunSpec.resume>`, finished runs of the same
-    configuration are kept instead of planned."""
+    configuration are kept instead of planned; with
+    :obj:`spec.skip_committed <RunSpec.skip_committed>`, runs that have a
+    row there are left out."""
     workers = max(1, spec.jobs)
     # Epoch bars in this process only (a Ray task's would go to its log).
     progress = not spec.quiet and sys.stderr.isatty() and spec.ray is None
     versions, commit = package_versions(), source_commit()
     settings = spec.settings
+    committed = set()
+    if spec.skip_committed is not None:
+        from ..train.reproduction import read_runs
+        committed = {r['fingerprint'] for r in read_runs(spec.skip_committed)}
     if not spec.seed_batch_given and spec.seed_batch == 1:
         said = ' and '.join(o for o, on in (
             ('--ddp', spec.ddp), ('--pad', spec.pad),
@@ -156,6 +162,10 @@ def plan(spec: RunSpec, runner: str,
                         'run': run_id, 'method': method, 'seed': seed,
                         'train': train_record(cfg, hyperparameters)})
                     stem = folder / method / f'seed{seed}'
+                    if ident in committed:
+                        say(f'  {method_label(method)} seed {seed}: '
+                            f'committed in {spec.skip_committed}, skipped')
+                        continue
                     if spec.resume:
                         rec = read_result(stem.with_suffix('.json'))
                         if rec is not None and rec.get('run_fingerprint') \

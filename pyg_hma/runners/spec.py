@@ -139,6 +139,7 @@ class RunSpec:
     exported: Optional[str] = None
     quick: bool = False
     resume: bool = False
+    skip_committed: Optional[Path] = None
     force: bool = False
     debug: bool = False
     keep_checkpoints: bool = False
@@ -247,6 +248,16 @@ def check_paths(spec: RunSpec, runner: str):
         if not _writable(root):
             raise ArgumentError(
                 f'--root {root} cannot be written; choose a writable folder')
+    if spec.skip_committed is not None:
+        from ..train.reproduction import RunsFileError, read_runs
+        if not Path(spec.skip_committed).is_file():
+            raise ArgumentError(
+                f'--skip-committed {spec.skip_committed} is not a file; give '
+                f'the committed rows (results/paper/runs.csv)')
+        try:
+            read_runs(spec.skip_committed)
+        except RunsFileError as e:
+            raise ArgumentError(f'--skip-committed: {e}') from None
     if spec.tensorboard is not None:
         from ..train.curves import tensorboard_available
         if not tensorboard_available():

@@ -45,6 +45,15 @@ the same arguments: finished trials are kept (the study records them), an
 interrupted trial is retried and its runs continue with the runner's
 ``--resume`` (finished seeds are kept, an interrupted run continues from its
 checkpoint). Only one sweep may use a folder at a time (a lock file).
+``OUT/best.json`` is rewritten after every trial, so it always holds the
+trials finished so far.
+
+``--continue-from SUMMARY`` continues a sweep on another machine (or after
+its folder was lost) from a summary it wrote (a ``best.json``, e.g. the copy
+committed under ``results/paper/sweeps/``): the trials recorded there are
+taken as finished, with their scores, and not trained again, and so is the
+confirmation when the summary has one. The summary must come from the same
+sweep (runner, dataset, method, space, search seeds and runner options).
 
 ``--ray [ADDRESS]`` (with ``--ray-cpus-per-run``, ``--ray-gpus-per-run``)
 trains the runs of every trial and of the confirmation as tasks on a Ray
@@ -351,6 +360,9 @@ class Sweep:
         ray_args: the runner's Ray options for every run (``['--ray',
             'HOST:PORT']``): each trial's runs train as tasks on that
             cluster; not part of the sweep's identity.
+        continue_from: a summary (``best.json``) an earlier run of the same
+            sweep wrote: its finished trials and its confirmation are taken
+            as they are instead of trained again.
     """
     runner: str
     dataset: str
@@ -365,11 +377,14 @@ class Sweep:
     quiet: bool = False
     space_name: str = 'custom'
     ray_args: List[str] = field(default_factory=list)
+    continue_from: Optional[Path] = None
     # Filled by check():
     batch_size: int = 0
     points: List[Dict[str, Any]] = field(default_factory=list)
     ids: List[str] = field(default_factory=list)
     protocols: Any = None
+    carried: Dict[str, dict] = field(default_factory=dict)
+    carried_confirm: Optional[dict] = None
 
     # ---- checks, before any training ------------------------------------
     def check(self) -> 'Sweep':
@@ -436,7 +451,37 @@ class Sweep:
                               self._base_argv() + trial_args(params)
                               + self.ray_args)
         self.space = resolved
+        if self.continue_from is not None:
+            self._read_carried()
         return self
+
+    def _read_carried(self):
+        r"""Reads :obj:`continue_from`: its finished trials, by grid point,
+        and its confirmation; refuses a summary of another sweep."""
+        path = Path(self.continue_from)
+        try:
+            prior = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SweepError(f"--continue-from {path}: not a readable sweep "
+                             f"summary ({e}); give a best.json a sweep "
+                             f"wrote") from None
+        if not isinstance(prior, dict) or prior.get('kind') != SWEEP_KIND:
+            raise SweepError(f'--continue-from {path}: not a sweep summary; '
+                             f'give a best.json a sweep wrote')
+        mine = json.loads(json.dumps(self.identity()))
+        theirs = dict(prior, runner_args=prior.get('runner_options'))
+        diff = [k for k in mine if k != 'kind' and theirs.get(k) != mine[k]]
+        if diff:
+            raise SweepError(f"--continue-from {path} is another sweep's "
+                             f"summary (its {', '.join(diff)} differ); give "
+                             f"this sweep's")
+        keys = {_point_key(p): p for p in self.points}
+        self.carried = {_point_key(t['params']): t
+                        for t in prior.get('trials', ())
+                        if _point_key(t['params']) in keys}
+        conf = prior.get('confirm')
+        if conf and conf.get('seeds') == list(self.confirm_seeds):
+            self.carried_confirm = conf
 
     def _base_argv(self) -> List[str]:
         return (['--dataset', self.dataset] + (['--quick'] if self.quick
@@ -509,6 +554,17 @@ class Sweep:
         params = self.points[index]  # in the space's key order
         tid = self.ids[index]
         trial.set_user_attr('trial_id', tid)
+        carried = self.carried.get(_point_key(params))
+        if carried is not None:
+            for key in ('val_mean', 'val_std', 'n', 'val', 'metric'):
+                trial.set_user_attr(key, carried[key])
+            val = _fmt_score(carried['val_mean'], carried['val_std'],
+                             carried['metric'])
+            self.say(f'[sweep] trial {tid}: mean val {val} over '
+                     f"{carried['n']} seed(s), carried over from "
+                     f'{self.continue_from}')
+            return (float('nan') if carried['val_mean'] is None
+                    else carried['val_mean'])
         self.say(f'[sweep] trial {tid}: {_fmt_params(params)}; seeds '
                  f'{self.search_seeds}')
         start = time.perf_counter()
@@ -544,6 +600,12 @@ class Sweep:
 
     def confirm(self, best: Mapping[str, Any]) -> Dict[str, Any]:
         r"""Trains the best trial on the confirmation seeds; its scores."""
+        carried = self.carried_confirm
+        if carried is not None and carried['trial'] == best['trial'] \
+                and carried['params'] == best['params']:
+            self.say(f"[sweep] confirmation of {best['trial']}: carried over "
+                     f'from {self.continue_from}')
+            return carried
         out = self.out / 'confirm'
         self.say(f"[sweep] confirming {best['trial']} "
                  f"({_fmt_params(best['params'])}) on seeds "
@@ -576,25 +638,34 @@ class Sweep:
             todo = len(left) if self.n_trials is None else min(
                 self.n_trials, len(left))
             finished = len(self.points) - len(left)
+            carried = sum(_point_key(self.points[i]) in self.carried
+                          for i in left)
             self.say(f'[sweep] {self.runner} / {self.dataset} / {self.method}:'
                      f' {len(self.points)} trials ({finished} finished '
-                     f'earlier, {todo} to run now) x '
+                     f'earlier, '
+                     + (f'{carried} carried over from {self.continue_from}, '
+                        if self.continue_from else '')
+                     + f'{max(0, todo - carried)} to train now) x '
                      f'{len(self.search_seeds)} search seed(s); output '
                      f'{self.out}')
-            if todo:
-                study.optimize(self.objective, n_trials=todo)
-            trials = self.trials(study)
-            complete = len(trials) == len(self.points)
-            best = choose_best(trials)
-            report = self.report(trials, best, complete)
-            confirmed = None
+            if todo:  # the summary after every trial: never lost
+                study.optimize(self.objective, n_trials=todo, callbacks=[
+                    lambda study, _: self._write(self.summary(study))])
+            report = self.summary(study)
+            complete, best = report['complete'], report['best']
             if best is not None and complete and self.confirm_seeds:
                 self._write(report)
-                confirmed = self.confirm(best)
-                report['confirm'] = confirmed
+                report['confirm'] = self.confirm(best)
             self._write(report)
         print(format_report(report), flush=True)
         return report
+
+    def summary(self, study) -> Dict[str, Any]:
+        r"""``best.json``'s content for the trials finished in
+        :obj:`study` (without a confirmation)."""
+        trials = self.trials(study)
+        return self.report(trials, choose_best(trials),
+                           len(trials) == len(self.points))
 
     def report(self, trials, best, complete) -> Dict[str, Any]:
         best_out = None
@@ -779,6 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--n-trials', type=int, metavar='N',
                    help='run at most N more trials now, then stop (run '
                    'again to continue)')
+    p.add_argument('--continue-from', type=Path, metavar='SUMMARY',
+                   help="a best.json an earlier run of this sweep wrote (e.g. "
+                   "the copy under results/paper/sweeps/): its finished "
+                   "trials and confirmation are kept, not trained again")
     p.add_argument('--out', type=Path, help='output folder (default '
                    'results/sweeps/DATASET-METHOD, results/quick/sweeps/... '
                    'with --quick)')
@@ -845,7 +920,7 @@ def sweep_from_args(argv: Sequence[str]) -> Sweep:
                                       '--confirm-seeds'),
         out=out, runner_args=runner_args, quick=args.quick,
         n_trials=args.n_trials, quiet=args.quiet,
-        ray_args=_ray_args(args)).check()
+        ray_args=_ray_args(args), continue_from=args.continue_from).check()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
