@@ -75,18 +75,17 @@ case "${1:-}" in
     ;;
   e)  # table 4, in distribution (G-Mixup's protocol, 8 seeds): HMA and
       # its ablations on both IMDB sets first, then DropEdge, DropNode and
-      # M-Mixup, then REDDIT-B. Seed-batched, 4 seeds per model on the
-      # IMDB sets (a group of 800-epoch HMA runs then finishes within a
-      # machine's session; results do not depend on the group); by
-      # default elsewhere (capped where large batches would make a group
-      # slower: REDDIT-B's seeds train one at a time on a CPU)
+      # M-Mixup, then REDDIT-B. Seed-batched by default (the group size is
+      # capped where large batches would make a group slower: IMDB's groups
+      # of 6 seeds take 10-35 min here, REDDIT-B's seeds train one at a time
+      # on a CPU; results do not depend on it)
     tu() { echo "== tu_id $*" >&2; "$PY" benchmarks/tu_id.py --seeds 8 \
       --resume --quiet --skip-committed "$RUNS" --out "$OUT/tu_id" "$@"; }
     for ds in IMDB-BINARY IMDB-MULTI; do
-      tu --dataset "$ds" --method dropedge dropnode mmixup --seed-batch 4
+      tu --dataset "$ds" --method erm hma rma abd abd+syn
     done
     for ds in IMDB-BINARY IMDB-MULTI; do
-      tu --dataset "$ds" --method erm hma rma abd abd+syn --seed-batch 4
+      tu --dataset "$ds" --method dropedge dropnode mmixup
     done
     tu --dataset REDDIT-BINARY --method all
     ;;
