@@ -238,3 +238,24 @@ def test_curves_and_sweeps_reach_the_report(results, tmp_path):
     (runs.parent / 'sweeps/notes.json').write_text('{"kind": "x"}')
     with pytest.raises(RunsFileError, match='not a sweep summary'):
         report(runs, None)
+
+
+def test_sweep_heatmap_axes_run_in_increasing_order():
+    # The ERM space lists learning rates as 1e-3, 3e-3, 1e-4, 3e-4; the
+    # heatmap's axis runs 1e-4 .. 3e-3, each score in its own place.
+    from pyg_hma.train.reproduction import _sweep_grid
+    lrs, dropouts = [1e-3, 3e-3, 1e-4, 3e-4], [0.5, 0.1]
+    trials = [dict(trial=f't{i}', params={'backbone.dropout': d,
+                                          'train.lr': lr}, val_mean=d + lr)
+              for i, (d, lr) in enumerate((d, lr) for d in dropouts
+                                          for lr in lrs)]
+    grid = _sweep_grid(dict(dataset='DD', method='erm', search_seeds=[100],
+                            space={'backbone.dropout': dropouts,
+                                   'train.lr': lrs}, trials=trials,
+                            best=dict(trial='t2')))
+    assert grid['x_values'] == [1e-4, 3e-4, 1e-3, 3e-3]
+    assert grid['y_values'] == [0.1, 0.5]
+    for r, d in enumerate(grid['y_values']):
+        for c, lr in enumerate(grid['x_values']):
+            assert grid['scores'][r][c] == pytest.approx(d + lr)
+    assert grid['best'] == (1, 0)  # t2: dropout 0.5, lr 1e-4

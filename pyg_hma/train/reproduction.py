@@ -633,12 +633,21 @@ def read_sweeps(folder: os.PathLike) -> List[dict]:
     return sorted(out, key=lambda r: (r['dataset'], method_rank(r['method'])))
 
 
+def _ordered(values: Sequence) -> list:
+    r"""An axis of a sweep's grid in increasing order when its values are
+    numbers (the space lists learning rates as 1e-3, 3e-3, 1e-4, 3e-4)."""
+    values = list(values)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for v in values)
+    return sorted(values) if numbers else values
+
+
 def _sweep_grid(sweep: dict) -> Optional[dict]:
     r"""A sweep's trials as a 2-D grid (``None`` unless it has 2 axes)."""
     axes = list(sweep['space'])
     if len(axes) != 2:
         return None
-    (y_key, y_values), (x_key, x_values) = [(k, sweep['space'][k])
+    (y_key, y_values), (x_key, x_values) = [(k, _ordered(sweep['space'][k]))
                                             for k in axes]
     scores = [[None] * len(x_values) for _ in y_values]
     best = None
