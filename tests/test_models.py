@@ -229,6 +229,30 @@ def test_momentum_encoder_shares_the_gcn_norm_of_its_batch():
     assert torch.equal(model.readout.queue_keys[:4], expected)
 
 
+def test_csr_of_an_index_in_order_is_that_of_a_stable_sort():
+    # _csr skips the sort when the index is already in order (sources of
+    # coalesced graphs); the matrix is bitwise the one the sort gives, with
+    # duplicates and empty rows, and a shuffled index still sorts.
+    from pyg_hma.models.gnn import _csr
+    gen = torch.Generator().manual_seed(0)
+    index = torch.sort(torch.randint(0, 50, (400, ), generator=gen))[0]
+    other = torch.randint(0, 60, (400, ), generator=gen)
+    values = torch.randn(400, generator=gen, dtype=torch.float64)
+
+    def by_sort(index, other, values):
+        order = torch.argsort(index, stable=True)
+        crow = torch.cat([index.new_zeros(1), torch.cumsum(
+            torch.bincount(index, minlength=60), 0)])
+        return crow, other[order], values[order]
+    for idx, oth, val in ((index, other, values),
+                          (index.flip(0), other, values)):
+        got = _csr(idx, oth, val, 60)
+        crow, col, v = by_sort(idx, oth, val)
+        assert torch.equal(got.crow_indices(), crow)
+        assert torch.equal(got.col_indices(), col)
+        assert torch.equal(got.values(), v)
+
+
 @pytest.mark.parametrize('conv', ['gin', 'gcn'])
 def test_sparse_neighbour_sum_equals_scatter(conv, monkeypatch):
     # On a CPU the layers without edge features sum their messages by a

@@ -135,13 +135,20 @@ def shared_gcn_norm(edge_index: Tensor, num_nodes: int,
 
 def _csr(index: Tensor, other: Tensor, values: Tensor, size: int) -> Tensor:
     # The CSR matrix with values[e] at (index[e], other[e]); entries of a row
-    # keep their edge order (a stable sort), duplicates stay and add up.
-    order = torch.argsort(index, stable=True)
+    # keep their edge order (a stable sort), duplicates stay and add up. An
+    # index already in order (the source nodes of a batch of coalesced
+    # graphs) is its own stable sort: no sort, no gather.
+    if index.numel() < 2 or bool((index[1:] >= index[:-1]).all()):
+        ordered_other, ordered_values = other, values
+    else:  # int32 keys sort about 2x faster, in the same stable order
+        keys = index.to(torch.int32) if size < 2 ** 31 else index
+        order = torch.argsort(keys, stable=True)
+        ordered_other, ordered_values = other[order], values[order]
     crow = index.new_zeros(size + 1)
     torch.cumsum(torch.bincount(index, minlength=size), 0, out=crow[1:])
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter('ignore', UserWarning)
-        return torch.sparse_csr_tensor(crow, other[order], values[order],
+        return torch.sparse_csr_tensor(crow, ordered_other, ordered_values,
                                        (size, size), check_invariants=False)
 
 
