@@ -14,22 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pyg_hma.train.results import find_results, load_paper, report_markdown
-
-
-def _in_sweep(path: Path, folders) -> bool:
-    r"""Whether :obj:`path` is reached from each given folder holding it
-    only through a sweep's folder (its trials and confirmation ran other
-    settings than the protocol's and would mix with the protocol's runs)."""
-    path = path.resolve()
-    verdicts = []
-    for folder in folders:
-        top = folder.resolve()
-        ups = list(path.parents)
-        if top in ups:
-            verdicts.append(any((p / 'study.db').is_file()
-                                for p in ups[:ups.index(top) + 1]))
-    return bool(verdicts) and all(verdicts)
+from pyg_hma.train.results import (find_results, in_sweep, load_paper,
+                                   report_markdown)
 
 
 def main(argv=None) -> int:
@@ -49,7 +35,7 @@ def main(argv=None) -> int:
     skipped, duplicates = [], []
     records = [r for r in find_results(args.folders, skipped, duplicates)
                if (args.include_quick or not r.get('quick'))
-               and not _in_sweep(Path(r['_path']), args.folders)]
+               and not in_sweep(r['_path'], args.folders)]
     for path, reason in skipped:
         print(f'skipped {path}: {reason}', file=sys.stderr)
     for path, first in duplicates:

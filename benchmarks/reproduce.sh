@@ -5,10 +5,13 @@
 #   benchmarks/reproduce.sh a &   benchmarks/reproduce.sh b &
 #   benchmarks/reproduce.sh c     # when a lane is free: the reference module
 #   benchmarks/reproduce.sh d     # sweeps (section 3), e: table 4
+#   benchmarks/reproduce.sh collect  # what finished -> results/paper + report
 #
 # Every command resumes (--resume): run the lanes again after an interruption
 # and finished runs are kept. Results go to $OUT (default results/study); turn
-# them into committed rows with `python benchmarks/reproduction.py collect`.
+# them into committed rows with `benchmarks/reproduce.sh collect` (every
+# lane's finished runs, the sweeps' summaries and confirmation runs, then
+# the report), and commit results/paper and docs.
 # On a fresh machine (the $OUT folder gone) the lanes continue from what is
 # committed: runs with a row in $RUNS (results/paper/runs.csv) are skipped
 # (--skip-committed), and a sweep continues from its committed summary
@@ -49,7 +52,7 @@ case "${1:-}" in
     ;;
   c)  # faithfulness: the released code's module (--set hma.style=reference),
       # early stopping on the released code's evaluation (dataset order);
-      # collect with: reproduction.py collect results/study/reference --config reference
+      # `collect` adds them as the `reference` configuration
     for ds in NCI1 PROTEINS; do
       echo "== reference $ds" >&2
       "$PY" benchmarks/ood.py --dataset "$ds" --method hma --seeds 10 \
@@ -60,10 +63,10 @@ case "${1:-}" in
     ;;
   d)  # tuned as the paper did (benchmarks/sweep.py): HMA over the paper's
       # M x k grid, ERM over dropout x lr (same budget), 3 search seeds,
-      # confirmed on seeds 0-9; then `cp results/study/sweeps/*/best.json`
-      # to results/paper/sweeps/DATASET-METHOD.json (also while a sweep is
-      # unfinished: best.json holds its finished trials) and collect the
-      # confirmation runs with --config tuned
+      # confirmed on seeds 0-9; `collect` copies each sweep's best.json to
+      # results/paper/sweeps/DATASET-METHOD.json (also while it is
+      # unfinished: best.json holds its finished trials) and adds the
+      # confirmation runs as the `tuned` configuration
     for ds in ${SWEEP_DATASETS:-PROTEINS NCI1 NCI109 DD Graph-SST5 Graph-Twitter}; do
       for m in erm hma; do
         echo "== sweep $ds $m" >&2
@@ -89,5 +92,16 @@ case "${1:-}" in
     done
     tu --dataset REDDIT-BINARY --method all
     ;;
-  *) echo "usage: $0 a|b|c|d|e" >&2; exit 2 ;;
+  collect)  # every lane's finished runs, sweep summaries, the report
+    R() { echo "== reproduction.py $*" >&2; "$PY" benchmarks/reproduction.py "$@"; }
+    for lane in "$OUT"/ood "$OUT"/ood-b "$OUT"/tu_id; do
+      if [ -d "$lane" ]; then R collect "$lane" --runs "$RUNS"; fi
+    done
+    if [ -d "$OUT/reference" ]; then
+      R collect "$OUT/reference" --config reference --runs "$RUNS"
+    fi
+    if [ -d "$OUT/sweeps" ]; then R sweeps "$OUT/sweeps" --runs "$RUNS"; fi
+    R report --runs "$RUNS"
+    ;;
+  *) echo "usage: $0 a|b|c|d|e|collect" >&2; exit 2 ;;
 esac

@@ -1,12 +1,16 @@
 r"""The reproduction study's committed results and its report.
 
-    python benchmarks/reproduction.py collect results/study   # add finished runs to results/paper/runs.csv
-    python benchmarks/reproduction.py report                  # docs/reproduction.md + docs/figures/ from runs.csv
+    python benchmarks/reproduction.py collect results/study/ood   # add finished runs to results/paper/runs.csv
+    python benchmarks/reproduction.py sweeps results/study/sweeps # sweep summaries + their confirmation runs
+    python benchmarks/reproduction.py report                      # docs/reproduction.md + docs/figures/ from runs.csv
 
 ``collect`` turns every finished (non-quick) run's JSON below the folders
 into rows of ``results/paper/runs.csv`` (one per run and eval setting; rows
 already there are never changed) and their per-epoch curves into
-``results/paper/curves.csv``. ``report`` regenerates the report from the
+``results/paper/curves.csv``. ``sweeps`` copies each sweep's summary (``best.json``, also of an
+unfinished sweep) to ``results/paper/sweeps/DATASET-METHOD.json`` when it
+holds more than the copy there, and collects its confirmation runs as
+``tuned`` rows. ``report`` regenerates the report from the
 committed CSVs, the sweep summaries in ``results/paper/sweeps/`` (copies of
 sweeps' ``best.json``) and the paper's numbers; it trains nothing. See
 :mod:`pyg_hma.train.reproduction` for the columns and the verdict rule.
@@ -15,7 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pyg_hma.train.reproduction import CONFIGS, RunsFileError, collect, report
+from pyg_hma.train.reproduction import (CONFIGS, RunsFileError, collect,
+                                        collect_sweeps, report)
 from pyg_hma.train.results import load_paper
 
 RUNS = Path('results/paper/runs.csv')
@@ -34,6 +39,13 @@ def main(argv=None) -> int:
                    "published: the runners' protocols)")
     c.add_argument('--runs', type=Path, default=RUNS,
                    help=f'the CSV to add to (default {RUNS})')
+    w = sub.add_parser('sweeps', help="commit sweeps' summaries and "
+                       'confirmation runs')
+    w.add_argument('folders', nargs='+', type=Path,
+                   help="sweep output folders, or folders above them")
+    w.add_argument('--runs', type=Path, default=RUNS,
+                   help=f'the CSV to add to (default {RUNS}); the summaries '
+                   'go to sweeps/ beside it')
     r = sub.add_parser('report', help='write the report from runs.csv')
     r.add_argument('--runs', type=Path, default=RUNS,
                    help=f'runs file (default {RUNS})')
@@ -44,10 +56,14 @@ def main(argv=None) -> int:
     r.add_argument('--config', choices=CONFIGS, default='published')
     args = parser.parse_args(argv)
     try:
-        if args.command == 'collect':
+        if args.command in ('collect', 'sweeps'):
             missing = [str(f) for f in args.folders if not f.exists()]
             if missing:
                 parser.error(f"no such folder: {', '.join(missing)}")
+        if args.command == 'sweeps':
+            for line in collect_sweeps(args.folders, args.runs):
+                print(line)
+        elif args.command == 'collect':
             added, kept = collect(args.folders, args.runs, args.config)
             print(f'{args.runs}: {added} rows added, {kept} already there')
         else:

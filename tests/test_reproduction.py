@@ -259,3 +259,66 @@ def test_sweep_heatmap_axes_run_in_increasing_order():
         for c, lr in enumerate(grid['x_values']):
             assert grid['scores'][r][c] == pytest.approx(d + lr)
     assert grid['best'] == (1, 0)  # t2: dropout 0.5, lr 1e-4
+
+
+def _sweep_summary(trials, confirm=None, **changes):
+    from pyg_hma.train.sweep import SWEEP_KIND
+    space = {'train.lr': [0.1, 0.01, 0.001]}
+    summary = dict(
+        kind=SWEEP_KIND, runner='ood', dataset='NCI1', method='erm',
+        space=space, search_seeds=[100, 101], quick=False,
+        runner_options=['--seed-batch', '3'], confirm_seeds=[0, 1],
+        num_trials=3, complete=trials == 3, confirm=confirm, best=None,
+        trials=[dict(trial=f't0{i}', params={'train.lr': lr},
+                     val_mean=0.5, metric='mcc')
+                for i, lr in enumerate(space['train.lr'][:trials])])
+    summary.update(changes)
+    return summary
+
+
+def test_sweeps_are_committed_with_their_confirmation(tmp_path, capsys):
+    # A sweep's summary is copied beside runs.csv when it holds more than
+    # the copy there, never replaced by an older one or another sweep's,
+    # and its confirmation runs become `tuned` rows.
+    from pyg_hma.train.reproduction import collect_sweeps
+    from conftest import runner_module
+    reproduction_main = runner_module('reproduction').main
+    runs = tmp_path / 'paper/runs.csv'
+    committed = tmp_path / 'paper/sweeps/NCI1-erm.json'
+    sweep = tmp_path / 'study/sweeps/NCI1-erm'
+    write_json(sweep / 'best.json', _sweep_summary(2))
+    lines = collect_sweeps([tmp_path / 'study'], runs)
+    assert lines == [f'NCI1-erm: 2 of 3 trials -> {committed}']
+    assert len(read_json(committed)['trials']) == 2
+
+    # Finished, confirmed: summary and confirmation rows.
+    write_json(sweep / 'best.json', _sweep_summary(3, confirm={'n': 2}))
+    for seed in (0, 1):
+        write_json(sweep / f'confirm/NCI1/gcn/erm/seed{seed}.json',
+                   record('erm', seed, 0.2))
+    assert reproduction_main(['sweeps', str(sweep), '--runs',
+                              str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert 'NCI1-erm: 3 of 3 trials, confirmed' in out
+    assert 'confirmation runs: 2 rows added' in out
+    assert read_json(committed)['confirm'] == {'n': 2}
+    assert {r['variant'] for r in read_runs(runs)} == {'tuned/independent'}
+
+    # An older copy of the same sweep (another machine's) is left out.
+    write_json(tmp_path / 'old/best.json', _sweep_summary(1))
+    lines = collect_sweeps([tmp_path / 'old'], runs)
+    assert 'left as it is' in lines[0]
+    assert len(read_json(committed)['trials']) == 3
+
+    # Another sweep under the same name: refused, nothing written.
+    before = committed.read_bytes()
+    write_json(tmp_path / 'other/best.json',
+               _sweep_summary(3, search_seeds=[100, 101, 102]))
+    with pytest.raises(RunsFileError, match='its search_seeds differ'):
+        collect_sweeps([tmp_path / 'other'], runs)
+    assert committed.read_bytes() == before
+
+
+def read_json(path):
+    import json
+    return json.loads(Path(path).read_text())

@@ -414,20 +414,32 @@ def test_real_sweep_confirms_on_fresh_seeds(real_sweep):
     assert conf['test_mean'] == pytest.approx(runs[0]['test']['test'])
 
 
-def test_report_leaves_out_sweep_runs_below_a_folder(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'bench_report', ROOT / 'benchmarks' / 'report.py')
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+def test_report_and_collect_leave_out_sweep_runs_below_a_folder(tmp_path):
+    # benchmarks/report.py and reproduction.py collect read the same rule.
+    from pyg_hma.train.reproduction import collect, read_runs
+    from pyg_hma.train.results import RESULT_KIND, in_sweep, write_json
     sweep = tmp_path / 'sweeps' / 'NCI1-hma'
     trial = sweep / 'trials' / 't00' / 'NCI1' / 'gcn' / 'hma' / 'seed100.json'
     confirm = sweep / 'confirm' / 'NCI1' / 'gcn' / 'hma' / 'seed0.json'
     plain = tmp_path / 'ood' / 'NCI1' / 'gcn' / 'hma' / 'seed0.json'
     (sweep / 'study.db').parent.mkdir(parents=True)
     (sweep / 'study.db').touch()
-    assert report._in_sweep(trial, [tmp_path])
-    assert report._in_sweep(confirm, [tmp_path])
-    assert not report._in_sweep(plain, [tmp_path])
-    assert not report._in_sweep(confirm, [sweep / 'confirm'])
-    assert not report._in_sweep(confirm, [tmp_path, sweep / 'confirm'])
+    assert in_sweep(trial, [tmp_path])
+    assert in_sweep(confirm, [tmp_path])
+    assert not in_sweep(plain, [tmp_path])
+    assert not in_sweep(confirm, [sweep / 'confirm'])
+    assert not in_sweep(confirm, [tmp_path, sweep / 'confirm'])
+    for path, seed in ((trial, 100), (confirm, 0), (plain, 0)):
+        write_json(path, {
+            'kind': RESULT_KIND, 'format': 1, 'runner': 'ood', 'table': 6,
+            'dataset': 'NCI1', 'backbone': 'gcn', 'backbone_label': 'GCN',
+            'method': 'hma', 'seed': seed, 'metric': 'mcc',
+            'primary_test': 'test', 'val': 0.5, 'test': {'test': 0.2},
+            'selected_epoch': 3, 'epochs_run': 5, 'wall_time_s': 1.0,
+            'device': 'cpu', 'device_name': 'cpu', 'quick': False,
+            'run_fingerprint': str(path.relative_to(tmp_path)),
+            'commit': 'abc', 'config': {}})
+    runs = tmp_path / 'runs.csv'
+    collect([tmp_path], runs)  # the plain run only
+    assert [r['fingerprint'] for r in read_runs(runs)] == [
+        str(plain.relative_to(tmp_path))]

@@ -42,7 +42,8 @@ from ..files import atomic_path
 from .engine import EVAL_MODES, fingerprint
 from .metrics import METRIC_LABELS, scale_for_table
 from ..methods import METHODS
-from .results import TABLE_TITLES, find_results, method_label, method_rank
+from .results import (TABLE_TITLES, find_results, in_sweep, method_label,
+                      method_rank)
 
 RUNS_COLUMNS = ('table', 'dataset', 'backbone', 'method', 'variant',
                 'selected_by', 'seed', 'metric', 'val', 'test',
@@ -183,7 +184,9 @@ def _same(a: dict, b: dict) -> bool:
 def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
             config: str = 'published') -> Tuple[int, int]:
     r"""Adds the rows of every finished, non-quick run under
-    :obj:`folders` to :obj:`runs_csv` (written atomically).
+    :obj:`folders` to :obj:`runs_csv` (written atomically). A sweep's runs
+    found below a folder (its trials ran other settings) are left out; name
+    its ``confirm`` folder, or use :func:`collect_sweeps`.
 
     Returns ``(rows added, rows already there)``. A row whose key is present
     with other values raises :class:`RunsFileError` and writes nothing.
@@ -200,8 +203,9 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
     old_curves = read_curves(curves_path(runs_csv))
     have_curves = {(r['fingerprint'], str(r['seed'])) for r in old_curves}
     new_curves: List[dict] = []
+    folders = list(folders)
     for rec in find_results(folders):
-        if rec.get('quick'):
+        if rec.get('quick') or in_sweep(rec['_path'], folders):
             continue
         if _drawn(str(rec.get('table')), rec['dataset'], rec['method']) \
                 and (rec['run_fingerprint'], str(rec['seed'])) \
@@ -631,6 +635,70 @@ def read_sweeps(folder: os.PathLike) -> List[dict]:
                                 f"best.json there")
         out.append(rec)
     return sorted(out, key=lambda r: (r['dataset'], method_rank(r['method'])))
+
+
+#: What two summaries of one sweep share (the sweep's identity).
+SWEEP_IDENTITY = ('runner', 'dataset', 'method', 'space', 'search_seeds',
+                  'quick', 'runner_options', 'confirm_seeds')
+
+
+def collect_sweeps(folders: Iterable[os.PathLike], runs_csv: os.PathLike
+                   ) -> List[str]:
+    r"""Commits the sweeps below :obj:`folders` (each a sweep's output
+    folder holding ``best.json``, see :mod:`.sweep`): its summary goes to
+    :func:`sweeps_folder` as ``DATASET-METHOD.json`` when it holds more
+    than the copy there (more finished trials, or the confirmation the copy
+    lacks; never fewer), and its confirmation's finished runs
+    (``confirm/``) are collected into :obj:`runs_csv` as ``tuned`` rows.
+
+    Returns one line per sweep saying what was done. A summary of another
+    sweep than the copy (other space, seeds or runner options) raises
+    :class:`RunsFileError` before anything is written."""
+    import json
+    from .results import write_json
+    from .sweep import SWEEP_KIND
+    target = sweeps_folder(runs_csv)
+    plan = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob('best.json')):
+            try:
+                new = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise RunsFileError(f"'{path}' is not readable JSON ({e})"
+                                    ) from None
+            if not isinstance(new, dict) or new.get('kind') != SWEEP_KIND:
+                continue
+            dest = target / f"{new['dataset']}-{new['method']}.json"
+            old = json.loads(dest.read_text()) if dest.exists() else None
+            if old is not None:
+                differ = [k for k in SWEEP_IDENTITY if old.get(k) != new.get(k)]
+                if differ:
+                    raise RunsFileError(
+                        f"'{path}' is another sweep than the committed "
+                        f"'{dest}' (its {', '.join(differ)} differ); a "
+                        f"committed summary is never replaced by another "
+                        f"sweep's")
+            plan.append((path, new, dest, old))
+    lines = []
+    for path, new, dest, old in plan:
+        name = dest.stem
+        n_new = len(new['trials'])
+        n_old = -1 if old is None else len(old['trials'])
+        if n_new > n_old or (n_new == n_old and new.get('confirm')
+                             and not old.get('confirm')):
+            write_json(dest, new)
+            lines.append(f"{name}: {n_new} of {new['num_trials']} trials"
+                         + (', confirmed' if new.get('confirm') else '')
+                         + f' -> {dest}')
+        else:
+            lines.append(f'{name}: the committed summary holds as much '
+                         f'({n_old} trials); left as it is')
+        confirm = path.parent / 'confirm'
+        if confirm.is_dir():
+            added, kept = collect([confirm], runs_csv, 'tuned')
+            lines.append(f'{name}: confirmation runs: {added} rows added, '
+                         f'{kept} already there')
+    return lines
 
 
 def _ordered(values: Sequence) -> list:

@@ -153,6 +153,23 @@ def read_result(path: os.PathLike) -> Optional[dict]:
     return result_problem(path)[0]
 
 
+def in_sweep(path: os.PathLike, folders: Iterable[os.PathLike]) -> bool:
+    r"""Whether :obj:`path` is reached from each given folder holding it
+    only through a sweep's folder (one with a ``study.db``,
+    :mod:`.sweep`): its trials and confirmation ran other settings than the
+    protocol's and would mix with the protocol's runs. Name a sweep's
+    ``confirm`` folder to reach its confirmation."""
+    path = Path(path).resolve()
+    verdicts = []
+    for folder in folders:
+        top = Path(folder).resolve()
+        ups = list(path.parents)
+        if top in ups:
+            verdicts.append(any((p / 'study.db').is_file()
+                                for p in ups[:ups.index(top) + 1]))
+    return bool(verdicts) and all(verdicts)
+
+
 def find_results(folders: Iterable[os.PathLike],
                  skipped: Optional[List[Tuple[str, str]]] = None,
                  duplicates: Optional[List[Tuple[str, str]]] = None
