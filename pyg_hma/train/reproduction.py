@@ -347,8 +347,10 @@ NOT_RUN_NOTES = {
         'across calls; estimated 3-6 min per molbace cell and 3.5-8 min per '
         'molbbbp cell (about 76 device-minutes for both datasets), molhiv '
         '57-141 min per cell (out of reach of 15-minute loans)'),
-    4: ('not run yet (CPU; 8 seeds per cell, about an hour per IMDB cell '
-        'here; `benchmarks/reproduce.sh e`). REDDIT-BINARY: one training '
+    4: ('not run yet (CPU; 8 seeds per cell; measured on IMDB-BINARY, '
+        'one core: 37 min (DropEdge) to 72 min (ERM, RMA) per cell, 4.6 '
+        'hours for HMA, whose readout with the key encoder is 2x ERM per '
+        'step; `benchmarks/reproduce.sh e`). REDDIT-BINARY: one training '
         'step of one seed (G-Mixup\'s GIN, 128 graphs of ~430 nodes) costs '
         '0.9 s on one CPU thread and seed batching does not help at that '
         'size, so a run (11 steps x 800 epochs) is ~2.2 CPU-hours and its 8 '
