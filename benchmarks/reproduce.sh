@@ -80,11 +80,10 @@ case "${1:-}" in
       # its ablations on both IMDB sets first, then DropEdge, DropNode and
       # M-Mixup, then REDDIT-B. Seed-batched (a seed's run does not depend
       # on its group): by default for ERM-like methods (IMDB-BINARY: a group
-      # of 6 seeds in 26 min here); 2 seeds per model for the HMA family,
-      # whose 800-epoch runs take ~35 min of a core per seed whatever the
-      # group (a group of 6 would outlast a 3-hour machine session and be
-      # lost, a group of 2 ends in about 70 min); REDDIT-B's seeds train one
-      # at a time on a CPU (the group cap)
+      # of 6 seeds in 26 min here); 2 seeds per model for the HMA family
+      # (0.6 s per epoch and seed, a group in ~16 min: larger groups gain
+      # little on these batches, and a machine session that ends mid-group
+      # loses less); REDDIT-B's seeds train one at a time on a CPU (the cap)
     tu() { echo "== tu_id $*" >&2; "$PY" benchmarks/tu_id.py --seeds 8 \
       --resume --quiet --skip-committed "$RUNS" --out "$OUT/tu_id" "$@"; }
     for ds in IMDB-BINARY IMDB-MULTI; do
