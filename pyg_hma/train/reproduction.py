@@ -640,11 +640,6 @@ def read_sweeps(folder: os.PathLike) -> List[dict]:
     return sorted(out, key=lambda r: (r['dataset'], method_rank(r['method'])))
 
 
-#: What two summaries of one sweep share (the sweep's identity).
-SWEEP_IDENTITY = ('runner', 'dataset', 'method', 'space', 'search_seeds',
-                  'quick', 'runner_options', 'confirm_seeds')
-
-
 def collect_sweeps(folders: Iterable[os.PathLike], runs_csv: os.PathLike
                    ) -> List[str]:
     r"""Commits the sweeps below :obj:`folders` (each a sweep's output
@@ -659,7 +654,7 @@ def collect_sweeps(folders: Iterable[os.PathLike], runs_csv: os.PathLike
     :class:`RunsFileError` before anything is written."""
     import json
     from .results import write_json
-    from .sweep import SWEEP_KIND
+    from .sweep import SUMMARY_IDENTITY, SWEEP_KIND, summary_differences
     target = sweeps_folder(runs_csv)
     plan = []
     for folder in folders:
@@ -674,7 +669,8 @@ def collect_sweeps(folders: Iterable[os.PathLike], runs_csv: os.PathLike
             dest = target / f"{new['dataset']}-{new['method']}.json"
             old = json.loads(dest.read_text()) if dest.exists() else None
             if old is not None:
-                differ = [k for k in SWEEP_IDENTITY if old.get(k) != new.get(k)]
+                differ = summary_differences(
+                    old, new, SUMMARY_IDENTITY + ('confirm_seeds', ))
                 if differ:
                     raise RunsFileError(
                         f"'{path}' is another sweep than the committed "

@@ -119,6 +119,19 @@ _OWN_OPTIONS = ('--dataset', '--method', '--seeds', '--out', '--resume')
 _RAY_OPTIONS = ('--ray', '--ray-cpus-per-run', '--ray-gpus-per-run')
 
 
+#: The fields of a sweep's summary (``best.json``) that say which sweep it
+#: is: two summaries alike in these are of one sweep.
+SUMMARY_IDENTITY = ('runner', 'dataset', 'method', 'space', 'search_seeds',
+                    'quick', 'runner_options')
+
+
+def summary_differences(a: Mapping[str, Any], b: Mapping[str, Any],
+                        fields: Sequence[str] = SUMMARY_IDENTITY) -> List[str]:
+    r"""The :obj:`fields` in which two sweep summaries differ (none: the
+    same sweep)."""
+    return [k for k in fields if a.get(k) != b.get(k)]
+
+
 class SweepError(Exception):
     r"""Bad input, found before any training (exit status 2)."""
 
@@ -468,14 +481,13 @@ class Sweep:
         if not isinstance(prior, dict) or prior.get('kind') != SWEEP_KIND:
             raise SweepError(f'--continue-from {path}: not a sweep summary; '
                              f'give a best.json a sweep wrote')
-        mine = json.loads(json.dumps(self.identity()))
-        theirs = dict(prior, runner_args=prior.get('runner_options'))
-        diff = [k for k in mine if k != 'kind' and theirs.get(k) != mine[k]]
+        mine = json.loads(json.dumps(self.report([], None, False)))
+        diff = summary_differences(mine, prior)
         if diff:
             raise SweepError(f"--continue-from {path} is another sweep's "
                              f"summary (its {', '.join(diff)} differ); give "
                              f"this sweep's")
-        keys = {_point_key(p): p for p in self.points}
+        keys = {_point_key(p) for p in self.points}
         self.carried = {_point_key(t['params']): t
                         for t in prior.get('trials', ())
                         if _point_key(t['params']) in keys}
