@@ -29,6 +29,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/study}
 RUNS=${RUNS:-results/paper/runs.csv}
 SWEEPS=$(dirname "$RUNS")/sweeps
+REPORT=${REPORT:-docs/reproduction.md}  # `collect` writes it, figures beside
 # One output folder per lane: a runner locks its --out folder while it runs.
 run() { echo "== $*" >&2; "$PY" benchmarks/ood.py "$@" --resume --compare-evals --quiet --skip-committed "$RUNS" --out "$OUT/ood$LANE"; }
 
@@ -104,7 +105,7 @@ case "${1:-}" in
       R collect "$OUT/reference" --config reference --runs "$RUNS"
     fi
     if [ -d "$OUT/sweeps" ]; then R sweeps "$OUT/sweeps" --runs "$RUNS"; fi
-    R report --runs "$RUNS"
+    R report --runs "$RUNS" --out "$REPORT" --figures "$(dirname "$REPORT")/figures"
     ;;
   *) echo "usage: $0 a|b|c|d|e|collect" >&2; exit 2 ;;
 esac

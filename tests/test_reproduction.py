@@ -322,3 +322,41 @@ def test_sweeps_are_committed_with_their_confirmation(tmp_path, capsys):
 def read_json(path):
     import json
     return json.loads(Path(path).read_text())
+
+
+def test_reproduce_sh_collect_commits_lanes_and_sweeps(tmp_path):
+    # The study's glue: every lane's finished runs, each sweep's summary and
+    # confirmation runs, then the report, in one command.
+    import os
+    out, paper = tmp_path / 'study', tmp_path / 'paper'
+    for seed, (e, h) in enumerate(zip(ERM, HMA)):
+        write_json(out / f'ood/NCI1/gcn/erm/seed{seed}.json',
+                   record('erm', seed, e))
+        write_json(out / f'tu_id/NCI1/gcn/hma/seed{seed}.json',
+                   record('hma', seed, h, modes(h, h - 0.1)))
+    sweep = out / 'sweeps/NCI1-erm'
+    (sweep / 'trials').mkdir(parents=True)
+    (sweep / 'study.db').touch()
+    write_json(sweep / 'trials/t00/NCI1/gcn/erm/seed100.json', record(
+        'erm', 100, 0.9, run_fingerprint='trial'))  # never a row
+    confirm = dict(n=1, seeds=[0], val=[0.6], test=[0.3])
+    write_json(sweep / 'best.json', _sweep_summary(3, confirm=confirm))
+    write_json(sweep / 'confirm/NCI1/gcn/erm/seed0.json', record(
+        'erm', 0, 0.3, run_fingerprint='confirm-0'))
+    env = dict(os.environ, OUT=str(out), RUNS=str(paper / 'runs.csv'),
+               REPORT=str(tmp_path / 'docs/reproduction.md'),
+               PY=sys.executable, PYTHONPATH=str(ROOT))
+    done = subprocess.run(['bash', str(ROOT / 'benchmarks/reproduce.sh'),
+                           'collect'], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    rows = read_runs(paper / 'runs.csv')
+    assert sorted({(r['method'], r['variant']) for r in rows}) == [
+        ('erm', 'published/independent'), ('erm', 'tuned/independent'),
+        ('hma', 'published/independent'), ('hma', 'published/order'),
+        ('hma', 'published/shuffled')]
+    assert 'trial' not in {r['fingerprint'] for r in rows}
+    assert read_json(paper / 'sweeps/NCI1-erm.json')['confirm'] == confirm
+    text = (tmp_path / 'docs/reproduction.md').read_text()
+    assert '| NCI1 | ERM | 3 / 3 |' in text
+    assert (tmp_path / 'docs/figures').is_dir()
