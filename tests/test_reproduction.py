@@ -246,9 +246,11 @@ def test_sweep_heatmap_axes_run_in_increasing_order():
     from pyg_hma.train.reproduction import _sweep_grid
     lrs, dropouts = [1e-3, 3e-3, 1e-4, 3e-4], [0.5, 0.1]
     trials = [dict(trial=f't{i}', params={'backbone.dropout': d,
-                                          'train.lr': lr}, val_mean=d + lr)
+                                          'train.lr': lr}, val_mean=d + lr,
+                   metric='accuracy')
               for i, (d, lr) in enumerate((d, lr) for d in dropouts
                                           for lr in lrs)]
+    trials[0]['val_mean'] = None  # a trial without a score: an empty cell
     grid = _sweep_grid(dict(dataset='DD', method='erm', search_seeds=[100],
                             space={'backbone.dropout': dropouts,
                                    'train.lr': lrs}, trials=trials,
@@ -257,8 +259,10 @@ def test_sweep_heatmap_axes_run_in_increasing_order():
     assert grid['y_values'] == [0.1, 0.5]
     for r, d in enumerate(grid['y_values']):
         for c, lr in enumerate(grid['x_values']):
-            assert grid['scores'][r][c] == pytest.approx(d + lr)
+            expected = None if (d, lr) == (0.5, 1e-3) else 100 * (d + lr)
+            assert grid['scores'][r][c] == pytest.approx(expected)
     assert grid['best'] == (1, 0)  # t2: dropout 0.5, lr 1e-4
+    assert 'accuracy %' in grid['title']  # the tables' scale
 
 
 def _sweep_summary(trials, confirm=None, **changes):

@@ -717,16 +717,18 @@ def _sweep_grid(sweep: dict) -> Optional[dict]:
     (y_key, y_values), (x_key, x_values) = [(k, _ordered(sweep['space'][k]))
                                             for k in axes]
     scores = [[None] * len(x_values) for _ in y_values]
-    best = None
+    best, metric = None, 'mcc'
     for t in sweep['trials']:
         r = y_values.index(t['params'][y_key])
         c = x_values.index(t['params'][x_key])
-        scores[r][c] = t['val_mean']
+        metric = t.get('metric', metric)
+        if t['val_mean'] is not None:  # on the tables' scale
+            scores[r][c] = scale_for_table(metric, t['val_mean'])
         if sweep.get('best') and t['trial'] == sweep['best']['trial']:
             best = (r, c)
     return dict(title=f"{sweep['dataset']} {method_label(sweep['method'])}: "
-                      f"mean validation ({len(sweep['search_seeds'])} "
-                      f"search seeds)",
+                      f"mean validation {METRIC_LABELS.get(metric, metric)} "
+                      f"({len(sweep['search_seeds'])} search seeds)",
                 x_label=x_key, x_values=x_values, y_label=y_key,
                 y_values=y_values, scores=scores, best=best)
 
