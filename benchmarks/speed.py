@@ -471,10 +471,16 @@ def time_seed_batches(args, bench: Bench, report: dict) -> None:
     r"""ms per model-step of S seeds as one stacked model
     (:func:`~pyg_hma.train.seed_batch.stacked_train_step`) against S
     models stepped one after the other (the engine's step), interleaved
-    step by step; full batches only (a group's seeds see B graphs each)."""
+    step by step; full batches only (a group's seeds see B graphs each).
+    On the static path the group's union is padded to multiples of
+    ``--pad`` with hashed dropout and its forward compiled (``fit_seeds``
+    with ``pad`` and ``compile``); the sequential models are the static
+    path's (padded, compiled)."""
     sizes = sorted({s for s in (1, 4, args.seed_batch)
                     if s <= args.seed_batch})
     path, device, cfg = args.paths[0], bench.device, bench.cfg
+    static = path == 'static'
+    pad = args.pad if static else None
     out = report['seed_batch'] = {'sizes': sizes, 'path': path, 'rows': {},
                                   'throughput_ratio': {}}
     print(f"{'method':<16} {'S':>3} {'batched ms/model-step':>22} "
@@ -490,13 +496,17 @@ def time_seed_batches(args, bench: Bench, report: dict) -> None:
                 raise ValueError(f'--seed-batch: {reason} cannot be '
                                  f'seed-batched')
             stacked = StackedModel(models)
+            if static:
+                stacked.compile(args.static_mode)
             stacked.train()
             params = stacked.parameters()
             optimizer = fused_adam(params, lr=cfg.lr,
                                    weight_decay=cfg.weight_decay)
             noise = Noise([torch.Generator(device).manual_seed(s)
-                           for s in seeds])
-            full = [(b for b in endless(bench.loaders(path, 100 + s), device)
+                           for s in seeds], static=static)
+            batches = 'fast' if static else path  # the union pads
+            full = [(b for b in endless(bench.loaders(batches, 100 + s),
+                                        device)
                      if b.num_graphs == cfg.batch_size) for s in seeds]
             for t in sequential:  # the same full-batch rule
                 t.batches = (b for b in t.batches
@@ -504,7 +514,8 @@ def time_seed_batches(args, bench: Bench, report: dict) -> None:
             first = sequential[0]
 
             def batched_step():
-                data = union_of([next(it) for it in full])
+                data = union_of([next(it) for it in full], pad)
+                noise.new_step()
                 stacked_train_step(stacked, data, first.objective,
                                    first.crit, first.ctx, noise, optimizer,
                                    params, cfg.clip_grad_norm)
@@ -742,9 +753,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                             else 'default')
     if args.paths is None:
         args.paths = ['fast'] if args.seed_batch else ['pyg', 'fast']
-    if args.seed_batch and args.paths[0] == 'static':
-        p.error('--seed-batch: seed-batched training does not pad or '
-                'compile yet; use --paths fast or pyg')
+    if args.seed_batch and len(args.paths) > 1:
+        p.error('--seed-batch times one path; give one of --paths pyg, '
+                'fast or static')
     if args.methods is None:
         args.methods = (['erm', 'hma'] if args.quick or args.seed_batch
                         else list(ALL_METHODS))

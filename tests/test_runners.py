@@ -327,8 +327,6 @@ def test_seed_batched_runs_are_their_own_configuration(data_root, tmp_path):
     # them and is refused before any training.
     assert runner('ood').main(argv + ['--seed-batch', '2', '--resume']) == 0
     assert runner('ood').main(argv + ['--seed-batch', '1', '--resume']) == 2
-    with pytest.raises(SystemExit):
-        runner('ood').main(argv + ['--seed-batch', '2', '--pad', '64,128'])
 
 
 def test_seed_batching_is_the_default_and_groups_do_not_matter(data_root,
@@ -353,8 +351,8 @@ def test_seed_batching_is_the_default_and_groups_do_not_matter(data_root,
 
 @pytest.mark.parametrize('extra,expected', [
     ([], (10, False)), (['--seed-batch', '3'], (3, True)),
-    (['--seed-batch', '1'], (1, True)), (['--pad', '64,128'], (1, False)),
-    (['--compile', 'default'], (1, False))])
+    (['--seed-batch', '1'], (1, True)), (['--pad', '64,128'], (10, False)),
+    (['--compile', 'default'], (10, False))])
 def test_default_seed_batch(extra, expected, capsys, tmp_path):
     from pyg_hma.runners import RunSpec, build_parser
     from pyg_hma.runners.plan import Printer, plan
@@ -365,8 +363,20 @@ def test_default_seed_batch(extra, expected, capsys, tmp_path):
     assert (spec.seed_batch, spec.seed_batch_given) == expected
     plan(spec, 'ood', protocols, tmp_path, torch.device('cpu'),
          Printer(quiet=False))
-    noted = 'trains one run at a time' in capsys.readouterr().err
-    assert noted == (extra[:1] in (['--pad'], ['--compile']))
+    assert 'trains one run at a time' not in capsys.readouterr().err
+
+
+def test_padded_runs_are_seed_batched(data_root, tmp_path):
+    # --pad (static shapes) trains the seeds of a cell as one model too,
+    # and the runs record the padding in their configuration.
+    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
+            '--seeds', '0,1', '--epochs', '2', '--root', str(data_root),
+            '--pad', '256,1024', '--out', str(tmp_path)]
+    assert runner('ood').main(argv) == 0
+    recs = [json.loads((tmp_path / f'PROTEINS/gin-max/hma/seed{s}.json')
+                       .read_text()) for s in (0, 1)]
+    assert [r['seed_batch'] for r in recs] == [2, 2]
+    assert [r['config']['pad'] for r in recs] == [[256, 1024]] * 2
 
 
 def test_no_checkpoints_trains_the_same_runs(data_root, tmp_path):

@@ -241,7 +241,8 @@ def _fit_group(jobs, splits, model_fn, curves):
         log_files={j.seed: attempt_log(j.stem) for j in jobs},
         resume=spec.resume, run_id=job.run_id, verbose=spec.verbose,
         compare_eval_modes=spec.compare_evals, callbacks=[to_curves],
-        hyperparameters=job.hyperparameters,
+        hyperparameters=job.hyperparameters, pad=spec.pad,
+        compile=spec.compile,
         # --seed-batch N trains N seeds together, as asked; by default the
         # group is capped where large batches make it slower on a CPU.
         group_size=len(jobs) if spec.seed_batch_given else None)

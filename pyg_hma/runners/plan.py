@@ -89,11 +89,8 @@ def plan(spec: RunSpec, runner: str,
     if spec.skip_committed is not None:
         from ..train.reproduction import read_runs
         committed = {r['fingerprint'] for r in read_runs(spec.skip_committed)}
-    if not spec.seed_batch_given and spec.seed_batch == 1:
-        said = ' and '.join(o for o, on in (
-            ('--ddp', spec.ddp), ('--pad', spec.pad),
-            ('--compile', spec.compile)) if on)
-        say(f'[{runner}] note: {said} trains one run at a time (seed '
+    if not spec.seed_batch_given and spec.seed_batch == 1 and spec.ddp:
+        say(f'[{runner}] note: --ddp trains one run at a time (seed '
             f'batching does not combine with it yet)')
     cells = []
     for dataset in spec.datasets:

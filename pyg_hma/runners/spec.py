@@ -183,12 +183,12 @@ _CONVERTED = ('seeds', 'momentum', 'seed_batch_given')
 def resolve_seed_batch(options: Mapping[str, Any]) -> Tuple[int, bool]:
     r"""``(seeds per training group, whether --seed-batch was given)``:
     the option's value, or by default groups of up to
-    :data:`DEFAULT_SEED_BATCH` seeds, except with ``--ddp``, ``--pad`` or
-    ``--compile``, which train one run at a time."""
+    :data:`DEFAULT_SEED_BATCH` seeds, except with ``--ddp``, which trains
+    one run at a time."""
     given = options.get('seed_batch')
     if given is not None:
         return given, True
-    if options.get('ddp') or options.get('pad') or options.get('compile'):
+    if options.get('ddp'):
         return 1, False
     return DEFAULT_SEED_BATCH, False
 
@@ -212,10 +212,6 @@ def _check_values(options: Mapping[str, Any]):
         raise ArgumentError(problem)
     if options.get('ddp') and distributed.check_arguments(options):
         raise ArgumentError(distributed.check_arguments(options))
-    if (options['seed_batch'] or 1) > 1 and (options['pad']
-                                             or options['compile']):
-        raise ArgumentError('--seed-batch does not combine with --pad or '
-                            '--compile yet; drop one of them')
     dropout = options['dropout']
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise ArgumentError(f'--dropout must lie in [0, 1), got {dropout}')

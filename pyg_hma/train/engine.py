@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple)
+                    Sequence, Tuple, Union)
 
 import numpy as np
 import torch
@@ -268,7 +268,7 @@ def train_record(cfg: 'TrainConfig',
 def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
                            run_id: Optional[dict] = None,
                            compare_eval_modes: bool = False,
-                           seed_batch: Optional[int] = None,
+                           seed_batch: Optional[Union[int, str]] = None,
                            hyperparameters: Optional[Mapping[str, Any]] = None
                            ) -> str:
     r"""The fingerprint :func:`fit` (or, with :obj:`seed_batch` the

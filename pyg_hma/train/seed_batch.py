@@ -65,11 +65,12 @@ from ..methods import (IRM, METHODS, Criterion, DropEdge, DropNode,
                        StepContext, VREx, method_hyperparameters)
 from ..models.build import LinearClassifier
 from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
-                     SplitScorer, TrainConfig, _state_copy,
+                     SplitScorer, TrainConfig, _check_static_options,
+                     _state_copy,
                      checkpoint_fingerprint, epoch_seed, fit, fused_adam,
                      resolve_device,
                      score_epoch, seed_everything)
-from ..loader import as_batch, get_loader_factory
+from ..loader import PaddedLoader, as_batch, get_loader_factory
 from .metrics import compute_metric
 from .stacked import (Noise, StackedModel, UnionBatch, union_of,
                       unsupported_reason)
@@ -342,7 +343,9 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
               compare_eval_modes: bool = False,
               fallback: str = 'warn',
               hyperparameters: Optional[Mapping[str, Any]] = None,
-              group_size: Optional[int] = None
+              group_size: Optional[int] = None,
+              pad: Optional[Sequence[int]] = None,
+              compile: Optional[str] = None
               ) -> List[FitResult]:
     r"""Trains one run per seed of :obj:`seeds`, all at once (see the module
     docstring), and returns their :class:`~pyg_hma.train.FitResult` in the
@@ -369,6 +372,19 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
         fallback: what to do when the model or method cannot be batched
             (:func:`seed_batch_support`): ``'warn'`` (run :func:`fit` per
             seed, with one warning), ``'silent'`` or ``'raise'``.
+        group_size: seeds per model (default: :func:`seed_group_limit`).
+        pad: ``(node_step, edge_step)``: static shapes, as in
+            :func:`~pyg_hma.train.fit`: the group's union of batches is
+            padded to budgets that are multiples of the steps
+            (:class:`~pyg_hma.train.stacked.UnionBatch`), BatchNorm counts
+            its real rows with a mask, dropout masks are hashed per seed
+            (:class:`~pyg_hma.train.stacked.Noise`, so with dropout the
+            run differs from an unpadded one), and evaluation batches are
+            padded too.
+        compile: ``torch.compile`` mode of the group's training forward
+            (the encoders and HMA's readout; evaluation runs eagerly on
+            each seed's own model); implies the static streams of
+            :obj:`pad` (without it, budgets of one node and one edge).
     """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -406,6 +422,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     for seed in seeds:
         seed_everything(seed)
         runs.append(_SeedRun(seed, model_fn().to(device), cfg))
+    _check_static_options(runs[0].model, method, pad, compile)
     reason = seed_batch_support(runs[0].model, method)
     if reason is not None:
         if fallback == 'raise':
@@ -420,16 +437,27 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
                          loader,
                          ckpt_dir, resume, run_id, log_of, progress,
                          verbose, callbacks, compare_eval_modes, reason,
-                         hyperparameters)
+                         hyperparameters, pad, compile)
 
     factory = get_loader_factory(loader)
+
+    def eval_loader(split, **kwargs):
+        out = factory(split, device=device, **kwargs)
+        return PaddedLoader(out, *pad) if pad is not None else out
     params0 = [p for p in runs[0].model.parameters() if p.requires_grad]
     num_parameters = sum(p.numel() for p in params0)
+    # Static shapes: padded budgets ((1, 1) when only compiled) and hashed
+    # dropout, another random stream, so checkpoints say which they hold.
+    static = None
+    if pad is not None or compile is not None:
+        static = tuple(pad) if pad is not None else (1, 1)
+    streams = (SEED_BATCH_VERSION if static is None
+               else f'{SEED_BATCH_VERSION}/static')
     for run, run_splits in zip(runs, per_seed):
         run.checkpointer = Checkpointer(
             ckpt_dir / f'seed{run.seed}.ckpt' if ckpt_dir else None,
             checkpoint_fingerprint(method, run.seed, cfg, run_id,
-                                   compare_eval_modes, SEED_BATCH_VERSION,
+                                   compare_eval_modes, streams,
                                    hyperparameters))
         state = run.checkpointer.load() if resume else None
         if state is not None:
@@ -446,8 +474,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
                              generator=run.generator)
         run.noise = torch.Generator(device)
         run.score = SplitScorer(
-            lambda split, **kw: factory(split, device=device, **kw),
-            run_splits,
+            eval_loader, run_splits,
             cfg.eval_batch_size or cfg.batch_size, run.seed, device)
         run.logger = EpochLogger(
             log_of[run.seed], verbose,
@@ -464,7 +491,8 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     trainer = _GroupTrainer(per_seed[0], method, cfg, device, callbacks,
                             compare_eval_modes,
                             method_hyperparameters(method,
-                                                   hyperparameters or {}))
+                                                   hyperparameters or {}),
+                            static, compile)
     try:
         while True:
             active = [r for r in runs if not r.done(cfg)]
@@ -485,8 +513,11 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
 
 class _GroupTrainer:
     def __init__(self, splits, method, cfg, device, callbacks,
-                 compare_eval_modes, hyperparameters: Hyperparameters):
+                 compare_eval_modes, hyperparameters: Hyperparameters,
+                 static: Optional[tuple] = None,
+                 compile: Optional[str] = None):
         self.splits, self.method, self.cfg = splits, method, cfg
+        self.static, self.compile = static, compile
         self.device, self.callbacks = device, callbacks
         self.compare = compare_eval_modes
         self.hyperparameters = hyperparameters
@@ -499,6 +530,8 @@ class _GroupTrainer:
         regroups the others)."""
         cfg = self.cfg
         stacked = StackedModel([r.model for r in group])
+        if self.compile is not None:
+            stacked.compile(self.compile)
         params = stacked.parameters()
         optimizer = fused_adam(params, lr=cfg.lr,
                                weight_decay=cfg.weight_decay)
@@ -510,7 +543,8 @@ class _GroupTrainer:
                 [r.optimizer_state for r in group]))
             if scheduler is not None:
                 scheduler.load_state_dict(group[0].scheduler_state)
-        noise = Noise([r.noise for r in group])
+        noise = Noise([r.noise for r in group],
+                      static=self.static is not None)
         epoch = group[0].next_epoch
         names = ', '.join(str(r.seed) for r in group)
         for r in group:
@@ -583,7 +617,8 @@ class _GroupTrainer:
                 skipped += 1
                 continue
             data = union_of(seed_inputs(self.objective, batches, noise,
-                                        ctx))
+                                        ctx), self.static)
+            noise.new_step()
             loss, logits, extras = stacked_train_step(
                 stacked, data, self.objective, self.crit, ctx, noise,
                 optimizer, params, cfg.clip_grad_norm)
@@ -617,7 +652,7 @@ class _GroupTrainer:
 def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
               ckpt_dir, resume, run_id, log_of, progress, verbose,
               callbacks, compare_eval_modes, reason,
-              hyperparameters) -> List[FitResult]:
+              hyperparameters, pad, compile) -> List[FitResult]:
     results = []
     for seed, splits in zip(seeds, per_seed):
         cbs = [lambda epoch, rec, seed=seed, cb=cb: cb(seed, epoch, rec)
@@ -629,7 +664,7 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
                   progress=progress, verbose=verbose,
                   log_file=log_of[seed], callbacks=cbs,
                   compare_eval_modes=compare_eval_modes,
-                  hyperparameters=hyperparameters)
+                  hyperparameters=hyperparameters, pad=pad, compile=compile)
         res.extra.update(seed_batch=False, seed_batch_fallback=reason)
         results.append(res)
     return results

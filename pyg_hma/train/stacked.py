@@ -93,8 +93,16 @@ class UnionBatch:
     :obj:`batch` (graph ``s * B + g``; padding rows in
     graph ``S * B``), :obj:`y` ``[S, B, ...]``, :obj:`num_nodes` (real
     nodes per seed, a list), :obj:`size` ``N_max``.
+
+    With :obj:`pad` ``(node_step, edge_step)`` the shapes are static, as
+    :class:`~pyg_hma.loader.PaddedLoader` makes them for one model: ``N_max``
+    is rounded up from the largest batch's nodes plus one to a multiple of
+    ``node_step``, and the union's edges to a multiple of ``edge_step``
+    with self loops on the last padding node (edge features zero), so no
+    message reaches a real node; :obj:`rows` is then a mask.
     """
-    def __init__(self, batches: Sequence):
+    def __init__(self, batches: Sequence,
+                 pad: Optional[Tuple[int, int]] = None):
         S = len(batches)
         B = int(batches[0].num_graphs)
         if any(int(b.num_graphs) != B for b in batches):
@@ -102,6 +110,9 @@ class UnionBatch:
                              'same number of graphs for every seed')
         num_nodes = [int(b.x.size(0)) for b in batches]
         N = max(num_nodes)
+        self.static = pad is not None
+        if self.static:  # room for one padding node in every seed's rows
+            N = _round_up(N + 1, pad[0])
         first = batches[0].x
         device = first.device
         self.S, self.B, self.size, self.num_nodes = S, B, N, num_nodes
@@ -114,14 +125,24 @@ class UnionBatch:
         x = first.new_zeros((S * N, ) + tuple(first.shape[1:]))
         x.index_copy_(0, pos_t, torch.cat([b.x for b in batches]))
         self.x = x
+        edges = [int(b.edge_index.size(1)) for b in batches]
+        extra = 0
+        if self.static:  # self loops on the last seed's last padding node
+            extra = _round_up(max(sum(edges), 1), pad[1]) - sum(edges)
         shifts = torch.from_numpy(np.repeat(
-            starts, [int(b.edge_index.size(1)) for b in batches])).to(device)
-        self.edge_index = (torch.cat([b.edge_index for b in batches], dim=1)
-                           + shifts)
+            np.append(starts, starts[-1]), edges + [extra])).to(device)
+        edge_index = [b.edge_index for b in batches]
+        if extra:
+            edge_index.append(batches[0].edge_index.new_full((2, extra),
+                                                             N - 1))
+        self.edge_index = torch.cat(edge_index, dim=1) + shifts
         self._edge_shifts = shifts
         self.edge_attr = None
         if getattr(batches[0], 'edge_attr', None) is not None:
-            self.edge_attr = torch.cat([b.edge_attr for b in batches])
+            attr = [b.edge_attr for b in batches]
+            if extra:
+                attr.append(attr[0].new_zeros((extra, ) + attr[0].shape[1:]))
+            self.edge_attr = torch.cat(attr)
         batch = torch.full((S * N, ), S * B, dtype=torch.long, device=device)
         graph_shift = np.repeat(np.arange(S) * B, num_nodes)
         batch.index_copy_(0, pos_t, torch.cat([b.batch for b in batches])
@@ -130,6 +151,14 @@ class UnionBatch:
         self.y = torch.stack([b.y for b in batches])
         self.env = None  # graph datasets carry no environments
         self._gcn_norm = None
+        #: What BatchNorm and dropout read as a seed's real rows: the list
+        #: of real node counts, or with static shapes the mask ``[S, N]``
+        #: (a tensor, so that a compiled step does not specialise on them).
+        self.rows = num_nodes
+        if self.static:
+            counts = torch.tensor(num_nodes, device=device)
+            self.rows = (torch.arange(N, device=device).view(1, N)
+                         < counts.view(S, 1))
 
     @property
     def edge_seed(self) -> Tensor:
@@ -139,6 +168,8 @@ class UnionBatch:
     def gcn_norm(self, dtype) -> Tuple[Tensor, Tensor]:
         r"""``(deg, norm)`` of OGB's GCN layer (degree with a self loop),
         computed once per batch."""
+        if torch.compiler.is_compiling():  # no cache inside a graph
+            return gcn_norm(self.edge_index, self.S * self.size, dtype)
         if self._gcn_norm is None:
             self._gcn_norm = gcn_norm(self.edge_index, self.S * self.size,
                                       dtype)
@@ -171,13 +202,17 @@ class ImageUnion:
                     torch.stack([b.env.view(-1).long() for b in batches]))
 
 
-def union_of(batches: Sequence):
+def union_of(batches: Sequence, pad: Optional[Tuple[int, int]] = None):
     r"""The S batches of a step as the stacked model reads them: a
-    :class:`UnionBatch` of graph batches or an :class:`ImageUnion` of image
-    batches."""
+    :class:`UnionBatch` of graph batches (with static shapes when
+    :obj:`pad` is given) or an :class:`ImageUnion` of image batches."""
     if getattr(batches[0], 'edge_index', None) is None:
         return ImageUnion(batches)
-    return UnionBatch(batches)
+    return UnionBatch(batches, pad)
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
 
 
 # --------------------------------------------------------------------------
@@ -197,21 +232,72 @@ def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
     return torch.addcmul(b.unsqueeze(1), out, w.unsqueeze(1))
 
 
+_MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    # (x * c) mod 2^32 for int64 x in [0, 2^32), without int64 overflow.
+    return (((((x >> 16) * c) & 0xFFFF) << 16) + (x & 0xFFFF) * c) & _MASK32
+
+
+def hash32(x: Tensor) -> Tensor:
+    r"""An integer hash of int64 values in ``[0, 2^32)`` onto the same range
+    (Chris Wellons' ``lowbias32``), in int64 arithmetic that cannot
+    overflow, so that every device and compiled graph gives the same bits."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
 class Noise:
     r"""Per-seed random streams: dropout masks of seed ``s`` are drawn from
-    its own generator over its real rows only."""
-    def __init__(self, generators: Sequence[torch.Generator]):
-        self.generators = list(generators)
+    its own generator over its real rows only.
 
-    def dropout(self, x: Tensor, p: float, rows: Optional[List[int]] = None
-                ) -> Tensor:
-        r""":obj:`x` ``[S, R, d]``; :obj:`rows`: real rows per seed (all
-        when ``None``)."""
+    With :obj:`static` (static shapes, :class:`UnionBatch` with ``pad``),
+    masks are computed instead of drawn, so that a compiled step holds no
+    generator: :meth:`new_step` draws one 32-bit key per seed from its
+    generator, and the keep decision of element ``(r, c)`` of a seed's
+    ``[R, d]`` rows in the step's ``k``-th dropout is a 32-bit integer hash
+    of ``(key, k, r * d + c)`` (:func:`hash32`). A seed's masks then depend
+    neither on the other seeds of its group nor on the padding."""
+    def __init__(self, generators: Sequence[torch.Generator],
+                 static: bool = False):
+        self.generators = list(generators)
+        self.static = static
+        self.keys: Optional[Tensor] = None
+        self.calls = 0
+
+    def new_step(self):
+        r"""Static streams: this step's key of every seed."""
+        if self.static:
+            self.keys = torch.stack([
+                torch.randint(2 ** 32, (), generator=g, device=g.device)
+                for g in self.generators])
+            self.calls = 0
+
+    def dropout(self, x: Tensor, p: float, rows=None) -> Tensor:
+        r""":obj:`x` ``[S, R, d]``; :obj:`rows`: real rows per seed, a list
+        (all when ``None``; static streams cover every row)."""
         if p <= 0.0:
             return x
         if p >= 1.0:
             return torch.zeros_like(x)
         keep = 1.0 - p
+        if self.static:
+            if self.keys is None:
+                raise RuntimeError('Noise.new_step() must run before each '
+                                   'step with static streams')
+            S, R, d = x.shape
+            base = hash32((self.keys + self.calls * _GOLDEN) & _MASK32)
+            self.calls += 1
+            index = torch.arange(R * d, device=x.device).view(1, R, d)
+            draw = hash32((base.view(S, 1, 1) + index) & _MASK32)
+            mask = (draw < int(keep * 2 ** 32)).to(x.dtype)
+            return x * mask.mul_(1.0 / keep)
+        rows = None if isinstance(rows, Tensor) else rows
         if x.device.type == 'cpu':
             # The draws of `bernoulli_(keep)` on a CPU without MKL's (its
             # default kernel: one float64 uniform per element, kept when
@@ -240,10 +326,11 @@ class Noise:
 
 
 def seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
-                      bn: nn.BatchNorm1d, rows: Sequence[int],
-                      training: bool) -> Tensor:
+                      bn: nn.BatchNorm1d, rows, training: bool) -> Tensor:
     r"""BatchNorm of every seed over its real rows: :obj:`x` ``[S, N, C]``,
-    seed ``s``'s real rows are ``x[s, :rows[s]]``. In training, each seed
+    seed ``s``'s real rows are ``x[s, :rows[s]]`` (:obj:`rows` a list), or
+    those where the mask :obj:`rows` ``[S, N]`` is ``True`` (static shapes:
+    the same statistics as a masked matrix product). In training, each seed
     runs :func:`torch.nn.functional.batch_norm` (the kernel of
     :class:`torch.nn.BatchNorm1d`) on its real rows, which updates its
     running statistics (``P[pre + 'running_mean'][s]`` ...) in place; the
@@ -267,6 +354,8 @@ def seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
     tracked = bn.track_running_stats
     if tracked:
         P[pre + 'num_batches_tracked'].add_(1)
+    if isinstance(rows, Tensor):
+        return _masked_seed_batch_norm(x, P, pre, bn, rows, tracked)
     # Split, not indexed, so that the backward pass is one concatenation
     # (indexing seed s would give every seed a zero gradient of all of x).
     sizes = [k for n in rows for k in (n, N - n)]
@@ -283,6 +372,38 @@ def seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
         if n < N:
             pieces.append(x.new_zeros(N - n, C))
     return torch.cat(pieces).view(S, N, C)
+
+
+def _masked_seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
+                            bn: nn.BatchNorm1d, mask: Tensor,
+                            tracked: bool) -> Tensor:
+    # Training BatchNorm per seed over the rows of `mask` [S, N], with the
+    # count of real rows a tensor (static shapes): the statistics are
+    # matrix products, as in `masked_batch_norm` (see its comment). The
+    # moments are taken around a constant shift (the mean, detached): the
+    # same values and gradients, and with `var` computed from `x - mean`
+    # directly, torch 2.13's Inductor (CPU) fused the backward wrongly
+    # (gradients of the earlier layers off by up to 100%; aot_eager and
+    # Inductor without fusion right; tests/test_seed_batch.py).
+    weight = mask.to(x.dtype).unsqueeze(1)  # [S, 1, N]
+    count = weight.sum(2, keepdim=True)  # [S, 1, 1]
+    with torch.no_grad():
+        shift = torch.bmm(weight, x) / count
+    shifted = x - shift
+    offset = torch.bmm(weight, shifted) / count  # 0 up to rounding
+    var = torch.bmm(weight, shifted.square()) / count - offset.square()
+    mean = shift + offset
+    centred = shifted - offset
+    if tracked:
+        with torch.no_grad():
+            unbiased = var * count / (count - 1).clamp(min=1.0)
+            P[pre + 'running_mean'].lerp_(mean.squeeze(1), bn.momentum)
+            P[pre + 'running_var'].lerp_(unbiased.squeeze(1), bn.momentum)
+    out = centred * torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        out = torch.addcmul(P[pre + 'bias'].unsqueeze(1), out,
+                            P[pre + 'weight'].unsqueeze(1))
+    return out * weight.transpose(1, 2)  # padding rows 0
 
 
 def sum_of_embeddings(encoder: nn.Module, P: Dict[str, Tensor], pre: str,
@@ -391,15 +512,15 @@ def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
             mlp = gnn.convs[i].mlp
             z = linear(z, P[c + 'mlp.0.weight'], P[c + 'mlp.0.bias'])
             z = seed_batch_norm(z, P, c + 'mlp.1.', mlp[1],
-                                  data.num_nodes, training)
+                                  data.rows, training)
             z = F.relu(z)
             h = linear(z, P[c + 'mlp.3.weight'], P[c + 'mlp.3.bias'])
         h = seed_batch_norm(h, P, f'{pre}norms.{i}.', gnn.norms[i],
-                              data.num_nodes, training)
+                              data.rows, training)
         if i < gnn.num_layers - 1:
             h = F.relu(h)
         if training:
-            h = noise.dropout(h, gnn.dropout, data.num_nodes)
+            h = noise.dropout(h, gnn.dropout, data.rows)
         if gnn.residual:
             h = h + h_in
         if vn is not None and i < gnn.num_layers - 1:
@@ -439,8 +560,7 @@ def gmixup_gin_forward(gin: GMixupGIN, P: Dict[str, Tensor], pre: str,
         z = F.relu(linear(z, P[c + 'nn.0.weight'], P[c + 'nn.0.bias']))
         z = linear(z, P[c + 'nn.2.weight'], P[c + 'nn.2.bias'])
         h = seed_batch_norm(F.relu(z), P, f'{pre}norms.{i}.',
-                              gin.norms[i], data.num_nodes,
-                              training)
+                              gin.norms[i], data.rows, training)
     d = h.size(-1)
     size = S * B
     pooled = POOLINGS['mean'](h.reshape(S * N, d), data.batch, size + 1)
@@ -671,6 +791,8 @@ class StackedModel:
                 t.requires_grad_(True)
             self.tensors[k] = t
         self.training = True
+        self._encoder_forward = encoder_forward
+        self._readout_forward = readout_forward
         mom = getattr(template, 'momentum_encoder', None)
         self._momentum = None
         if isinstance(template, HMAClassifier) and mom is not None:
@@ -683,6 +805,23 @@ class StackedModel:
                   self.tensors['encoder.' + n])
                  for n, _ in template.encoder.named_buffers()
                  if 'encoder.' + n in self.tensors])
+
+    def compile(self, mode: str = 'default'):
+        r"""Compiles the training forward (the encoders' and the readout's
+        stacked functions) with :func:`torch.compile`, automatic dynamic
+        shapes as :func:`~pyg_hma.train.fit` does. Give it batches with
+        static shapes (:class:`UnionBatch` with ``pad``) and static noise
+        streams (``Noise(static=True)``): drawing from a generator breaks
+        the graph. On a GPU the stacked tensors are marked as static
+        addresses, so that ``'reduce-overhead'`` can capture one CUDA graph
+        per shape with the in-place updates of BatchNorm's statistics and
+        the queues."""
+        for t in self.tensors.values():
+            if t.is_cuda:
+                torch._dynamo.mark_static_address(t)
+        self._encoder_forward = torch.compile(encoder_forward, mode=mode)
+        self._readout_forward = torch.compile(readout_forward, mode=mode)
+        return self
 
     def parameters(self) -> List[Tensor]:
         r"""The trainable stacked tensors, in the order of
@@ -705,8 +844,8 @@ class StackedModel:
 
     def embed(self, data: UnionBatch, noise: Noise) -> Tensor:
         r"""The encoder's pooled embeddings of every seed, ``[S, B, d]``."""
-        return encoder_forward(self.template.encoder, self.tensors,
-                               'encoder.', data, noise, self.training)
+        return self._encoder_forward(self.template.encoder, self.tensors,
+                                     'encoder.', data, noise, self.training)
 
     def head(self, h: Tensor) -> Tensor:
         r"""The linear head (:class:`~pyg_hma.models.build.LinearClassifier`)
@@ -730,8 +869,8 @@ class StackedModel:
                                      1.0 - momentum)
                 for k_buf, q_buf in buffers:
                     k_buf.copy_(q_buf)
-                key = encoder_forward(m.momentum_encoder.module, P,
-                                      'momentum_encoder.module.', data,
-                                      noise, training)
-        return readout_forward(m.readout, P, 'readout.', h, y, key, noise,
-                               training)
+                key = self._encoder_forward(
+                    m.momentum_encoder.module, P, 'momentum_encoder.module.',
+                    data, noise, training)
+        return self._readout_forward(m.readout, P, 'readout.', h, y, key,
+                                     noise, training)
