@@ -515,23 +515,31 @@ def test_image_nets_equal_sequential_runs(tmp_path, float64, backbone,
 # without dropout trains each seed as fit does there (the stacked layers'
 # device code: PyG's scatter instead of the CPU's sparse product, dropout by
 # bernoulli_), and with dropout a seed's run does not depend on its group.
+# Static: the group padded (hashed dropout) and, on a GPU, captured as CUDA
+# graphs ('reduce-overhead'; Inductor on the CPU is checked below).
+@pytest.mark.parametrize('static', [False, True])
 @pytest.mark.parametrize('method', ['erm', 'hma'])
-def test_seed_batch_on_device(proteins, float64, tmp_path, method,
+def test_seed_batch_on_device(proteins, float64, tmp_path, method, static,
                               test_device):
     splits = as_float64(proteins)
     cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, clip_grad_norm=1.0)
+    options = {}
+    if static:
+        torch._dynamo.reset()
+        options = dict(pad=(4096, 16384), compile=(
+            'reduce-overhead' if test_device.type == 'cuda' else None))
     model_fn = factory(splits, 'gcn', method)
     alone = [fit(model_fn, splits, method, cfg, seed=s, device=test_device)
              for s in (0, 1)]
     group = fit_seeds(model_fn, splits, method, cfg, seeds=[0, 1],
-                      device=test_device, fallback='raise')
+                      device=test_device, fallback='raise', **options)
     for a, b in zip(alone, group):
         assert_same_run(a, b, 1e-6)
     noisy = factory(splits, 'gcn', method, dropout=0.3, hma_dropout=0.1)
     a = fit_seeds(noisy, splits, method, cfg, seeds=[1, 3],
-                  device=test_device)[1]
+                  device=test_device, **options)[1]
     b = fit_seeds(noisy, splits, method, cfg, seeds=[3, 5],
-                  device=test_device)[0]
+                  device=test_device, **options)[0]
     assert_same_run(a, b, 1e-8)
 
 
@@ -651,27 +659,6 @@ def test_compiled_group_trains_like_eager(proteins, float64):
                          pad=(4096, 16384), compile='default')
     assert not counters['graph_break'], dict(counters['graph_break'])
     for a, b in zip(eager, compiled):
-        assert_same_run(a, b, 1e-6)
-
-
-# The static path of a seed group on the device of the device checks: on a
-# GPU padded and captured as CUDA graphs ('reduce-overhead'), each seed
-# still trains as fit does alone (no dropout, float64); on the CPU padded
-# and eager (Inductor's compile is checked above).
-@pytest.mark.parametrize('method', ['erm', 'hma'])
-def test_static_seed_batch_on_device(proteins, float64, method,
-                                     test_device):
-    splits = as_float64(proteins)
-    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, clip_grad_norm=1.0)
-    model_fn = factory(splits, 'gcn', method)
-    alone = [fit(model_fn, splits, method, cfg, seed=s, device=test_device)
-             for s in (0, 1)]
-    torch._dynamo.reset()
-    group = fit_seeds(model_fn, splits, method, cfg, seeds=[0, 1],
-                      device=test_device, pad=(4096, 16384),
-                      compile=('reduce-overhead' if test_device.type == 'cuda'
-                               else None), fallback='raise')
-    for a, b in zip(alone, group):
         assert_same_run(a, b, 1e-6)
 
 
