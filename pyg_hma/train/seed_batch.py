@@ -385,6 +385,10 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             (the encoders and HMA's readout; evaluation runs eagerly on
             each seed's own model); implies the static streams of
             :obj:`pad` (without it, budgets of one node and one edge).
+            Compiled graphs are cached per function, so each call starts
+            from ``torch._dynamo.reset()``: the cells of a table trained in
+            one process (other backbones, methods) would otherwise pile up
+            recompilations until Dynamo's limit sends them back to eager.
     """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -440,6 +444,8 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
                          hyperparameters, pad, compile)
 
     factory = get_loader_factory(loader)
+    if compile is not None:
+        torch._dynamo.reset()
 
     def eval_loader(split, **kwargs):
         out = factory(split, device=device, **kwargs)
