@@ -21,7 +21,12 @@ functionally for the supported modules and keeps the S models apart:
   dimension, and each seed writes its own queue;
 * dropout masks come from one :class:`torch.Generator` per seed and cover
   that seed's real rows only, so a seed's masks do not depend on the other
-  seeds of its group.
+  seeds of its group;
+* with static shapes (``UnionBatch(..., pad=...)``, for ``torch.compile``
+  and CUDA graphs) the union is padded to node and edge budgets, BatchNorm
+  counts real rows with a mask tensor, and dropout masks are hashed from a
+  per-seed key (:class:`Noise` with ``static=True``), so the compiled
+  forward holds no generator and no host-side sizes.
 
 * OGB's atom and bond encoders (one embedding table per feature column)
   are stacked per seed: every row looks its features up in its own seed's
