@@ -202,8 +202,9 @@ def build_parser(runner: str, protocols: Mapping[str, DatasetProtocol],
                    f'one). Default: groups of up to {DEFAULT_SEED_BATCH}, '
                    'on a CPU fewer where large batches would make a group '
                    'slower (pyg_hma.train.seed_batch.seed_group_limit) '
-                   '(one run at a time with --ddp, --pad or --compile, which '
-                   'do not combine with it yet). --seed-batch 1: one run at '
+                   '(one run at a time with --ddp, which does not combine '
+                   'with it yet; with --pad/--compile the group is padded '
+                   'and compiled as one model). --seed-batch 1: one run at '
                    'a time, as before. Seed-batched runs draw dropout from '
                    'per-seed generators, so they are recorded as their own '
                    'configuration')

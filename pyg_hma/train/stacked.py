@@ -102,8 +102,9 @@ class UnionBatch:
     With :obj:`pad` ``(node_step, edge_step)`` the shapes are static, as
     :class:`~pyg_hma.loader.PaddedLoader` makes them for one model: ``N_max``
     is rounded up from the largest batch's nodes plus one to a multiple of
-    ``node_step``, and the union's edges to a multiple of ``edge_step``
-    with self loops on the last padding node (edge features zero), so no
+    ``node_step``, and the union holds ``S`` times the largest batch's
+    edges rounded up to a multiple of ``edge_step``, the extra edges being
+    self loops on the last padding node (edge features zero), so no
     message reaches a real node; :obj:`rows` is then a mask.
     """
     def __init__(self, batches: Sequence,
@@ -133,7 +134,10 @@ class UnionBatch:
         edges = [int(b.edge_index.size(1)) for b in batches]
         extra = 0
         if self.static:  # self loops on the last seed's last padding node
-            extra = _round_up(max(sum(edges), 1), pad[1]) - sum(edges)
+            # S budgets of the largest batch's edges, as for the nodes: a
+            # step's shape is set by its largest batch, so steps take a
+            # handful of shapes (one CUDA graph each), whatever S.
+            extra = S * _round_up(max(max(edges), 1), pad[1]) - sum(edges)
         shifts = torch.from_numpy(np.repeat(
             np.append(starts, starts[-1]), edges + [extra])).to(device)
         edge_index = [b.edge_index for b in batches]
