@@ -98,7 +98,9 @@ case "${1:-}" in
     ;;
   collect)  # every lane's finished runs, sweep summaries, the report
     R() { echo "== reproduction.py $*" >&2; "$PY" benchmarks/reproduction.py "$@"; }
-    for lane in "$OUT"/ood "$OUT"/ood-b "$OUT"/tu_id; do
+    # every lane's folder: ood, ood-b, tu_id, and any second lane's copy
+    # (e.g. tu_id-b, when table 4's methods are split over two lanes)
+    for lane in "$OUT"/ood "$OUT"/ood-* "$OUT"/tu_id "$OUT"/tu_id-*; do
       if [ -d "$lane" ]; then R collect "$lane" --runs "$RUNS"; fi
     done
     if [ -d "$OUT/reference" ]; then

@@ -364,3 +364,19 @@ def test_reproduce_sh_collect_commits_lanes_and_sweeps(tmp_path):
     text = (tmp_path / 'docs/reproduction.md').read_text()
     assert '| NCI1 | ERM | 3 / 3 |' in text
     assert (tmp_path / 'docs/figures').is_dir()
+
+
+def test_cells_not_run_are_listed_with_their_own_reason(results, tmp_path):
+    runs = tmp_path / 'runs.csv'
+    collect([results], runs)
+    paper = [dict(table='4', metric='accuracy_pct', dataset=d,
+                  backbone='GIN', method='ERM', mean='50', std='1')
+             for d in ('IMDB-MULTI', 'REDDIT-BINARY', 'REDDIT-MULTI-5K')]
+    from pyg_hma.train.reproduction import report_markdown
+    text = report_markdown(read_runs(runs), paper)
+    lines = [line for line in text.splitlines() if line.startswith('Not run')]
+    by_cells = {line.split('Cells: ')[1]: line for line in lines}
+    assert 'not run yet' in by_cells['IMDB-MULTI GIN ERM.']
+    assert 'beyond this 2-core machine' in by_cells['REDDIT-BINARY GIN ERM.']
+    assert by_cells['REDDIT-MULTI-5K GIN ERM.'].startswith(
+        'Not run (1 paper cells): not in the offline mirror.')

@@ -347,16 +347,20 @@ NOT_RUN_NOTES = {
         'across calls; estimated 3-6 min per molbace cell and 3.5-8 min per '
         'molbbbp cell (about 76 device-minutes for both datasets), molhiv '
         '57-141 min per cell (out of reach of 15-minute loans)'),
-    4: ('not run yet (CPU; 8 seeds per cell, 800 epochs; IMDB-BINARY with '
-        'the current code, seed-batched, on one core: about 0.3 s per epoch '
-        'and seed for ERM-like methods and 0.6 s for the HMA family, i.e. '
-        '30-70 min per cell; `benchmarks/reproduce.sh e`). REDDIT-BINARY: '
-        'one training '
-        'step of one seed (G-Mixup\'s GIN, 128 graphs of ~430 nodes) costs '
-        '0.9 s on one CPU thread and seed batching does not help at that '
-        'size, so a run (11 steps x 800 epochs) is ~2.2 CPU-hours and its 8 '
-        'methods x 8 seeds ~140: beyond this 2-core machine. REDDIT-MULTI-5K '
-        'and REDDIT-MULTI-12K are not in the offline mirror'),
+    4: {
+        None: ('not run yet (CPU; 8 seeds per cell, 800 epochs; IMDB-BINARY '
+               'with the current code, seed-batched, on one core: about 0.3 s '
+               'per epoch and seed for ERM-like methods and 0.6 s for the HMA '
+               'family, i.e. 30-70 min per cell; `benchmarks/reproduce.sh e`)'),
+        'REDDIT-BINARY': (
+            'beyond this 2-core machine: one training step of one seed '
+            '(G-Mixup\'s GIN, 128 graphs of ~430 nodes) costs 0.9 s on one '
+            'CPU thread and seed batching does not help at that size, so a '
+            'run (11 steps x 800 epochs) is ~2.2 CPU-hours and its 8 methods '
+            'x 8 seeds ~140 (`benchmarks/reproduce.sh e` runs them last)'),
+        'REDDIT-MULTI-5K': 'not in the offline mirror',
+        'REDDIT-MULTI-12K': 'not in the offline mirror',
+    },
     5: 'not run yet (CPU)',
     6: 'not run yet (CPU)',
 }
@@ -450,13 +454,11 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
             lines += [''] + _paired_lines(cells, table, metric_of,
                                           paper) + ['']
         missing = _paper_cells_not_run(paper, table, ran)
-        if missing:
-            note = NOT_RUN_NOTES.get(int(table), 'not run yet') \
-                if table else 'not run yet'
-            lines += [f'Not run ({len(missing)} paper cells): {note}. '
+        for note, cells_of_note in _not_run_by_reason(table, missing):
+            lines += [f'Not run ({len(cells_of_note)} paper cells): {note}. '
                       'Cells: ' + ', '.join(
                           f'{d} {b + " " if b else ""}{m}'
-                          for d, b, m in missing) + '.', '']
+                          for d, b, m in cells_of_note) + '.', '']
         if figures and table in figures:
             lines += [f'![{title}]({figures[table]})', '']
     if figures and 'curves' in figures:
@@ -473,6 +475,21 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
               '| affects | difference |', '|---|---|']
     lines += [f'| {where} | {what} |' for where, what in SETTING_DIFFERENCES]
     return '\n'.join(lines) + '\n'
+
+
+def _not_run_by_reason(table: str, missing: Sequence[tuple]
+                       ) -> List[Tuple[str, List[tuple]]]:
+    r"""``missing`` (dataset, backbone, method) cells grouped by the reason
+    :data:`NOT_RUN_NOTES` gives for them (per table, or per dataset of a
+    table), in order of first appearance."""
+    notes = NOT_RUN_NOTES.get(int(table), 'not run yet') if table \
+        else 'not run yet'
+    groups: Dict[str, List[tuple]] = {}
+    for cell in missing:
+        note = notes if isinstance(notes, str) else notes.get(
+            cell[0], notes.get(None, 'not run yet'))
+        groups.setdefault(note, []).append(cell)
+    return list(groups.items())
 
 
 def _paper_cells_not_run(paper, table: str, ran) -> List[tuple]:
