@@ -133,6 +133,11 @@ def test_report_regenerates_from_the_committed_csv(results, tmp_path):
     hma = next(line for line in lines if line.startswith('| NCI1 | GCN | HMA'))
     assert '0.200 ± 0.016 (5)' in hma and '+0.010' in hma
     assert 'HMA − ERM | +0.050 [+0.050, +0.050] (5) | 0.000 | +0.040' in text
+    # At a glance: both NCI1 cells reproduced, DD not run, HMA above ERM.
+    assert ('| Table 6: TU size shift | 2 | 0 | 0 | 0 | 1 | '
+            '1 / 0 / 0 (1 in the paper) |') in lines
+    assert '| Table 5: Graph-SST5 / Graph-Twitter, degree shift | ' \
+        '0 | 0 | 0 | 0 | 1 | - |' in lines
     # Cells of the paper without a run are listed, baselines we do not
     # implement (CIGA) are not.
     assert 'Cells: DD ERM.' in text and 'CIGAv1' not in text

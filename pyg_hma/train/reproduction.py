@@ -424,6 +424,7 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
         VERDICT_RULE, '']
     tables = sorted({k[0] for k in main} | {str(t) for t in NOT_RUN_NOTES},
                     key=lambda t: (t == '', t))
+    lines += _summary_lines(main, paper, tables)
     for table in tables:
         title = TABLE_TITLES.get(int(table), 'Not in the paper') \
             if table else 'Not in the paper'
@@ -475,6 +476,61 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
               '| affects | difference |', '|---|---|']
     lines += [f'| {where} | {what} |' for where, what in SETTING_DIFFERENCES]
     return '\n'.join(lines) + '\n'
+
+
+def _summary_lines(main, paper, tables) -> List[str]:
+    r"""One row per table: how many cells got each verdict, how many of
+    the paper's cells were not run, and HMA against ERM paired by seed
+    (95% interval above zero, containing it, below it) beside the paper's
+    sign."""
+    out = []
+    for table in tables:
+        if not table:
+            continue
+        cells = {k: v for k, v in main.items() if k[0] == table}
+        counts: Dict[str, int] = {}
+        for (_, dataset, backbone, method, _cid), seeds in cells.items():
+            cell = _paper_cell(paper, table, dataset, backbone, method)
+            if cell is None:
+                continue
+            v = verdict(list(seeds.values()), cell[0])
+            counts[v] = counts.get(v, 0) + 1
+        missing = _paper_cells_not_run(
+            paper, table, {(k[1], k[2], k[3]) for k in cells})
+        hma = {'better': 0, 'no difference': 0, 'worse': 0}
+        paper_better = 0
+        for (_, dataset, backbone, method, _cid), seeds in cells.items():
+            if method != 'hma':
+                continue
+            erm = next((v for k, v in cells.items() if k[1:4] ==
+                        (dataset, backbone, 'erm')), None)
+            d = paired_difference(seeds, erm) if erm else None
+            if d is None:
+                continue
+            hma['better' if d['low'] > 0 else 'worse' if d['high'] < 0
+                else 'no difference'] += 1
+            ours_p = _paper_cell(paper, table, dataset, backbone, 'hma')
+            erm_p = _paper_cell(paper, table, dataset, backbone, 'erm')
+            paper_better += bool(ours_p and erm_p and ours_p[0] > erm_p[0])
+        out.append(
+            f'| {TABLE_TITLES.get(int(table), table).rsplit(" (", 1)[0]} | '
+            + ' | '.join(str(counts.get(v, 0)) for v in (
+                'reproduced', 'not reproduced (below)',
+                'not reproduced (above)', 'inconclusive'))
+            + f' | {len(missing)} | '
+            + (f'{hma["better"]} / {hma["no difference"]} / {hma["worse"]}'
+               f' ({paper_better} in the paper)' if sum(hma.values())
+               else '-') + ' |')
+    if not out:
+        return []
+    return ['## At a glance', '',
+            'Cells of the paper by verdict (`published` configuration), '
+            'cells not run, and HMA − ERM paired by seed: datasets where '
+            'the 95% interval lies above zero / contains it / lies below '
+            'it, beside the number where the paper\'s HMA beats its ERM.',
+            '', '| table | reproduced | below | above | inconclusive | '
+            'not run | HMA − ERM: better / no difference / worse |',
+            '|---|---|---|---|---|---|---|'] + out + ['']
 
 
 def _not_run_by_reason(table: str, missing: Sequence[tuple]
