@@ -469,7 +469,8 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
                   'mean over the seeds still training (thick), under the '
                   'default eval mode.', '',
                   f"![curves]({figures['curves']})", '']
-    lines += _tuning_section(sweeps, rows, config, metric_of, figures)
+    lines += _tuning_section(sweeps, rows, config, metric_of, figures,
+                             paper)
     lines += _eval_section(rows, config, metric_of)
     lines += _reference_section(rows, config, metric_of)
     lines += ['## Differences from the paper\'s setting', '',
@@ -560,7 +561,20 @@ def _paper_cells_not_run(paper, table: str, ran) -> List[tuple]:
                   - done_bb - {(d, '', m) for d, m in done})
 
 
+PAIRED_HEADER = ['Against ERM, paired by seed (mean difference, 95% '
+                 'interval, paired t-test):', '',
+                 '| dataset | backbone | difference | ours [95% CI] (pairs) '
+                 '| p | paper |', '|---|---|---|---|---|---|']
+
+
 def _paired_lines(cells, table, metric_of, paper) -> List[str]:
+    out = _paired_rows(cells, table, metric_of, paper)
+    return PAIRED_HEADER + out if out else []
+
+
+def _paired_rows(cells, table, metric_of, paper) -> List[str]:
+    r"""One markdown row per method against ERM of the same dataset and
+    backbone in ``cells`` (one table), paired by seed."""
     out = []
     by_ds: Dict[tuple, Dict[str, Dict[int, float]]] = {}
     for (_, dataset, backbone, method, _cid), seeds in cells.items():
@@ -585,12 +599,7 @@ def _paired_lines(cells, table, metric_of, paper) -> List[str]:
                 f'[{_f(d["low"], metric, signed=True)}, '
                 f'{_f(d["high"], metric, signed=True)}] ({d["n"]}) | '
                 f'{d["p"]:.3f} | {paper_d} |')
-    if not out:
-        return []
-    return ['Against ERM, paired by seed (mean difference, 95% interval, '
-            'paired t-test):', '',
-            '| dataset | backbone | difference | ours [95% CI] (pairs) | '
-            'p | paper |', '|---|---|---|---|---|---|'] + out
+    return out
 
 
 def _eval_section(rows, config, metric_of) -> List[str]:
@@ -806,10 +815,13 @@ def _sweep_grid(sweep: dict) -> Optional[dict]:
                 y_values=y_values, scores=scores, best=best)
 
 
-def _tuning_section(sweeps, rows, config, metric_of, figures) -> List[str]:
+def _tuning_section(sweeps, rows, config, metric_of, figures,
+                    paper=None) -> List[str]:
     if not sweeps:
         return []
     main = _cells(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
+    tuned = _cells(rows, f'tuned/{DEFAULT_EVAL}', DEFAULT_EVAL)
+    table_of = {k[1]: k[0] for k in list(main) + list(tuned)}
     out = ['## Tuned as the paper did', '',
            "`benchmarks/sweep.py`: HMA over the paper's grid (memory size "
            "M in {1, 2, 3} x batch size, slots per class k in {8, 16, 32, "
@@ -818,8 +830,8 @@ def _tuning_section(sweeps, rows, config, metric_of, figures) -> List[str]:
            "seeds (test never read), the best confirmed on seeds 0-9. The "
            f"`{config}` column is the runners' protocol (the tables above).",
            '', '| dataset | method | trials | best (validation) | '
-           'confirmed test (n) | ' + f'`{config}` test (n) |',
-           '|---|---|---|---|---|---|']
+           'confirmed test (n) | ' + f'`{config}` test (n) | paper | '
+           'verdict (confirmed) |', '|---|---|---|---|---|---|---|---|']
     for sw in sweeps:
         metric = sw['trials'][0]['metric'] if sw['trials'] else 'mcc'
         best = sw.get('best')
@@ -835,14 +847,37 @@ def _tuning_section(sweeps, rows, config, metric_of, figures) -> List[str]:
         published = [v for k, v in main.items()
                      if k[1] == sw['dataset'] and k[3] == sw['method']]
         pub_cell = _seeds_cell(published[0], metric) if published else '-'
+        table = table_of.get(sw['dataset'], '')
+        cell = _paper_cell(paper, table, sw['dataset'],
+                           _backbone_of(main, tuned, sw['dataset']),
+                           sw['method'])
+        paper_cell = (f'{_f(cell[0], metric)} ± {_f(cell[1], metric)}'
+                      if cell else '-')
+        verdict_cell = verdict([scale_for_table(metric, v)
+                                for v in conf['test']],
+                               cell[0] if cell else None) if conf else '-'
         out.append(f"| {sw['dataset']} | {method_label(sw['method'])} | "
                    f"{len(sw['trials'])} / {sw['num_trials']} | {best_cell} "
-                   f"| {conf_cell} | {pub_cell} |")
+                   f"| {conf_cell} | {pub_cell} | {paper_cell} | "
+                   f"{verdict_cell} |")
     out.append('')
+    paired = []
+    for table in sorted({k[0] for k in tuned}):
+        paired += _paired_rows({k: v for k, v in tuned.items()
+                                if k[0] == table}, table, metric_of, paper)
+    if paired:
+        out += ['Tuned HMA against tuned ERM (each with its own best '
+                'configuration, the same confirmation seeds), paired by '
+                'seed:', ''] + PAIRED_HEADER[2:] + paired + ['']
     for dataset in sorted({sw['dataset'] for sw in sweeps}):
         if figures and f'sweep:{dataset}' in figures:
             out += [f"![sweep {dataset}]({figures[f'sweep:{dataset}']})", '']
     return out
+
+
+def _backbone_of(main, tuned, dataset: str) -> str:
+    return next((k[2] for k in list(main) + list(tuned) if k[1] == dataset),
+                '')
 
 
 # --------------------------------------------------------------------------
