@@ -36,7 +36,11 @@ def table_figure(path: Path, title: str, ylabel: str, labels: Sequence[str],
     r"""Ours (mean, 95% interval) beside the paper's mean ± std, one column
     per cell."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(labels)), 3.6))
+    # A column as wide as its longest label line (7-point ticks) needs.
+    longest = max((len(line) for label in labels
+                   for line in label.split('\n')), default=0)
+    per_label = max(0.7, 0.085 * longest)
+    fig, ax = plt.subplots(figsize=(max(6, per_label * len(labels)), 3.6))
     xs = range(len(labels))
     ax.errorbar([x - 0.12 for x in xs], ours, yerr=ours_err, fmt='o',
                 label='ours (mean, 95% CI over seeds)')
