@@ -337,16 +337,18 @@ SETTING_DIFFERENCES = (
      "three."),
 )
 
-#: Cells the study has not run on this machine, with their measured cost.
+#: Why the study has not run a table's cells on this machine, with their
+#: measured cost: per dataset, ``None`` for the table's other datasets.
 NOT_RUN_NOTES = {
-    3: ('needs a GPU: ogbg-molbace with GIN 5x300 costs 269 ms per step and '
+    3: {None: (
+        'needs a GPU: ogbg-molbace with GIN 5x300 costs 269 ms per step and '
         '10.2 s per epoch on one CPU thread (HMA x1.55), so molbace and '
         'molbbbp x 4 backbones x ERM, HMA x 10 seeds x 100 epochs is ~57 '
         'CPU-hours. `benchmarks/table3_gpu.py` (rehearsed on CPU) runs the '
         'cells seed-batched on a lent GPU within a time budget and resumes '
         'across calls; estimated 3-6 min per molbace cell and 3.5-8 min per '
         'molbbbp cell (about 76 device-minutes for both datasets), molhiv '
-        '57-141 min per cell (out of reach of 15-minute loans)'),
+        '57-141 min per cell (out of reach of 15-minute loans)')},
     4: {
         None: ('not run yet (CPU; 8 seeds per cell, 800 epochs; IMDB-BINARY '
                'with the current code, seed-batched, on one core: about 0.3 s '
@@ -361,8 +363,8 @@ NOT_RUN_NOTES = {
         'REDDIT-MULTI-5K': 'not in the offline mirror',
         'REDDIT-MULTI-12K': 'not in the offline mirror',
     },
-    5: 'not run yet (CPU)',
-    6: 'not run yet (CPU)',
+    5: {None: 'not run yet (CPU)'},
+    6: {None: 'not run yet (CPU)'},
 }
 
 
@@ -539,12 +541,10 @@ def _not_run_by_reason(table: str, missing: Sequence[tuple]
     r"""``missing`` (dataset, backbone, method) cells grouped by the reason
     :data:`NOT_RUN_NOTES` gives for them (per table, or per dataset of a
     table), in order of first appearance."""
-    notes = NOT_RUN_NOTES.get(int(table), 'not run yet') if table \
-        else 'not run yet'
+    notes = NOT_RUN_NOTES.get(int(table), {}) if table else {}
     groups: Dict[str, List[tuple]] = {}
     for cell in missing:
-        note = notes if isinstance(notes, str) else notes.get(
-            cell[0], notes.get(None, 'not run yet'))
+        note = notes.get(cell[0], notes.get(None, 'not run yet'))
         groups.setdefault(note, []).append(cell)
     return list(groups.items())
 
@@ -821,7 +821,9 @@ def _tuning_section(sweeps, rows, config, metric_of, figures,
         return []
     main = _cells(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
     tuned = _cells(rows, f'tuned/{DEFAULT_EVAL}', DEFAULT_EVAL)
-    table_of = {k[1]: k[0] for k in list(main) + list(tuned)}
+    where: Dict[str, tuple] = {}  # dataset -> (table, backbone)
+    for key in list(main) + list(tuned):
+        where.setdefault(key[1], (key[0], key[2]))
     out = ['## Tuned as the paper did', '',
            "`benchmarks/sweep.py`: HMA over the paper's grid (memory size "
            "M in {1, 2, 3} x batch size, slots per class k in {8, 16, 32, "
@@ -847,9 +849,8 @@ def _tuning_section(sweeps, rows, config, metric_of, figures,
         published = [v for k, v in main.items()
                      if k[1] == sw['dataset'] and k[3] == sw['method']]
         pub_cell = _seeds_cell(published[0], metric) if published else '-'
-        table = table_of.get(sw['dataset'], '')
-        cell = _paper_cell(paper, table, sw['dataset'],
-                           _backbone_of(main, tuned, sw['dataset']),
+        table, backbone = where.get(sw['dataset'], ('', ''))
+        cell = _paper_cell(paper, table, sw['dataset'], backbone,
                            sw['method'])
         paper_cell = (f'{_f(cell[0], metric)} ± {_f(cell[1], metric)}'
                       if cell else '-')
@@ -873,11 +874,6 @@ def _tuning_section(sweeps, rows, config, metric_of, figures,
         if figures and f'sweep:{dataset}' in figures:
             out += [f"![sweep {dataset}]({figures[f'sweep:{dataset}']})", '']
     return out
-
-
-def _backbone_of(main, tuned, dataset: str) -> str:
-    return next((k[2] for k in list(main) + list(tuned) if k[1] == dataset),
-                '')
 
 
 # --------------------------------------------------------------------------
