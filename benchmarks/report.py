@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pyg_hma.train.results import (find_results, in_sweep, load_paper,
-                                   report_markdown)
+from pyg_hma.study.tables import report_markdown
+from pyg_hma.train.results import find_results, in_sweep, load_paper
 
 
 def main(argv=None) -> int:

@@ -13,15 +13,17 @@ holds more than the copy there, and collects its confirmation runs as
 ``tuned`` rows. ``report`` regenerates the report from the
 committed CSVs, the sweep summaries in ``results/paper/sweeps/`` (copies of
 sweeps' ``best.json``) and the paper's numbers; it trains nothing. See
-:mod:`pyg_hma.train.reproduction` for the columns and the verdict rule.
+:mod:`pyg_hma.study.rows` for the columns and :mod:`pyg_hma.study.stats`
+for the verdict rule.
 """
 import argparse
 import sys
 from pathlib import Path
 
-from pyg_hma.train.reproduction import (CONFIGS, RunsFileError, collect,
-                                        collect_sweeps, report)
-from pyg_hma.train.results import load_paper
+from pyg_hma.study.report import report
+from pyg_hma.study.rows import CONFIGS, collect
+from pyg_hma.study.tuning import collect_sweeps
+from pyg_hma.train.results import RunsFileError, load_paper
 
 RUNS = Path('results/paper/runs.csv')
 

@@ -1,11 +1,11 @@
 r"""Training and inference speed of a backbone alone (ERM) and with HMA.
 
 For one dataset, backbone and device, every method (ERM, HMA and each of its
-ablations) trains with its runner's protocol (``PROTOCOLS`` in
-``benchmarks/ood.py``, ``ogb_mol.py``, ``tu_id.py``) and the engine's
-training step (:func:`pyg_hma.train.engine.train_step`, fused Adam), **in the
-same run, interleaved** (one step of each after a warm-up), on the data
-paths of the runners:
+ablations) trains with its runner's protocol (``PROTOCOLS`` of
+:mod:`pyg_hma.runners.protocols`: ``ood``, ``ogb_mol``, ``tu_id``) and the
+engine's training step (:func:`pyg_hma.train.engine.train_step`, fused
+Adam), **in the same run, interleaved** (one step of each after a
+warm-up), on the data paths of the runners:
 
 * ``pyg``: PyG's ``DataLoader``, each batch moved to the device
   (``--loader pyg``, the runners' default);
@@ -82,12 +82,12 @@ from pyg_hma.train.engine import (COMPILE_MODES, TrainConfig, compile_model,
                                   fused_adam, predict, train_epoch,
                                   train_step)
 from pyg_hma.train.metrics import compute_metric
-from pyg_hma.train.runner_scripts import runner_protocols
+from pyg_hma.runners.protocols import runner_protocols
 from pyg_hma.train.seed_batch import seed_batch_support, stacked_train_step
 from pyg_hma.train.stacked import Noise, StackedModel, union_of
 
 PROTOCOLS = {name: protocol for name, (runner, protocol)
-             in runner_protocols(Path(__file__).resolve().parent).items()}
+             in runner_protocols().items()}
 # Diagnostic, not a paper row: full HMA without a momentum encoder.
 ONLINE_KEYS = 'hma-online-keys'
 ALL_METHODS = ('erm', ) + METHODS.names(lambda s: s.uses_hma) + (ONLINE_KEYS, )

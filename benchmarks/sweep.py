@@ -14,11 +14,11 @@ is scored by its mean validation score over the search seeds
 (default 100-102); the best is written to OUT/best.json and confirmed on
 seeds 0-9 (OUT/confirm). Run the same command again to continue a stopped
 sweep. Options after `--` go to the runner. The logic lives in
-pyg_hma/train/sweep.py (`python benchmarks/sweep.py -h` for all options).
+pyg_hma/study/sweep.py (`python benchmarks/sweep.py -h` for all options).
 """
 import sys
 
-from pyg_hma.train.sweep import main
+from pyg_hma.study.sweep import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -329,7 +329,7 @@ def _write_outputs(work: Path, out: Path, timings: dict):
 # --------------------------------------------------------------------------
 
 def collect(args) -> int:
-    from pyg_hma.train.reproduction import collect as collect_rows
+    from pyg_hma.study.rows import collect as collect_rows
     source = args.source
     archive = source / ARCHIVE if source.is_dir() else source
     say(f'unpacked {unpack(archive, args.work)} files from {archive} into '

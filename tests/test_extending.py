@@ -15,7 +15,8 @@ from pyg_hma.data import DATASETS, DatasetSpec, DatasetSplits, find_mirror
 from pyg_hma.methods import METHODS, MethodSpec, Objective, method_label
 from pyg_hma.models import BACKBONES, BackboneSpec, build_model
 from pyg_hma.registry import UnknownNameError
-from pyg_hma.train.results import find_results, report_markdown
+from pyg_hma.study.tables import report_markdown
+from pyg_hma.train.results import find_results
 
 
 class LabelSmoothing(Objective):
@@ -60,12 +61,16 @@ def my_graphs():
     DATASETS.unregister('MyGraphs')
 
 
-def test_a_new_dataset_reaches_the_runner(my_graphs, tmp_path, capsys):
+def test_a_new_dataset_reaches_the_runner(my_graphs, tmp_path, capsys,
+                                          monkeypatch):
     from pyg_hma.data.__main__ import main as data_cli
+    from pyg_hma.runners.protocols import ood as protocols
     assert data_cli(['list']) == 0
     assert 'MyGraphs' in capsys.readouterr().out.split()
+    # The protocols are package data: the runner script reads them there.
     ood = runner_module('ood')
-    ood.PROTOCOLS['MyGraphs'] = ood.TU.replace(table=None)
+    monkeypatch.setitem(protocols.PROTOCOLS, 'MyGraphs',
+                        protocols.TU.replace(table=None))
     argv = ['--dataset', 'MyGraphs', '--quiet', '--method', 'erm',
             '--seeds', '0-0', '--epochs', '2', '--out', str(tmp_path)]
     assert ood.main(argv) == 0

@@ -4,6 +4,7 @@ reported by name, ``--resume`` after the driver was stopped, and the
 one-line error without Ray. The cluster tests carry the ``ray`` marker
 (``pytest -m 'not ray'`` leaves them out)."""
 import builtins
+import dataclasses
 import csv
 import functools
 import json
@@ -23,7 +24,7 @@ from pyg_hma.runners import execute
 from pyg_hma.runners.cli import build_parser
 from pyg_hma.runners.ray_backend import RAY_MISSING
 from pyg_hma.runners.spec import ArgumentError, RunSpec, check_paths
-from pyg_hma.train import sweep
+from pyg_hma.study import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = 'PROTEINS/gin-max'
@@ -269,9 +270,9 @@ def test_a_sweep_passes_its_ray_options_to_every_run(monkeypatch, tmp_path):
     # other's study.
     assert on_ray.identity() == local.identity()
     params, seeds = on_ray.points[0], on_ray.search_seeds
-    assert on_ray.run_argv(params, seeds, tmp_path) == \
-        local.run_argv(params, seeds, tmp_path) + [
-            '--ray', 'HEAD:6379', '--ray-gpus-per-run', '0.25']
+    assert on_ray.run_spec(params, seeds, tmp_path) == dataclasses.replace(
+        local.run_spec(params, seeds, tmp_path), ray='HEAD:6379',
+        ray_gpus_per_run=0.25)
     assert on_ray.reproduce_command(params, seeds) == \
         local.reproduce_command(params, seeds)
     with pytest.raises(sweep.SweepError, match='give --ray to the sweep'):

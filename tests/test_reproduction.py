@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pyg_hma.train.reproduction import (RunsFileError, collect,
-                                        mean_interval, paired_difference,
-                                        read_runs, verdict)
-from pyg_hma.train.results import RESULT_KIND, write_json
+from pyg_hma.study.rows import collect
+from pyg_hma.study.stats import mean_interval, paired_difference, verdict
+from pyg_hma.train.results import (RESULT_KIND, RunsFileError, read_runs,
+                                   write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +178,7 @@ def test_reference_rows_get_their_own_section(results, tmp_path):
     # The reference runs selected under 'order': their own row is order's.
     added, _ = collect([ref], runs, config='reference')
     assert added == 25
-    from pyg_hma.train.reproduction import report_markdown
+    from pyg_hma.study.report import report_markdown
     text = report_markdown(read_runs(runs), None)
     row = next(line for line in text.splitlines()
                if line.startswith('| NCI1 | HMA | 0.200'))
@@ -197,8 +197,9 @@ def test_curves_and_sweeps_reach_the_report(results, tmp_path):
         write_json(results / f'hma/seed{seed}.json', rec)
     runs = tmp_path / 'paper/runs.csv'
     collect([results], runs)
-    from pyg_hma.train.reproduction import (curves_path, read_curves,
-                                            report)
+    from pyg_hma.study.report import report
+    from pyg_hma.study.rows import curves_path
+    from pyg_hma.train.results import read_curves
     curves = read_curves(curves_path(runs))
     assert len(curves) == 3 * len(HMA)  # ERM runs have no history here
     # Runs the curves figure does not draw (another dataset) keep no curves.
@@ -216,7 +217,7 @@ def test_curves_and_sweeps_reach_the_report(results, tmp_path):
     collect([results], runs)  # again: curves of a known run are kept
     assert curves_path(runs).read_bytes() == before
 
-    from pyg_hma.train.sweep import SWEEP_KIND
+    from pyg_hma.study.sweep_space import SWEEP_KIND
     trials = [dict(trial=f't{i}', params={'hma.memory_size': m,
                                           'hma.slots_per_class': k},
                    val_mean=0.3 + 0.01 * i, metric='mcc')
@@ -248,7 +249,7 @@ def test_curves_and_sweeps_reach_the_report(results, tmp_path):
 def test_sweep_heatmap_axes_run_in_increasing_order():
     # The ERM space lists learning rates as 1e-3, 3e-3, 1e-4, 3e-4; the
     # heatmap's axis runs 1e-4 .. 3e-3, each score in its own place.
-    from pyg_hma.train.reproduction import _sweep_grid
+    from pyg_hma.study.tuning import sweep_grid
     lrs, dropouts = [1e-3, 3e-3, 1e-4, 3e-4], [0.5, 0.1]
     trials = [dict(trial=f't{i}', params={'backbone.dropout': d,
                                           'train.lr': lr}, val_mean=d + lr,
@@ -256,7 +257,7 @@ def test_sweep_heatmap_axes_run_in_increasing_order():
               for i, (d, lr) in enumerate((d, lr) for d in dropouts
                                           for lr in lrs)]
     trials[0]['val_mean'] = None  # a trial without a score: an empty cell
-    grid = _sweep_grid(dict(dataset='DD', method='erm', search_seeds=[100],
+    grid = sweep_grid(dict(dataset='DD', method='erm', search_seeds=[100],
                             space={'backbone.dropout': dropouts,
                                    'train.lr': lrs}, trials=trials,
                             best=dict(trial='t2')))
@@ -271,7 +272,7 @@ def test_sweep_heatmap_axes_run_in_increasing_order():
 
 
 def _sweep_summary(trials, confirm=None, **changes):
-    from pyg_hma.train.sweep import SWEEP_KIND
+    from pyg_hma.study.sweep_space import SWEEP_KIND
     space = {'train.lr': [0.1, 0.01, 0.001]}
     summary = dict(
         kind=SWEEP_KIND, runner='ood', dataset='NCI1', method='erm',
@@ -289,7 +290,7 @@ def test_sweeps_are_committed_with_their_confirmation(tmp_path, capsys):
     # A sweep's summary is copied beside runs.csv when it holds more than
     # the copy there, never replaced by an older one or another sweep's,
     # and its confirmation runs become `tuned` rows.
-    from pyg_hma.train.reproduction import collect_sweeps
+    from pyg_hma.study.tuning import collect_sweeps
     from conftest import runner_module
     reproduction_main = runner_module('reproduction').main
     runs = tmp_path / 'paper/runs.csv'
@@ -377,7 +378,7 @@ def test_cells_not_run_are_listed_with_their_own_reason(results, tmp_path):
     paper = [dict(table='4', metric='accuracy_pct', dataset=d,
                   backbone='GIN', method='ERM', mean='50', std='1')
              for d in ('IMDB-MULTI', 'REDDIT-BINARY', 'REDDIT-MULTI-5K')]
-    from pyg_hma.train.reproduction import report_markdown
+    from pyg_hma.study.report import report_markdown
     text = report_markdown(read_runs(runs), paper)
     lines = [line for line in text.splitlines() if line.startswith('Not run')]
     by_cells = {line.split('Cells: ')[1]: line for line in lines}
@@ -389,7 +390,7 @@ def test_cells_not_run_are_listed_with_their_own_reason(results, tmp_path):
 
 def test_tuned_runs_are_compared_with_the_paper_and_paired(results,
                                                            tmp_path):
-    from pyg_hma.train.reproduction import report
+    from pyg_hma.study.report import report
     from pyg_hma.train.results import load_paper
     runs = tmp_path / 'paper/runs.csv'
     collect([results], runs)
@@ -400,7 +401,7 @@ def test_tuned_runs_are_compared_with_the_paper_and_paired(results,
         write_json(tuned / f'hma/seed{seed}.json',
                    record('hma', seed, h + 0.02, run_fingerprint=f'th{seed}'))
     collect([tuned], runs, config='tuned')
-    from pyg_hma.train.sweep import SWEEP_KIND
+    from pyg_hma.study.sweep_space import SWEEP_KIND
     write_json(runs.parent / 'sweeps/NCI1-hma.json', dict(
         kind=SWEEP_KIND, dataset='NCI1', method='hma',
         space={'hma.slots_per_class': [8, 16]}, search_seeds=[100],

@@ -10,8 +10,8 @@ import torch
 
 from pyg_hma.data import find_mirror
 from pyg_hma.runners.cli import parse_seeds
-from pyg_hma.train.results import (find_results, load_paper, paper_number,
-                                   report_markdown)
+from pyg_hma.study.tables import report_markdown
+from pyg_hma.train.results import find_results, load_paper, paper_number
 
 from conftest import runner_module as runner
 
@@ -128,7 +128,7 @@ def test_skip_committed_leaves_out_runs_with_a_committed_row(
     # A study continued on a fresh machine: its output folder is gone, its
     # committed runs.csv is not. Seed 0 has a row there (matched by the
     # run's fingerprint), seed 1 does not: only seed 1 trains.
-    from pyg_hma.train.reproduction import RUNS_COLUMNS
+    from pyg_hma.train.results import RUNS_COLUMNS
     rec = json.loads((quick_results['PROTEINS'] / 'erm' / 'seed0.json')
                      .read_text())
     runs = tmp_path / 'runs.csv'

@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps (pyg_hma.train.sweep, benchmarks/sweep.py): the
+"""Hyperparameter sweeps (pyg_hma.study.sweep, benchmarks/sweep.py): the
 search spaces, the choice on validation only, resuming, the confirmation on
 fresh seeds, and clear errors before any training."""
 import json
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pyg_hma.data import find_mirror
-from pyg_hma.train import sweep as sw
+from pyg_hma.runners.spec import check_names
+from pyg_hma.study import sweep as sw
 from pyg_hma.train.results import find_results
 
 pytest.importorskip('optuna')
@@ -153,17 +154,27 @@ class FakeRunner:
         self.calls = []
         self.fail_on = fail_on
 
-    def __call__(self, runner, protocols, argv, stdout=None):
-        sw.parse_runner_args(runner, protocols, argv)  # a valid command
-        lr = float(argv[argv.index('--lr') + 1])
-        seeds = argv[argv.index('--seeds') + 1]
-        lo, hi = (int(s) for s in seeds.split('-'))
-        self.calls.append(argv)
+    def __call__(self, runner, protocols, spec, stdout=None):
+        check_names(spec, protocols)  # a valid run specification
+        lr = spec.settings['train']['lr']  # the trial's, as --set sets it
+        self.calls.append(Call(spec))
         if lr == self.fail_on:
             raise KeyboardInterrupt  # the sweep stopped mid-trial
         return [dict(seed=s, val=self.VAL[lr] + 0.01 * (s % 2),
                      test={'test': self.TEST[lr]}, primary_test='test',
-                     metric='mcc') for s in range(lo, hi + 1)]
+                     metric='mcc') for s in spec.seeds]
+
+
+class Call(list):
+    r"""A run specification the sweep passed to the runner, read like the
+    runner's command line it stands for (``--lr``, ``--seeds A-B``,
+    ``--out``, ``--resume``), with the specification as :attr:`spec`."""
+    def __init__(self, spec):
+        self.spec = spec
+        super().__init__(['--lr', str(spec.settings['train']['lr']),
+                          '--seeds', sw.seeds_arg(spec.seeds),
+                          '--out', str(spec.out)]
+                         + (['--resume'] if spec.resume else []))
 
 
 FAKE_ARGV = ['--runner', 'ood', '--dataset', 'PROTEINS', '--method', 'erm',
@@ -416,8 +427,9 @@ def test_real_sweep_confirms_on_fresh_seeds(real_sweep):
 
 def test_report_and_collect_leave_out_sweep_runs_below_a_folder(tmp_path):
     # benchmarks/report.py and reproduction.py collect read the same rule.
-    from pyg_hma.train.reproduction import collect, read_runs
-    from pyg_hma.train.results import RESULT_KIND, in_sweep, write_json
+    from pyg_hma.study.rows import collect
+    from pyg_hma.train.results import (RESULT_KIND, in_sweep, read_runs,
+                                       write_json)
     sweep = tmp_path / 'sweeps' / 'NCI1-hma'
     trial = sweep / 'trials' / 't00' / 'NCI1' / 'gcn' / 'hma' / 'seed100.json'
     confirm = sweep / 'confirm' / 'NCI1' / 'gcn' / 'hma' / 'seed0.json'

@@ -78,3 +78,14 @@ def test_wheel_works_outside_the_checkout(tmp_path):
     res = subprocess.run([str(python), '-c', 'from pyg_hma.data import '
                           'find_mirror; print(find_mirror())'], **run)
     assert res.stdout.strip() == 'None', res.stdout
+    # The runners' protocols are package data: the wheel runs them without
+    # a checkout's benchmarks/ folder.
+    res = subprocess.run([str(python), '-m', 'pyg_hma.runners.protocols.ood',
+                          '--help'], **run)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'NCI1' in res.stdout and "CIGA's scripts" in res.stdout
+    res = subprocess.run([str(python), '-c', 'from pyg_hma.runners.protocols '
+                          'import runner_protocols; print(sorted('
+                          'runner_protocols()))'], **run)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'ogbg-molhiv' in res.stdout and 'IMDB-BINARY' in res.stdout

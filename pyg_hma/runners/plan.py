@@ -15,7 +15,8 @@ from ..methods import METHODS, hyperparameter_names, method_label
 from ..models import BACKBONES, backbone_label
 from ..registry import UnknownNameError
 from ..train.engine import TrainConfig, fingerprint, train_record
-from ..train.results import package_versions, read_result, source_commit
+from ..train.results import (package_versions, read_result, read_runs,
+                             source_commit)
 from .protocol import DatasetProtocol
 from .spec import RunSpec
 
@@ -87,7 +88,6 @@ def plan(spec: RunSpec, runner: str,
     settings = spec.settings
     committed = set()
     if spec.skip_committed is not None:
-        from ..train.reproduction import read_runs
         committed = {r['fingerprint'] for r in read_runs(spec.skip_committed)}
     if not spec.seed_batch_given and spec.seed_batch == 1 and spec.ddp:
         say(f'[{runner}] note: --ddp trains one run at a time (seed '

@@ -16,6 +16,7 @@ from ..models import BACKBONES
 from ..registry import UnknownNameError
 from ..train import distributed
 from ..train.engine import TrainConfig, resolve_device
+from ..train.results import RunsFileError, read_runs
 from .protocol import DatasetProtocol
 from .ray_backend import ray_problem
 
@@ -245,7 +246,6 @@ def check_paths(spec: RunSpec, runner: str):
             raise ArgumentError(
                 f'--root {root} cannot be written; choose a writable folder')
     if spec.skip_committed is not None:
-        from ..train.reproduction import RunsFileError, read_runs
         if not Path(spec.skip_committed).is_file():
             raise ArgumentError(
                 f'--skip-committed {spec.skip_committed} is not a file; give '

@@ -1,4 +1,9 @@
-r"""Result files, summaries over seeds and the paper's published numbers.
+r"""Result records: the per-seed result files, the committed study rows
+(``runs.csv``), summaries over seeds and the paper's published numbers.
+
+This module sits below the runners, which write result files and read
+committed rows (``--skip-committed``), and below the reproduction study
+(:mod:`pyg_hma.study`), which collects them into rows and reports on them.
 
 Every finished run (one method, one seed) is one JSON file with
 ``"kind": "pyg_hma.result"``. Summaries group them by
@@ -32,13 +37,6 @@ from .metrics import METRIC_LABELS, scale_for_table
 RESULT_KIND = 'pyg_hma.result'
 RESULT_FORMAT = 1
 PAPER_ENV = 'PYG_HMA_PAPER'
-
-TABLE_TITLES = {
-    3: 'Table 3: OGB molecules, scaffold split (ROC-AUC x100)',
-    4: 'Table 4: TU in distribution, G-Mixup protocol (accuracy %)',
-    5: 'Table 5: Graph-SST5 / Graph-Twitter, degree shift (accuracy %)',
-    6: 'Table 6: TU size shift (Matthews correlation)',
-}
 
 
 def method_rank(method: str) -> int:
@@ -221,6 +219,59 @@ def config_id(rec: dict) -> str:
         'runner', 'dataset', 'backbone', 'method', 'config')},
         sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+# --------------------------------------------------------------------------
+# Committed study rows (runs.csv, curves.csv)
+# --------------------------------------------------------------------------
+
+#: The columns of ``runs.csv``: one row per run and eval setting (see
+#: :mod:`pyg_hma.study.rows`).
+RUNS_COLUMNS = ('table', 'dataset', 'backbone', 'method', 'variant',
+                'selected_by', 'seed', 'metric', 'val', 'test',
+                'selected_epoch', 'epochs', 'seconds', 'device',
+                'config_id', 'fingerprint', 'commit')
+#: What identifies a row of ``runs.csv``.
+ROW_KEY = ('fingerprint', 'seed', 'variant', 'selected_by')
+#: Per-epoch curves beside ``runs.csv`` (``curves.csv``): one row per run
+#: and epoch, the run's own eval mode; joined to the runs by
+#: ``(fingerprint, seed)``.
+CURVES_COLUMNS = ('fingerprint', 'seed', 'epoch', 'train_loss', 'val', 'test')
+
+
+class RunsFileError(ValueError):
+    r"""``runs.csv`` is malformed or a collection would change a row."""
+
+
+def read_csv_rows(path: os.PathLike, columns: Sequence[str], what: str
+                  ) -> List[dict]:
+    r"""The rows of a CSV file that must hold :obj:`columns` (empty when
+    the file does not exist); :class:`RunsFileError` otherwise."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline='') as f:
+            reader = csv.DictReader(f)
+            missing = set(columns) - set(reader.fieldnames or ())
+            if missing:
+                raise RunsFileError(f"'{path}' lacks the columns "
+                                    f"{sorted(missing)}; it is not a {what} "
+                                    f"of this project")
+            return [dict(r) for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise RunsFileError(f"'{path}' is not a readable {what} ({e})"
+                            ) from None
+
+
+def read_runs(path: os.PathLike) -> List[dict]:
+    r"""The rows of a ``runs.csv`` (empty when the file does not exist)."""
+    return read_csv_rows(path, RUNS_COLUMNS, 'runs.csv')
+
+
+def read_curves(path: os.PathLike) -> List[dict]:
+    r"""The rows of a ``curves.csv`` (empty when the file does not exist)."""
+    return read_csv_rows(path, CURVES_COLUMNS, 'curves.csv')
 
 
 # --------------------------------------------------------------------------
@@ -445,50 +496,3 @@ def write_summary(folder: os.PathLike, records: Sequence[dict],
         tmp.write_text(summary_csv(rows))
     return md
 
-
-def report_markdown(records: Sequence[dict],
-                    paper: Optional[List[dict]] = None) -> str:
-    r"""One markdown table per paper table: rows are (backbone, method),
-    columns each dataset's score and the paper's."""
-    rows = aggregate(records, paper)
-    by_table: Dict[Any, List[dict]] = OrderedDict()
-    for row in sorted(rows, key=lambda r: (r['table'] is None,
-                                           r['table'] or 0)):
-        by_table.setdefault(row['table'], []).append(row)
-    blocks = []
-    for table, group in by_table.items():
-        title = TABLE_TITLES.get(table, 'Not in the paper')
-        datasets = list(OrderedDict.fromkeys(r['dataset'] for r in group))
-        # One row per (backbone, method) and configuration.
-        keys = list(OrderedDict.fromkeys((r['backbone'], r['method_label'])
-                                         for r in group))
-        has_paper = paper is not None and table is not None
-        primary = {r['dataset']: r['primary_test'] for r in group}
-        cols = ['backbone', 'method']
-        for d in datasets:
-            split = '' if primary[d] == 'test' else f' {primary[d]}'
-            cols.append(f'{d}{split} (seeds)')
-            if has_paper:
-                cols.append(f'{d} paper')
-        lines = [f'### {title}', '', '| ' + ' | '.join(cols) + ' |',
-                 '|' + '---|' * len(cols)]
-        index = {(r['backbone'], r['method_label'], r['dataset']): r
-                 for r in group}
-        for backbone, label in keys:
-            cells = [backbone, label]
-            for d in datasets:
-                r = index.get((backbone, label, d))
-                if r is None:
-                    cells += [''] * (2 if has_paper else 1)
-                    continue
-                t = r['primary_test']
-                score = fmt(r[f'{t}_mean'], r[f'{t}_std'], r['metric'])
-                cells.append(f"{score} ({seeds_text(r)})")
-                if has_paper:
-                    cells.append(fmt(r['paper_mean'], r['paper_std'],
-                                     r['metric']))
-            lines.append('| ' + ' | '.join(cells) + ' |')
-        blocks.append('\n'.join(lines))
-    if paper is None:
-        blocks.append(f'(No paper numbers: {paper_csv_path()} not found.)')
-    return '\n\n'.join(blocks) + '\n'

@@ -1,16 +1,27 @@
-r"""The reproduction report's figures (matplotlib, PNG).
+r"""The reproduction report's figures (matplotlib, PNG): one per paper
+table, the validation/test curves and one heatmap per swept dataset.
 
-Plotting only: :mod:`.reproduction` prepares the numbers and calls these.
-Every figure is written atomically; matplotlib is imported on first use
-with the non-interactive ``Agg`` backend.
+:func:`write_figures` prepares the numbers from the committed rows and
+calls the plotting functions. Every figure is written atomically;
+matplotlib is imported on first use with the non-interactive ``Agg``
+backend.
 """
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from ..files import atomic_path
+from ..methods import method_label
+from ..train.metrics import METRIC_LABELS, scale_for_table
+from ..train.results import method_rank
+from .cells import cells_of, paper_cell
+from .rows import CURVE_CELLS, DEFAULT_EVAL, drawn
+from .stats import mean_interval
+from .tables import TABLE_TITLES
+from .tuning import sweep_grid
 
 #: ``{method label: {seed: [(epoch, value), ...]}}``
 SeedCurves = Mapping[str, Mapping[int, Sequence[Tuple[int, float]]]]
@@ -126,4 +137,84 @@ def heatmap_figure(path: Path, grids: Sequence[dict]) -> None:
     _save(fig, path)
 
 
-__all__ = ['table_figure', 'curves_figure', 'heatmap_figure']
+def curve_panels(rows, curves, config) -> list:
+    r"""The curves figure's panels: per drawn cell and split, each
+    method's per-seed curves from ``curves.csv``."""
+    runs = {}
+    for r in rows:
+        if (r['variant'] == f'{config}/{DEFAULT_EVAL}'
+                and r['selected_by'] == DEFAULT_EVAL
+                and drawn(str(r['table']), r['dataset'], r['method'])):
+            runs[r['fingerprint'], str(r['seed'])] = r
+    series: Dict[tuple, dict] = {}
+    for c in curves:
+        run = runs.get((c['fingerprint'], str(c['seed'])))
+        if run is None:
+            continue
+        for split in ('val', 'test'):
+            if c[split] == '':
+                continue
+            value = scale_for_table(run['metric'], float(c[split]))
+            series.setdefault((run['table'], run['dataset'], run['metric'],
+                               split), {}).setdefault(
+                method_label(run['method']), {}).setdefault(
+                int(run['seed']), []).append((int(c['epoch']), value))
+    panels = []
+    for (table, dataset, metric, split), by_method in sorted(
+            series.items(), key=lambda kv: (
+                CURVE_CELLS.index((str(kv[0][0]), kv[0][1])),
+                kv[0][3] != 'val')):
+        for seeds in by_method.values():
+            for points in seeds.values():
+                points.sort()
+        panels.append((f'{dataset} ({TABLE_TITLES[int(table)].split(":")[0]})'
+                       f': {"validation" if split == "val" else "test"}',
+                       METRIC_LABELS.get(metric, metric), by_method))
+    return panels
+
+
+def write_figures(rows, paper, folder: Path, config: str,
+                  relative_to: Path, curves: Sequence[dict] = (),
+                  sweeps: Sequence[dict] = ()) -> Dict[str, str]:
+    r"""The report's PNGs in :obj:`folder`: one per paper table (ours with
+    95% intervals beside the paper's mean ± std), the validation/test curves
+    (``curves``) and one heatmap per swept dataset (``sweep:DATASET``).
+    Returns ``{key: path relative to the report}``."""
+    main = cells_of(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
+    out = {}
+
+    def done(key, path):
+        out[key] = os.path.relpath(path, relative_to)
+
+    for table in sorted({k[0] for k in main if k[0]}):
+        keys = sorted((k for k in main if k[0] == table),
+                      key=lambda k: (k[1], method_rank(k[3])))
+        labels, ours, ours_err, theirs, theirs_err = [], [], [], [], []
+        for key in keys:
+            mean, _, half, _ = mean_interval(list(main[key].values()))
+            cell = paper_cell(paper, table, key[1], key[2], key[3])
+            labels.append(f'{key[1]}\n{method_label(key[3])}')
+            ours.append(mean)
+            ours_err.append(0 if not math.isfinite(half) else half)
+            theirs.append(cell[0] if cell else math.nan)
+            theirs_err.append(cell[1] if cell else 0)
+        metric = next(r['metric'] for r in rows if str(r['table']) == table)
+        path = folder / f'table{table}.png'
+        table_figure(path, TABLE_TITLES.get(int(table), f'Table {table}'),
+                     METRIC_LABELS.get(metric, metric), labels, ours,
+                     ours_err, theirs, theirs_err)
+        done(table, path)
+    panels = curve_panels(rows, curves, config)
+    if panels:
+        path = folder / 'curves.png'
+        curves_figure(path, panels)
+        done('curves', path)
+    for dataset in sorted({sw['dataset'] for sw in sweeps}):
+        grids = [g for g in (sweep_grid(sw) for sw in sweeps
+                             if sw['dataset'] == dataset) if g]
+        if grids:
+            path = folder / f'sweep_{dataset}.png'
+            heatmap_figure(path, grids)
+            done(f'sweep:{dataset}', path)
+    return out
+

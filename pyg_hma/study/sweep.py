@@ -65,263 +65,57 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import fcntl
 import io
-import itertools
 import json
-import math
 import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..methods import METHODS
 from ..registry import UnknownNameError
-from . import runner_scripts
-from .results import mean_std
-from .runner_scripts import RUNNERS
-
-if TYPE_CHECKING:
-    from ..runners.spec import RunSpec
-SEARCH_SEED_START = 100  # search seeds 100, 101, ...: not confirmation seeds
-STUDY_NAME = 'sweep'
-SWEEP_KIND = 'pyg_hma.sweep'
-OPTUNA_MISSING = ("sweeps need optuna, an optional dependency: "
-                  "pip install 'pyg_hma[sweep]'")
-
-# The paper's search (per dataset, on validation): M in {1, 2, 3} x batch
-# size, k in {8, 16, 32, 64}. '2x' = 2 x the batch size.
-PAPER_HMA_SPACE = {'hma.memory_size': ['1x', '2x', '3x'],
-                   'hma.slots_per_class': [8, 16, 32, 64]}
-# ERM (and every non-HMA method) gets the same number of trials, 3 x 4 = 12.
-PAPER_ERM_SPACE = {'backbone.dropout': [0.1, 0.3, 0.5],
-                   'train.lr': [1e-3, 3e-3, 1e-4, 3e-4]}
-
-ALIASES = {
-    'M': 'hma.memory_size', 'memory_size': 'hma.memory_size',
-    'k': 'hma.slots_per_class', 'slots_per_class': 'hma.slots_per_class',
-    'l': 'hma.label_dim', 'label_dim': 'hma.label_dim',
-    'dropout': 'backbone.dropout', 'lr': 'train.lr',
-}
-# Swept keys written with the runner's own options (the rest: --set KEY=V).
-RUNNER_OPTIONS = {
-    'hma.memory_size': '--memory-size',
-    'hma.slots_per_class': '--slots-per-class',
-    'hma.label_dim': '--label-dim',
-    'backbone.dropout': '--dropout',
-    'train.lr': '--lr',
-    'momentum': '--momentum',
-}
-# The sweep sets these itself for every run.
-_OWN_OPTIONS = ('--dataset', '--method', '--seeds', '--out', '--resume')
-# Where the runs train, not what they are: the sweep's own options, kept out
-# of the study's identity (a sweep continues on Ray or locally alike).
-_RAY_OPTIONS = ('--ray', '--ray-cpus-per-run', '--ray-gpus-per-run')
-
-
-#: The fields of a sweep's summary (``best.json``) that say which sweep it
-#: is: two summaries alike in these are of one sweep.
-SUMMARY_IDENTITY = ('runner', 'dataset', 'method', 'space', 'search_seeds',
-                    'quick', 'runner_options')
-
-
-def summary_differences(a: Mapping[str, Any], b: Mapping[str, Any],
-                        fields: Sequence[str] = SUMMARY_IDENTITY) -> List[str]:
-    r"""The :obj:`fields` in which two sweep summaries differ (none: the
-    same sweep)."""
-    return [k for k in fields if a.get(k) != b.get(k)]
-
-
-class SweepError(Exception):
-    r"""Bad input, found before any training (exit status 2)."""
-
-
-# --------------------------------------------------------------------------
-# Search spaces and trials
-# --------------------------------------------------------------------------
-
-def parse_value(text: str):
-    r"""One value of ``--param``: JSON (``1e-3``, ``true``, ``null``),
-    ``none`` (``None``), ``2x`` (kept: a multiple of the batch size) or else
-    the string itself."""
-    text = text.strip()
-    if text.lower() == 'none':
-        return None
-    if text.endswith('x'):
-        try:
-            return f'{int(text[:-1])}x' if int(text[:-1]) > 0 else text
-        except ValueError:
-            pass
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_param(text: str):
-    r"""``'hma.memory_size=32,64'`` -> ``('hma.memory_size', [32, 64])``."""
-    key, sep, raw = text.partition('=')
-    key = ALIASES.get(key.strip(), key.strip())
-    from ..runners.spec import SETTING_SECTIONS
-    section, dot, name = key.partition('.')
-    values = [parse_value(v) for v in raw.split(',') if v.strip()]
-    if (not sep or not values or not (
-            key == 'momentum'
-            or (dot and name and section in SETTING_SECTIONS))):
-        raise SweepError(
-            f"--param expects KEY=V1,V2,... with KEY one of hma.NAME, "
-            f"backbone.NAME, train.NAME, method.NAME, momentum or "
-            f"{', '.join(ALIASES)} (e.g. hma.memory_size=32,64), got "
-            f"'{text}'")
-    if len(set(map(json.dumps, values))) != len(values):
-        raise SweepError(f"--param {key}: a value is repeated in '{raw}'")
-    return key, values
-
-
-def paper_space(method: str) -> Dict[str, list]:
-    r"""The built-in space of :obj:`method` (values ``'Nx'`` are multiples
-    of the batch size): the paper's M x k grid for HMA and its ablations,
-    dropout x learning rate with as many trials for the other methods."""
-    from ..methods import METHODS
-    spec = METHODS.get(method)
-    space = (PAPER_HMA_SPACE if spec is not None and spec.uses_hma
-             else PAPER_ERM_SPACE)
-    return {key: list(values) for key, values in space.items()}
-
-
-def resolve_space(space: Mapping[str, Sequence], batch_size: int
-                  ) -> Dict[str, list]:
-    r"""Replaces every ``'Nx'`` by N x :obj:`batch_size`."""
-    def value(v):
-        if isinstance(v, str) and v.endswith('x') and v[:-1].isdigit():
-            return int(v[:-1]) * batch_size
-        return v
-    out = {}
-    for key, values in space.items():
-        out[key] = [value(v) for v in values]
-        if len(set(map(json.dumps, out[key]))) != len(out[key]):
-            raise SweepError(f"--param {key}: values {list(values)} repeat "
-                             f"one another at batch size {batch_size}")
-    return out
-
-
-def grid(space: Mapping[str, Sequence]) -> List[Dict[str, Any]]:
-    r"""Every combination of :obj:`space`, the first key varying slowest."""
-    keys = list(space)
-    return [dict(zip(keys, combo))
-            for combo in itertools.product(*(space[k] for k in keys))]
-
-
-def trial_ids(points: Sequence[Mapping[str, Any]]) -> List[str]:
-    r"""``t00``, ``t01``, ...: a trial's folder name, its place in the
-    grid."""
-    width = max(2, len(str(len(points) - 1)))
-    return [f't{i:0{width}d}' for i in range(len(points))]
-
-
-def _point_key(params: Mapping[str, Any]) -> str:
-    return json.dumps(dict(sorted(params.items())))
-
-
-def _arg_value(value) -> str:
-    if value is None:
-        return 'null'
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    return str(value)
-
-
-def trial_args(params: Mapping[str, Any]) -> List[str]:
-    r"""The runner options that set a trial's :obj:`params`."""
-    argv = []
-    for key, value in params.items():
-        if key == 'momentum':
-            argv += ['--momentum', 'none' if value is None else str(value)]
-        elif key in RUNNER_OPTIONS:
-            argv += [RUNNER_OPTIONS[key], _arg_value(value)]
-        else:
-            argv += ['--set', f'{key}={_arg_value(value)}']
-    return argv
-
-
-def seeds_arg(seeds: Sequence[int]) -> str:
-    r"""The runner's ``--seeds`` for exactly :obj:`seeds` (a bare number
-    would be a count)."""
-    if len(seeds) > 1 and list(seeds) == list(range(seeds[0],
-                                                    seeds[-1] + 1)):
-        return f'{seeds[0]}-{seeds[-1]}'
-    if len(seeds) == 1:
-        return f'{seeds[0]}-{seeds[0]}'
-    return ','.join(map(str, seeds))
-
-
-def parse_seed_list(text: str, start: int, option: str) -> List[int]:
-    r"""A count ``3`` (seeds :obj:`start` .. :obj:`start` + 2), a range
-    ``100-102`` or a list ``100,105``; ``0`` or ``none``: no seeds."""
-    from ..runners.spec import seed_list
-    if text.strip().lower() in ('0', 'none'):
-        return []
-    try:
-        return seed_list(text, start)
-    except ValueError as e:
-        raise SweepError(f'{option} {e}') from None
-
-
-# --------------------------------------------------------------------------
-# Scores: validation only
-# --------------------------------------------------------------------------
-
-def score_runs(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
-    r"""A trial's score from its runs' result records: the mean validation
-    score over seeds (``val_mean``), with the sample std and the count. Only
-    ``'val'`` is read: a test score cannot influence the choice."""
-    val = {int(r['seed']): float(r['val']) for r in records}
-    mean, std = _finite(mean_std(list(val.values())))
-    return {'val_mean': mean, 'val_std': std, 'n': len(val),
-            'val': {str(s): v for s, v in sorted(val.items())},
-            'metric': records[0]['metric'] if records else None}
-
-
-def _finite(values):
-    # NaN (no std of one seed) is written as null: best.json stays JSON.
-    return tuple(None if v is None or math.isnan(v) else v for v in values)
-
-
-def choose_best(trials: Sequence[Mapping[str, Any]]) -> Optional[dict]:
-    r"""The trial with the highest ``val_mean`` (the first of equals);
-    ``None`` when no trial has a score."""
-    best = None
-    for trial in trials:
-        v = trial.get('val_mean')
-        if v is None or math.isnan(v):
-            continue
-        if best is None or v > best['val_mean']:
-            best = trial
-    return best
-
+from ..runners.cli import build_parser as runner_parser
+from ..runners.invocation import run_benchmark
+from ..runners.protocols import RUNNERS, runner_module
+from ..runners.ray_backend import LOCAL, import_ray
+from ..runners.spec import RunSpec, check_names
+from ..train.results import mean_std, write_json
+from .sweep_space import (OPTUNA_MISSING, OWN_OPTIONS, RAY_OPTIONS,
+                          SEARCH_SEED_START, STUDY_NAME, SUMMARY_IDENTITY,
+                          SWEEP_KIND, SweepError, arg_value, choose_best,
+                          finite_or_none, fmt_params, fmt_score,
+                          format_report, grid, paper_space, parse_param,
+                          parse_seed_list, parse_value, point_key,
+                          resolve_space, score_runs, seeds_arg,
+                          summary_differences, trial_args, trial_ids,
+                          trial_settings)
 
 # --------------------------------------------------------------------------
 # The runner
 # --------------------------------------------------------------------------
 
 def load_runner(name: str):
-    r"""The runner module ``benchmarks/NAME.py`` of this checkout (it holds
-    the datasets' protocols, ``PROTOCOLS``); :class:`SweepError` when there
-    is none."""
+    r"""The runner module :obj:`name` of the package (it holds the
+    datasets' protocols, ``PROTOCOLS``, see
+    :mod:`pyg_hma.runners.protocols`); :class:`SweepError` when there is
+    none."""
     try:
-        return runner_scripts.load_runner(name)
-    except (UnknownNameError, FileNotFoundError) as e:
+        return runner_module(name)
+    except UnknownNameError as e:
         raise SweepError(str(e)) from None
 
 
 def parse_runner_args(runner: str, protocols, argv: Sequence[str]
                       ) -> RunSpec:
-    r"""The runner's command line :obj:`argv` parsed and checked as its
-    ``main`` does (its values and names; not its folders); a
-    :class:`SweepError` names the first problem."""
-    from ..runners.cli import build_parser
-    from ..runners.spec import RunSpec, check_names
-    parser = build_parser(runner, protocols)
+    r"""The runner options given to the sweep (after ``--``), parsed once
+    into a run specification and checked as the runner's ``main`` does
+    (its values and names; not its folders); a :class:`SweepError` names
+    the first problem."""
+    parser = runner_parser(runner, protocols)
 
     def error(message):
         raise SweepError(f'{runner}.py {shlex.join(argv)}: {message}')
@@ -338,14 +132,28 @@ def parse_runner_args(runner: str, protocols, argv: Sequence[str]
     return spec
 
 
-def run_runner(runner: str, protocols, argv: Sequence[str],
+def with_settings(spec: RunSpec, params: Mapping[str, Any]) -> RunSpec:
+    r""":obj:`spec` with a trial's :obj:`params` applied as the runners'
+    ``--set SECTION.NAME=VALUE`` applies them (a later setting replaces an
+    earlier one of the same name), and ``momentum`` as ``--momentum``."""
+    triples, other = trial_settings(params)
+    settings = {section: dict(values)
+                for section, values in spec.settings.items()}
+    for section, name, value in triples:
+        settings.setdefault(section, {})[name] = value
+    changes: Dict[str, Any] = {}
+    if 'momentum' in other:
+        changes.update(momentum=other['momentum'], momentum_given=True)
+    return dataclasses.replace(spec, settings=settings, **changes)
+
+
+def run_runner(runner: str, protocols, spec: RunSpec,
                stdout=None) -> List[dict]:
-    r"""Runs the runner in this process on :obj:`argv`; returns the result
-    records of its runs (those it trained and, with ``--resume``, those it
+    r"""Runs the runner in this process on :obj:`spec`; returns the result
+    records of its runs (those it trained and, with ``resume``, those it
     kept). The runner's summary goes to :obj:`stdout` (``None``: this
     process's stdout)."""
-    from ..runners import run_benchmark
-    spec = parse_runner_args(runner, protocols, argv)
+    check_names(spec, protocols)
     with contextlib.redirect_stdout(stdout or sys.stdout):
         return run_benchmark(spec, runner, protocols)
 
@@ -398,13 +206,13 @@ class Sweep:
     protocols: Any = None
     carried: Dict[str, dict] = field(default_factory=dict)
     carried_confirm: Optional[dict] = None
+    base: Optional[RunSpec] = None  # the runner options, parsed once
 
     # ---- checks, before any training ------------------------------------
     def check(self) -> 'Sweep':
         r"""Checks everything that can be checked without training: the
         runner, dataset, method, runner options, every trial's settings, the
         seeds. Raises :class:`SweepError`."""
-        from ..methods import METHODS
         if self.method not in METHODS:  # needs no runner file
             raise SweepError(f"unknown method '{self.method}'; choose from "
                              f"{', '.join(METHODS)}")
@@ -422,20 +230,21 @@ class Sweep:
         if self.n_trials is not None and self.n_trials < 1:
             raise SweepError('--n-trials must be positive')
         for token in self.runner_args:
-            if token.split('=')[0] in _OWN_OPTIONS:
+            if token.split('=')[0] in OWN_OPTIONS:
                 raise SweepError(f'runner option {token} is set by the sweep '
                                  f'itself; leave it out')
-            if token.split('=')[0] in _RAY_OPTIONS:
+            if token.split('=')[0] in RAY_OPTIONS:
                 raise SweepError(f'give {token} to the sweep (before --), '
                                  f'not to the runner')
         if self.ray_args:
-            from ..runners.ray_backend import import_ray
             try:
                 import_ray()
             except ImportError as e:
                 raise SweepError(str(e)) from None
+        # The runner options, parsed once; every run's specification is
+        # this one with the trial's settings, seeds and folder.
         base = parse_runner_args(self.runner, self.protocols,
-                                 self._base_argv())
+                                 self._base_argv() + self.ray_args)
         if base.datasets != (self.dataset, ) or base.methods or base.seeds \
                 or base.out or base.resume:
             raise SweepError('the runner options after -- may not set '
@@ -459,10 +268,15 @@ class Sweep:
         resolved = resolve_space(self.space, self.batch_size)
         self.points = grid(resolved)
         self.ids = trial_ids(self.points)
-        for params in self.points:  # every trial's options are valid
-            parse_runner_args(self.runner, self.protocols,
-                              self._base_argv() + trial_args(params)
-                              + self.ray_args)
+        self.base = base
+        for tid, params in zip(self.ids, self.points):  # all valid
+            try:
+                check_names(self.run_spec(params, self.search_seeds,
+                                          self.out / 'trials' / tid),
+                            self.protocols)
+            except ValueError as e:  # UnknownNameError too
+                raise SweepError(f'trial {tid} ({fmt_params(params)}): '
+                                 f'{e}') from None
         self.space = resolved
         if self.continue_from is not None:
             self._read_carried()
@@ -487,10 +301,10 @@ class Sweep:
             raise SweepError(f"--continue-from {path} is another sweep's "
                              f"summary (its {', '.join(diff)} differ); give "
                              f"this sweep's")
-        keys = {_point_key(p) for p in self.points}
-        self.carried = {_point_key(t['params']): t
+        keys = {point_key(p) for p in self.points}
+        self.carried = {point_key(t['params']): t
                         for t in prior.get('trials', ())
-                        if _point_key(t['params']) in keys}
+                        if point_key(t['params']) in keys}
         conf = prior.get('confirm')
         if conf and conf.get('seeds') == list(self.confirm_seeds):
             self.carried_confirm = conf
@@ -500,13 +314,17 @@ class Sweep:
                                                else [])
                 + list(self.runner_args))
 
-    def run_argv(self, params: Mapping[str, Any], seeds: Sequence[int],
-                 out: Path) -> List[str]:
-        r"""The runner's command line for :obj:`params` on :obj:`seeds`."""
-        return (self._base_argv() + ['--method', self.method]
-                + trial_args(params)
-                + ['--seeds', seeds_arg(seeds), '--out', str(out), '--resume']
-                + (['--quiet'] if self.quiet else []) + self.ray_args)
+    def run_spec(self, params: Mapping[str, Any], seeds: Sequence[int],
+                 out: Path) -> RunSpec:
+        r"""The run specification of :obj:`params` on :obj:`seeds` into
+        :obj:`out`: the runner options (parsed once, by :meth:`check`) with
+        the trial's settings applied as ``--set`` applies them
+        (:func:`with_settings`), the method, the seeds, the folder and
+        ``resume`` (an interrupted trial continues its runs)."""
+        spec = with_settings(self.base, params)
+        return dataclasses.replace(
+            spec, methods=(self.method, ), seeds=tuple(seeds),
+            out=Path(out), resume=True, quiet=spec.quiet or self.quiet)
 
     def reproduce_command(self, params: Mapping[str, Any],
                           seeds: Sequence[int]) -> str:
@@ -554,41 +372,41 @@ class Sweep:
 
     def left(self, study) -> List[int]:
         r"""Indices of the grid points without a finished trial."""
-        done = {_point_key(t.params) for t in _complete(study)}
+        done = {point_key(t.params) for t in _complete(study)}
         return [i for i, p in enumerate(self.points)
-                if _point_key(p) not in done]
+                if point_key(p) not in done]
 
     def objective(self, trial) -> float:
         params = {key: trial.suggest_categorical(key, values)
                   for key, values in self.space.items()}
-        index = [_point_key(p) for p in self.points].index(
-            _point_key(params))
+        index = [point_key(p) for p in self.points].index(
+            point_key(params))
         params = self.points[index]  # in the space's key order
         tid = self.ids[index]
         trial.set_user_attr('trial_id', tid)
-        carried = self.carried.get(_point_key(params))
+        carried = self.carried.get(point_key(params))
         if carried is not None:
             for key in ('val_mean', 'val_std', 'n', 'val', 'metric'):
                 trial.set_user_attr(key, carried[key])
-            val = _fmt_score(carried['val_mean'], carried['val_std'],
+            val = fmt_score(carried['val_mean'], carried['val_std'],
                              carried['metric'])
             self.say(f'[sweep] trial {tid}: mean val {val} over '
                      f"{carried['n']} seed(s), carried over from "
                      f'{self.continue_from}')
             return (float('nan') if carried['val_mean'] is None
                     else carried['val_mean'])
-        self.say(f'[sweep] trial {tid}: {_fmt_params(params)}; seeds '
+        self.say(f'[sweep] trial {tid}: {fmt_params(params)}; seeds '
                  f'{self.search_seeds}')
         start = time.perf_counter()
         records = run_runner(
             self.runner, self.protocols,
-            self.run_argv(params, self.search_seeds,
+            self.run_spec(params, self.search_seeds,
                           self.out / 'trials' / tid),
             stdout=io.StringIO() if self.quiet else sys.stderr)
         score = score_runs(records)
         for key in ('val_mean', 'val_std', 'n', 'val', 'metric'):
             trial.set_user_attr(key, score[key])
-        val = _fmt_score(score['val_mean'], score['val_std'], score['metric'])
+        val = fmt_score(score['val_mean'], score['val_std'], score['metric'])
         self.say(f"[sweep] trial {tid}: mean val {val} over "
                  f"{score['n']} seed(s), {time.perf_counter() - start:.0f} s")
         # No score (NaN): Optuna records the trial as failed.
@@ -597,10 +415,10 @@ class Sweep:
 
     def trials(self, study) -> List[dict]:
         r"""The finished trials in grid order: id, params and score."""
-        by_point = {_point_key(t.params): t for t in _complete(study)}
+        by_point = {point_key(t.params): t for t in _complete(study)}
         out = []
         for tid, params in zip(self.ids, self.points):
-            t = by_point.get(_point_key(params))
+            t = by_point.get(point_key(params))
             if t is not None:
                 attrs = t.user_attrs
                 out.append(dict(trial=tid, params=params,
@@ -620,14 +438,14 @@ class Sweep:
             return carried
         out = self.out / 'confirm'
         self.say(f"[sweep] confirming {best['trial']} "
-                 f"({_fmt_params(best['params'])}) on seeds "
+                 f"({fmt_params(best['params'])}) on seeds "
                  f"{self.confirm_seeds}")
         records = run_runner(self.runner, self.protocols,
-                             self.run_argv(best['params'], self.confirm_seeds,
+                             self.run_spec(best['params'], self.confirm_seeds,
                                            out))
         primary = records[0]['primary_test']
-        val = _finite(mean_std([r['val'] for r in records]))
-        test = _finite(mean_std([r['test'][primary] for r in records]))
+        val = finite_or_none(mean_std([r['val'] for r in records]))
+        test = finite_or_none(mean_std([r['test'][primary] for r in records]))
         return dict(trial=best['trial'], params=best['params'],
                     seeds=[r['seed'] for r in records], out=str(out),
                     n=len(records), metric=records[0]['metric'],
@@ -650,7 +468,7 @@ class Sweep:
             todo = len(left) if self.n_trials is None else min(
                 self.n_trials, len(left))
             finished = len(self.points) - len(left)
-            carried = sum(_point_key(self.points[i]) in self.carried
+            carried = sum(point_key(self.points[i]) in self.carried
                           for i in left)
             self.say(f'[sweep] {self.runner} / {self.dataset} / {self.method}:'
                      f' {len(self.points)} trials ({finished} finished '
@@ -702,7 +520,6 @@ class Sweep:
                     trials=trials, best=best_out, confirm=None)
 
     def _write(self, report):
-        from .results import write_json
         write_json(self.out / 'best.json', report)
         (self.out / 'summary.md').write_text(format_report(report))
 
@@ -744,7 +561,6 @@ def _requeue_interrupted(study):
 
 @contextlib.contextmanager
 def _lock(path: Path):
-    import fcntl
     with open(path, 'w') as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -762,70 +578,6 @@ def import_optuna():
     except ImportError:
         raise SweepError(OPTUNA_MISSING) from None
     return optuna
-
-
-# --------------------------------------------------------------------------
-# Printing
-# --------------------------------------------------------------------------
-
-def _fmt_params(params: Mapping[str, Any]) -> str:
-    return ' '.join(f'{k}={_arg_value(v)}' for k, v in params.items())
-
-
-def _fmt_score(mean, std, metric) -> str:
-    from .results import fmt
-    from .metrics import scale_for_table
-    if mean is None or math.isnan(mean):
-        return '-'
-    return fmt(scale_for_table(metric, mean),
-               None if std is None else scale_for_table(metric, std), metric)
-
-
-def format_report(report: Mapping[str, Any]) -> str:
-    r"""The sweep's tables as markdown: one row per trial (mean validation
-    ± std over the search seeds, n), the best, the confirmation."""
-    from .metrics import METRIC_LABELS
-    trials = report['trials']
-    metric = trials[0]['metric'] if trials else 'accuracy'
-    keys = list(report['space'])
-    best = report['best']
-    lines = [f"Sweep {report['runner']} / {report['dataset']} / "
-             f"{report['method']} ({report['space_name']} space, "
-             f"{len(trials)} of {report['num_trials']} trials finished): "
-             f"mean validation {METRIC_LABELS.get(metric, metric)} over "
-             f"search seeds {report['search_seeds']}",
-             '', '| trial | ' + ' | '.join(keys) + ' | val | n |',
-             '|' + '---|' * (len(keys) + 3)]
-    for t in trials:
-        mark = ' (best)' if best and t['trial'] == best['trial'] else ''
-        lines.append(f"| {t['trial']}{mark} | "
-                     + ' | '.join(_arg_value(t['params'][k]) for k in keys)
-                     + f" | {_fmt_score(t['val_mean'], t['val_std'], metric)}"
-                     f" | {t['n']} |")
-    lines.append('')
-    if best is None:
-        lines.append('No finished trial yet.')
-    else:
-        val = _fmt_score(best['val_mean'], best['val_std'], metric)
-        lines.append(f"Best: {best['trial']} ({_fmt_params(best['params'])}),"
-                     f" val {val} (test scores were not read)")
-        lines.append(f"Reproduce: {best['command']}")
-    conf = report.get('confirm')
-    if conf:
-        m = conf['metric']
-        val = _fmt_score(conf['val_mean'], conf['val_std'], m)
-        test = _fmt_score(conf['test_mean'], conf['test_std'], m)
-        lines.append(
-            f"Confirmation of {conf['trial']} on seeds {conf['seeds']} "
-            f"({conf['out']}): val {val}, {conf['test_name']} {test}, "
-            f"n={conf['n']}")
-    elif not report['complete']:
-        lines.append(f"Unfinished: {report['num_trials'] - len(trials)} "
-                     f"trial(s) left; run the same command again to "
-                     f"continue (the confirmation follows the last trial).")
-    elif not report['confirm_seeds']:
-        lines.append('No confirmation (--confirm-seeds 0).')
-    return '\n'.join(lines) + '\n'
 
 
 # --------------------------------------------------------------------------
@@ -873,7 +625,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the runner's --quick (tiny smoke runs)")
     p.add_argument('--quiet', action='store_true',
                    help='no progress output (the tables are still printed)')
-    from ..runners.ray_backend import LOCAL
     p.add_argument('--ray', nargs='?', const=LOCAL, metavar='ADDRESS',
                    help="train each trial's runs as tasks on a Ray cluster "
                    "(the runner's --ray: alone a local cluster, or the one "
@@ -889,7 +640,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _ray_args(args: argparse.Namespace) -> List[str]:
     r"""The runner options for the sweep's Ray options."""
-    from ..runners.ray_backend import LOCAL
     if args.ray is None:
         given = [o for o in ('ray_cpus_per_run', 'ray_gpus_per_run')
                  if getattr(args, o) is not None]
@@ -946,3 +696,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'sweep.py: error: {e}', file=sys.stderr)
         return 2
     return 0
+
+
+__all__ = [
+    'Sweep', 'SweepError', 'main', 'sweep_from_args', 'build_parser',
+    'run_runner', 'parse_runner_args', 'with_settings', 'load_runner',
+    'import_optuna', 'format_report',
+    # the space and the scores (:mod:`.sweep_space`), here for callers of
+    # this module
+    'SEARCH_SEED_START', 'STUDY_NAME', 'SWEEP_KIND', 'SUMMARY_IDENTITY',
+    'paper_space', 'parse_param', 'parse_value', 'resolve_space', 'grid',
+    'trial_ids', 'trial_args', 'trial_settings', 'seeds_arg',
+    'parse_seed_list', 'score_runs', 'choose_best', 'summary_differences',
+    'arg_value',
+]

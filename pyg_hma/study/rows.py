@@ -1,0 +1,202 @@
+r"""The reproduction study's committed rows: ``results/paper/runs.csv``.
+
+Finished runs (one JSON per method and seed, see
+:mod:`pyg_hma.train.results`) are *collected* into one small CSV,
+``results/paper/runs.csv``, one row per run and eval setting, so that the
+report (:mod:`.report`) regenerates from committed files without
+retraining:
+
+.. code-block:: text
+
+    table,dataset,backbone,method,variant,selected_by,seed,metric,val,test,
+    selected_epoch,epochs,seconds,device,config_id,fingerprint,commit
+
+* ``variant`` is ``CONFIG/SCORED_BY``: the configuration (``published``: the
+  runners' protocol; ``tuned``: a sweep's best; ``reference``: the released
+  code's module) and the eval mode the scores were taken under
+  (``independent``, ``shuffled``, ``order``; see
+  :data:`~pyg_hma.train.engine.EVAL_MODES`).
+* ``selected_by`` is the eval mode whose validation score chose the epoch.
+  A run trained with ``--compare-evals`` gives five rows: its own selection
+  scored three ways, and the selection each other mode would have made.
+* Scores are raw (MCC, accuracy and ROC-AUC as fractions); ``metric`` says
+  which. The report puts them on the paper's scale.
+* ``config_id`` identifies the run's whole configuration except its seed:
+  runs of different configurations are never averaged together.
+
+Rows are identified by ``(fingerprint, seed, variant, selected_by)``
+(:data:`~pyg_hma.train.results.ROW_KEY`); collecting again never changes a
+row that is already there. Beside it, ``curves.csv`` keeps the per-epoch
+training loss and validation/test scores of the runs the curves figure
+draws, and ``sweeps/DATASET-METHOD.json`` the summaries of the study's
+sweeps (:mod:`.tuning`).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Iterable, List, Sequence, Tuple
+
+from ..files import atomic_path
+from ..train.engine import fingerprint
+from ..train.results import (CURVES_COLUMNS, ROW_KEY, RUNS_COLUMNS,
+                             RunsFileError, find_results, in_sweep,
+                             method_rank, read_curves, read_runs)
+
+DEFAULT_EVAL = 'independent'
+CONFIGS = ('published', 'tuned', 'reference')
+
+#: The curves figure: ERM and HMA on one size-shift and one degree-shift
+#: dataset.
+CURVE_CELLS = (('6', 'NCI1'), ('5', 'Graph-SST5'))
+CURVE_METHODS = ('erm', 'hma')
+
+
+def rows_of_result(rec: dict, config: str = 'published') -> List[dict]:
+    r"""The ``runs.csv`` rows of one result record (a run's JSON)."""
+    if config not in CONFIGS:
+        raise ValueError(f"config must be one of {CONFIGS} (got '{config}')")
+    primary = rec['primary_test']
+    own = rec.get('eval_mode', 'order')  # results before eval modes: order
+    common = dict(
+        table=rec.get('table') if rec.get('table') is not None else '',
+        dataset=rec['dataset'], backbone=rec['backbone_label'],
+        method=rec['method'], seed=rec['seed'], metric=rec['metric'],
+        epochs=rec['epochs_run'], seconds=round(rec['wall_time_s'], 1),
+        config_id=fingerprint({k: rec.get(k) for k in (
+            'runner', 'dataset', 'backbone', 'method', 'config')})[:10],
+        device=rec.get('device_name') or rec.get('device'),
+        fingerprint=rec['run_fingerprint'], commit=rec.get('commit') or '')
+
+    def row(scored_by, selected_by, val, test, epoch):
+        return dict(common, variant=f'{config}/{scored_by}',
+                    selected_by=selected_by, val=val, test=test[primary],
+                    selected_epoch=epoch)
+
+    rows = [row(own, own, rec['val'], rec['test'], rec['selected_epoch'])]
+    for mode, chosen in (rec.get('by_eval_mode') or {}).items():
+        if mode == own:
+            continue
+        at_run = chosen['at_run_selection']
+        rows.append(row(mode, own, at_run['val'], at_run['test'],
+                        rec['selected_epoch']))
+        rows.append(row(mode, mode, chosen['val'], chosen['test'],
+                        chosen['selected_epoch']))
+    return rows
+
+
+def curve_rows_of_result(rec: dict) -> List[dict]:
+    r"""The ``curves.csv`` rows of one result record: per epoch, the
+    training loss and the validation and primary test scores under the
+    run's own eval mode (6 significant digits; empty when not finite)."""
+    primary = rec['primary_test']
+
+    def short(value) -> str:
+        return f'{value:.6g}' if isinstance(value, (int, float)) and \
+            math.isfinite(value) else ''
+    return [dict(fingerprint=rec['run_fingerprint'], seed=rec['seed'],
+                 epoch=h['epoch'], train_loss=short(h.get('train_loss')),
+                 val=short(h.get('val')),
+                 test=short((h.get('test') or {}).get(primary)))
+            for h in rec.get('history') or ()]
+
+
+def curves_path(runs_csv: os.PathLike) -> Path:
+    r"""Where the curves of :obj:`runs_csv` live (``curves.csv`` beside)."""
+    return Path(runs_csv).with_name('curves.csv')
+
+
+def write_csv(path: os.PathLike, columns: Sequence[str], rows) -> None:
+    r"""Writes :obj:`rows` (their :obj:`columns`) as CSV, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=columns,
+                                    lineterminator='\n')
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in columns} for r in rows)
+
+
+def _key(row: dict) -> tuple:
+    return tuple(str(row[k]) for k in ROW_KEY)
+
+
+def _same(a: dict, b: dict) -> bool:
+    for col in RUNS_COLUMNS:
+        x, y = str(a[col]), str(b[col])
+        if x == y:
+            continue
+        try:  # numbers that went through CSV text
+            if math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12):
+                continue
+        except ValueError:
+            pass
+        return False
+    return True
+
+
+def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
+            config: str = 'published') -> Tuple[int, int]:
+    r"""Adds the rows of every finished, non-quick run under
+    :obj:`folders` to :obj:`runs_csv` (written atomically). A sweep's runs
+    found below a folder (its trials ran other settings) are left out; name
+    its ``confirm`` folder, or use :func:`collect_sweeps`.
+
+    Returns ``(rows added, rows already there)``. A row whose key is present
+    with other values raises :class:`RunsFileError` and writes nothing.
+    The per-epoch curves of the runs the curves figure draws
+    (:data:`CURVE_CELLS` x :data:`CURVE_METHODS`) are added to
+    :func:`curves_path` (a run whose curves are there already is left as it
+    is); other runs' curves are not kept (800-epoch runs would make the file
+    grow by megabytes for nothing).
+    """
+    existing = read_runs(runs_csv)
+    index = {_key(r): r for r in existing}
+    added: List[dict] = []
+    kept = 0
+    old_curves = read_curves(curves_path(runs_csv))
+    have_curves = {(r['fingerprint'], str(r['seed'])) for r in old_curves}
+    new_curves: List[dict] = []
+    folders = list(folders)
+    for rec in find_results(folders):
+        if rec.get('quick') or in_sweep(rec['_path'], folders):
+            continue
+        if drawn(str(rec.get('table')), rec['dataset'], rec['method']) \
+                and (rec['run_fingerprint'], str(rec['seed'])) \
+                not in have_curves:
+            have_curves.add((rec['run_fingerprint'], str(rec['seed'])))
+            new_curves += curve_rows_of_result(rec)
+        for row in rows_of_result(rec, config):
+            old = index.get(_key(row))
+            if old is None:
+                index[_key(row)] = row
+                added.append(row)
+            elif _same(old, row):
+                kept += 1
+            else:
+                raise RunsFileError(
+                    f"{rec['_path']}: its row {_key(row)} is already in "
+                    f"'{runs_csv}' with other values; the committed row is "
+                    f"never changed (collect into another file to compare)")
+    if added:
+        rows = existing + added
+        rows.sort(key=lambda r: (str(r['table']), r['dataset'],
+                                 r['backbone'], method_rank(r['method']),
+                                 r['variant'], r['selected_by'],
+                                 int(r['seed']), r['fingerprint']))
+        write_csv(runs_csv, RUNS_COLUMNS, rows)
+    shown = {(r['fingerprint'], str(r['seed'])) for r in index.values()
+             if drawn(str(r['table']), r['dataset'], r['method'])}
+    kept_curves = [c for c in old_curves
+                   if (c['fingerprint'], str(c['seed'])) in shown]
+    if new_curves or len(kept_curves) < len(old_curves):
+        write_csv(curves_path(runs_csv), CURVES_COLUMNS,
+                  kept_curves + new_curves)
+    return len(added), kept
+
+
+def drawn(table: str, dataset: str, method: str) -> bool:
+    r"""Whether the curves figure draws runs of this cell and method."""
+    return (table, dataset) in CURVE_CELLS and method in CURVE_METHODS
+
