@@ -59,6 +59,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam as adam_update
 
 from ..methods import (IRM, METHODS, Criterion, DropEdge, DropNode,
                        Hyperparameters, ManifoldMixup, Objective,
@@ -143,10 +144,12 @@ def noise_seed(seed: int, epoch: int) -> int:
 # --------------------------------------------------------------------------
 
 def _per_seed_loss(crit: Criterion, logits: Tensor, y: Tensor):
-    S, B = logits.shape[:2]
-    loss, weight = crit.per_sample(logits.reshape(S * B, -1),
-                                   y.reshape(S * B, *y.shape[2:]))
-    return loss.view(S, B), weight.view(S, B)
+    # One call per seed on its own [B, C] logits: the softmax kernels
+    # vectorise across rows when C is small, so over the group's [S * B, C]
+    # a seed's rows would round as their place in the group decides.
+    pairs = [crit.per_sample(logits[s], y[s]) for s in range(logits.size(0))]
+    return (torch.stack([loss for loss, _ in pairs]),
+            torch.stack([weight for _, weight in pairs]))
 
 
 def _env_risks(loss, weight, env, num_envs):
@@ -226,6 +229,61 @@ def _manifold_mixup(objective: ManifoldMixup, model: StackedModel,
     loss = (lam * own.sum(1) / weight.sum(1).clamp_min(1.0)
             + (1.0 - lam) * other.sum(1) / weight_perm.sum(1).clamp_min(1.0))
     return loss, logits, {}
+
+
+class SeedAdam(torch.optim.Adam):
+    r"""Adam over stacked parameters ``[S, ...]`` whose update runs on each
+    seed's slice as a tensor of its own.
+
+    One kernel call over the stacked tensor is elementwise the S Adams, but
+    the fused (vectorised) kernel takes a tensor's last elements through a
+    scalar loop that rounds differently, so a seed's update would depend on
+    its place in the group (a bias of two classes is all tail alone, all
+    vector body as the first seed of ten). Here every seed's slice is its
+    own tensor of the kernel's list, as the seed alone gives it: updates are
+    bitwise those of the seed alone, in any group. The state has
+    :class:`torch.optim.Adam`'s format (``step`` one count for the group,
+    the moments stacked)."""
+    def __init__(self, params, **kwargs):
+        try:
+            super().__init__(params, fused=True, **kwargs)
+            self._fused = True
+        except (RuntimeError, TypeError):  # no fused kernel on this build
+            super().__init__(params, **kwargs)
+            self._fused = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError('SeedAdam.step takes no closure')
+        for group in self.param_groups:
+            lists: List[List[Tensor]] = [[], [], [], [], []]
+            counts = []
+            for p in group['params']:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state['step'] = torch.zeros((), dtype=torch.float32,
+                                                device=p.device)
+                    state['exp_avg'] = torch.zeros_like(p)
+                    state['exp_avg_sq'] = torch.zeros_like(p)
+                S = p.size(0)
+                for target, whole in zip(lists[:4], (
+                        p, p.grad, state['exp_avg'], state['exp_avg_sq'])):
+                    target.extend(whole.unbind(0))
+                lists[4].extend(state['step'].clone() for _ in range(S))
+                counts.append(state['step'])
+            if not counts:
+                continue
+            beta1, beta2 = group['betas']
+            adam_update(
+                *lists[:4], [], lists[4], foreach=False,
+                fused=self._fused, amsgrad=False, beta1=beta1, beta2=beta2,
+                lr=group['lr'], weight_decay=group['weight_decay'],
+                eps=group['eps'], maximize=False)
+            for count in counts:
+                count.add_(1)
 
 
 def clip_per_seed(params: Sequence[Tensor], max_norm: float):
@@ -352,9 +410,10 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     order of :obj:`seeds`.
 
     Args:
-        model_fn, method, cfg, device, loader, run_id, progress,
-            verbose, compare_eval_modes, hyperparameters: as in
-            :func:`~pyg_hma.train.fit`.
+        model_fn: as in :func:`~pyg_hma.train.fit`, and so are
+            :obj:`method`, :obj:`cfg`, :obj:`device`, :obj:`loader`,
+            :obj:`run_id`, :obj:`progress`, :obj:`verbose`,
+            :obj:`compare_eval_modes` and :obj:`hyperparameters`.
         splits: the :class:`~pyg_hma.data.DatasetSplits` of every seed, or
             a sequence of them in the order of :obj:`seeds` (protocols whose
             split depends on the seed); their training splits must have
@@ -539,8 +598,8 @@ class _GroupTrainer:
         if self.compile is not None:
             stacked.compile(self.compile)
         params = stacked.parameters()
-        optimizer = fused_adam(params, lr=cfg.lr,
-                               weight_decay=cfg.weight_decay)
+        optimizer = SeedAdam(params, lr=cfg.lr,
+                             weight_decay=cfg.weight_decay)
         scheduler = (torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
                      if cfg.lr_step else None)

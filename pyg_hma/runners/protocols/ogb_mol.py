@@ -12,6 +12,7 @@ epoch, 10 seeds. HMA: M=256, k=8, l=16, 4 heads, momentum 0.999.
 """
 import sys
 
+from ...extras import asks_for_help, needs_extra, require
 from ...train.engine import TrainConfig
 from ..cli import main as run_cli
 from ..protocol import DatasetProtocol
@@ -34,8 +35,15 @@ PROTOCOLS = {name: OGB for name in
 def main(argv=None) -> int:
     r"""The ``ogb_mol`` runner's command line (``benchmarks/ogb_mol.py``,
     ``python -m pyg_hma.runners.protocols.ogb_mol``); the exit status."""
-    return run_cli(argv, runner='ogb_mol', protocols=PROTOCOLS,
-                   description=__doc__)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not asks_for_help(args) and not any(
+            a.startswith('--exported') for a in args):
+        # OGB's loader reads the molecules: without the extra, one line
+        # before any work (--exported splits train with torch and PyG).
+        require('benchmarks', modules=('ogb', 'rdkit', 'pandas'))
+    with needs_extra('benchmarks'):  # a missing extra: one line, exit 2
+        return run_cli(argv, runner='ogb_mol', protocols=PROTOCOLS,
+                       description=__doc__)
 
 
 if __name__ == '__main__':

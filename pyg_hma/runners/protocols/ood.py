@@ -26,6 +26,7 @@ selection favours ERM-like models, as in IRM's setting; the 'reversed' and
 """
 import sys
 
+from ...extras import needs_extra
 from ...train.engine import TrainConfig
 from ..cli import main as run_cli
 from ..protocol import DatasetProtocol
@@ -76,8 +77,9 @@ PROTOCOLS = {
 def main(argv=None) -> int:
     r"""The ``ood`` runner's command line (``benchmarks/ood.py``,
     ``python -m pyg_hma.runners.protocols.ood``); the exit status."""
-    return run_cli(argv, runner='ood', protocols=PROTOCOLS,
-                   description=__doc__)
+    with needs_extra('benchmarks'):  # a missing extra: one line, exit 2
+        return run_cli(argv, runner='ood', protocols=PROTOCOLS,
+                       description=__doc__)
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ k=8, l=16.
 """
 import sys
 
+from ...extras import needs_extra
 from ...train.engine import TrainConfig
 from ..cli import main as run_cli
 from ..protocol import DatasetProtocol
@@ -37,8 +38,9 @@ PROTOCOLS = {name: GMIXUP for name in (
 def main(argv=None) -> int:
     r"""The ``tu_id`` runner's command line (``benchmarks/tu_id.py``,
     ``python -m pyg_hma.runners.protocols.tu_id``); the exit status."""
-    return run_cli(argv, runner='tu_id', protocols=PROTOCOLS,
-                   description=__doc__)
+    with needs_extra('benchmarks'):  # a missing extra: one line, exit 2
+        return run_cli(argv, runner='tu_id', protocols=PROTOCOLS,
+                       description=__doc__)
 
 
 if __name__ == '__main__':
