@@ -72,10 +72,10 @@ from torch_geometric.data import Data
 from torch.utils.data import TensorDataset
 
 from pyg_hma.data import DatasetSplits, load_dataset
-from pyg_hma.files import atomic_path
+from pyg_hma.files import atomic_path, folder_problem
 from pyg_hma.loader import PaddedLoader, as_batch, get_loader_factory
 from pyg_hma.methods import METHODS, Criterion, StepContext
-from pyg_hma.models import build_model
+from pyg_hma.models import BACKBONES, build_model
 from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
 from pyg_hma.runners.cli import parse_pad_steps
 from pyg_hma.train.engine import (COMPILE_MODES, TrainConfig, compile_model,
@@ -736,6 +736,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f'--seed-batch must be at least 1, got {args.seed_batch}')
     protocol = PROTOCOLS[args.dataset]
     args.backbone = (args.backbone or protocol.backbone).lower()
+    if args.backbone not in BACKBONES:  # before any data is loaded
+        p.error(f"--backbone: unknown backbone '{args.backbone}'; choose one "
+                f"of {', '.join(BACKBONES)}")
     if args.out:
         out = Path(args.out)
         if out.suffix != '.json':
@@ -746,6 +749,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             out = out / f'{kind}-{args.dataset}-{args.backbone}.json'
         elif out.is_dir():
             p.error(f'--out {out} is a folder named .json; give another name')
+        problem = folder_problem(out.parent)
+        if problem:
+            p.error(f'--out {args.out} cannot be used ({problem}); choose a '
+                    f'writable folder')
         args.out = out
     args.device = torch.device(args.device)
     if args.static_mode is None:

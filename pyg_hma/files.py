@@ -17,7 +17,7 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -27,6 +27,36 @@ PathLike = Union[str, os.PathLike]
 class UnreadableFileError(RuntimeError):
     """A file this package reads back is corrupt, truncated, or not a plain
     tensor file (e.g. a pickle of Python objects: refused, never run)."""
+
+
+class UnusableFolderError(RuntimeError):
+    """A folder to write into is a file, or cannot be created or
+    written."""
+
+
+def folder_problem(path: PathLike) -> Optional[str]:
+    r"""Why files cannot be written into the folder :obj:`path` (which need
+    not exist yet), or ``None``. Judged by creating and removing a probe
+    file in it, or in its nearest existing ancestor: a permission check
+    alone passes for root even where nothing can be written (``/proc``).
+    Leaves nothing behind."""
+    path = Path(path).expanduser().absolute()
+    where = path
+    while not where.exists():
+        if where.parent == where:
+            return f'{path} cannot be created'
+        where = where.parent
+    if not where.is_dir():
+        return (f'{path} is a file' if where == path
+                else f'{where} is a file, so {path} cannot be created')
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.pyg_hma-probe.', suffix='.tmp',
+                                     dir=where)
+    except OSError as e:
+        return f'{where} cannot be written ({e.strerror or e})'
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def shared_dir() -> Path:

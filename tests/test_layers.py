@@ -57,11 +57,6 @@ ALLOWED: Dict[Tuple[str, str, str], str] = {
         'tensorboard_available imported inside check_paths',
     ('runners/spec.py', 'function-local', 'pyg_hma.nn'):
         'HMAReadout imported inside check_settings',
-    # pyg_hma/runners/setting_checks.py (new, being written by its owner)
-    ('runners/setting_checks.py', 'function-local', 'pyg_hma.models'):
-        'BACKBONES imported inside a function',
-    ('runners/setting_checks.py', 'function-local', 'pyg_hma.nn'):
-        'HMAReadout imported inside a function',
     # pyg_hma/data/__main__.py
     ('data/__main__.py', 'function-local', 'pyg_hma.data.exported'):
         'exported_file, save_exported imported inside a function',

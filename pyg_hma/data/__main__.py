@@ -1,14 +1,19 @@
 """``python -m pyg_hma.data prepare --dataset NAME [--root DIR]``,
-``python -m pyg_hma.data export --dataset NAME --seeds N --out DIR``"""
+``python -m pyg_hma.data export --dataset NAME --seeds N --out DIR``,
+``python -m pyg_hma.data verify [--root DIR]`` (every processed cache of
+the root against the SHA-256 digests recorded when it was built)."""
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
+from typing import Optional
 
 from ..registry import UnknownNameError
-from ..files import UnreadableFileError
+from ..files import UnreadableFileError, UnusableFolderError, folder_problem
+from .cache import NO_DIGESTS, default_root, verify_root
 from .mirror import ChecksumError, MissingDataError
-from .registry import available_datasets, load_dataset
+from .registry import DATASETS, available_datasets, load_dataset
 
 
 def main(argv=None) -> int:
@@ -27,16 +32,26 @@ def main(argv=None) -> int:
                          'and PyG only (pyg_hma.data.exported)')
     exp.add_argument('--dataset', required=True, nargs='+')
     exp.add_argument('--seeds', type=int, default=1,
-                     help='export seeds 0..N-1 (default 1)')
+                     help='export seeds 0..N-1 (default 1; at least 1)')
     exp.add_argument('--out', required=True, help='output folder')
     exp.add_argument('--root', default=None, help='cache folder')
     exp.add_argument('--mirror', default=None, help='offline mirror folder')
     sub.add_parser('list', help='list the dataset names')
+    ver = sub.add_parser('verify', help="check every processed cache of the "
+                         "root against the SHA-256 digests recorded when it "
+                         "was built (a cache that fails is rebuilt on its "
+                         "next load)")
+    ver.add_argument('--root', default=None, help='cache folder')
     args = parser.parse_args(argv)
 
     if args.command == 'list':
         print('\n'.join(available_datasets()))
         return 0
+    if args.command == 'verify':
+        return _verify(parser, args)
+    problem = _usage_problem(args)  # before any data is loaded
+    if problem:
+        parser.error(problem)
     if args.command == 'export':
         return _export(args)
     for name in args.dataset:
@@ -44,8 +59,7 @@ def main(argv=None) -> int:
         try:
             splits = load_dataset(name, root=args.root, mirror=args.mirror,
                                   seed=args.seed)
-        except (MissingDataError, ChecksumError, UnknownNameError,
-                UnreadableFileError) as error:
+        except USER_ERRORS as error:
             # A clear message, not a traceback: these are the user's to fix.
             print(f'error: {name}: {error}', file=sys.stderr)
             return 2
@@ -68,6 +82,57 @@ def main(argv=None) -> int:
     return 0
 
 
+#: Failures that are the user's to fix: one line, exit status 2.
+USER_ERRORS = (MissingDataError, ChecksumError, UnknownNameError,
+               UnreadableFileError, UnusableFolderError)
+
+
+def _usage_problem(args) -> Optional[str]:
+    r"""What is wrong with the command line (names, counts, folders), as
+    one line; ``None`` when nothing is."""
+    try:
+        DATASETS.check(args.dataset, 'dataset')
+    except UnknownNameError as e:
+        return f'--dataset: {e}'
+    if args.command == 'export' and args.seeds < 1:
+        return (f'--seeds must be at least 1 (seeds 0..N-1 are exported), '
+                f'got {args.seeds}')
+    folders = [('--root', args.root, 'the dataset cache folder')]
+    if args.command == 'export':
+        folders.append(('--out', args.out, 'the folder of exported splits'))
+    for option, value, what in folders:
+        problem = value is not None and folder_problem(value)
+        if problem:
+            return (f'{option} {value} cannot be used ({problem}); give '
+                    f'{what}, writable')
+    if args.mirror is not None and not Path(args.mirror).expanduser() \
+            .is_dir():
+        return (f'--mirror {args.mirror} is not a folder; point it at the '
+                f'offline mirror')
+    return None
+
+
+def _verify(parser, args) -> int:
+    r"""``verify``: one line per cache folder; exit status 1 when one
+    fails, 2 when the root holds none."""
+    root = Path(args.root).expanduser() if args.root else default_root()
+    verdicts = verify_root(root) if root.is_dir() else {}
+    if not verdicts:
+        parser.error(f'--root {root}: no cache to verify (prepare one with '
+                     f'`python -m pyg_hma.data prepare --dataset NAME`)')
+    for folder, problem in verdicts.items():
+        if problem is None:
+            print(f'{folder.name}: OK')
+        elif problem == NO_DIGESTS:
+            print(f'{folder.name}: not checked (built by an older version '
+                  f'that recorded no digests; delete it to rebuild it)')
+        else:
+            print(f'{folder.name}: FAILED: {problem}; it is rebuilt on its '
+                  f'next load (or delete it)')
+    return 1 if any(p not in (None, NO_DIGESTS)
+                    for p in verdicts.values()) else 0
+
+
 def _export(args) -> int:
     from .exported import exported_file, save_exported
     for name in args.dataset:
@@ -77,9 +142,7 @@ def _export(args) -> int:
                                       mirror=args.mirror, seed=seed)
                 path = save_exported(splits, exported_file(args.out, name,
                                                            seed))
-            except (MissingDataError, ChecksumError, UnknownNameError,
-                    UnreadableFileError,
-                    TypeError) as error:
+            except USER_ERRORS + (TypeError, ) as error:
                 print(f'error: {name}: {error}', file=sys.stderr)
                 return 2
             size = path.stat().st_size / 2**20

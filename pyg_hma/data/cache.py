@@ -15,7 +15,11 @@ and rebuilds it once when it cannot be read. A folder of processed graphs
 * ``data.pt``: the collated graphs, ``(data_dict, slices)``, plain tensors
   read with ``torch.load(weights_only=True)``;
 * ``meta.json``: the dataset's statistics and provenance;
-* ``DONE``: the completion marker.
+* ``DONE``: the completion marker: the recipe, then the SHA-256 of every
+  other file of the folder (``sha256sum`` lines), checked on every load.
+
+Processes of one machine sharing a cache root build a folder once
+(:func:`cache_lock`, :func:`load_cache`).
 
 Every file is read with :func:`~pyg_hma.files.torch_load` or as JSON: a
 planted or foreign file can never run code. PyG's ``pre_transform.pt`` /
@@ -25,16 +29,19 @@ PyG gets the chance.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import (Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar)
+from typing import (Any, Callable, Dict, Iterator, Optional, Sequence, Tuple,
+                    TypeVar)
 
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
-from ..files import PathLike, UnreadableFileError, atomic_path, torch_load
+from ..files import (PathLike, UnreadableFileError, UnusableFolderError,
+                     atomic_path, folder_problem, sha256, torch_load)
 
 ROOT_ENV = 'PYG_HMA_ROOT'
 DONE = 'DONE'
@@ -53,9 +60,18 @@ def default_root() -> Path:
 
 
 def resolve_root(root: Optional[PathLike]) -> Path:
-    r""":obj:`root` (default :func:`default_root`), created if needed."""
+    r""":obj:`root` (default :func:`default_root`), created if needed.
+
+    Raises:
+        UnusableFolderError: it is a file, or cannot be created."""
     path = Path(root).expanduser() if root is not None else default_root()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UnusableFolderError(
+            f"The cache root '{path}' cannot be used "
+            f"({folder_problem(path) or e.strerror or e}); give a writable "
+            f"folder (--root, ${ROOT_ENV})") from None
     return path
 
 
@@ -93,15 +109,41 @@ def load_cache(folder: PathLike, build: Callable[[Path], None],
         is_current: whether a complete folder still matches its sources
             (else it is rebuilt); may raise ``UnreadableFileError`` too.
 
-    A complete cache that cannot be read (truncated, corrupt, or not a
-    plain-tensor file) is rebuilt once; if the rebuilt cache cannot be read
-    either, :class:`~pyg_hma.files.UnreadableFileError` is raised.
+    A complete cache that cannot be read (truncated, corrupt, a file
+    missing, or a file whose SHA-256 no longer matches the one its ``DONE``
+    marker recorded when it was built: see :func:`check_digests`) is rebuilt
+    once, with a warning; if the rebuilt cache cannot be read either,
+    :class:`~pyg_hma.files.UnreadableFileError` is raised.
+
+    Processes may share a cache root: a process builds a folder only while
+    it holds the folder's exclusive lock (:func:`cache_lock`), and reads
+    one under a shared lock, so two processes that need the same folder
+    build it once and never see it half-replaced.
     """
     folder = Path(folder)
+    with cache_lock(folder, exclusive=False):  # the usual case: read it
+        if is_complete(folder):
+            try:
+                if is_current(folder):
+                    check_digests(folder)
+                    return read(folder)
+            except UnreadableFileError:
+                pass  # rebuilt, with a warning, under the exclusive lock
+    with cache_lock(folder, exclusive=True):
+        return _load_or_build(folder, build, read, is_current)
 
+
+def _load_or_build(folder: Path, build: Callable[[Path], None],
+                   read: Callable[[Path], T],
+                   is_current: Callable[[Path], bool]) -> T:
     def rebuild() -> None:
         with atomic_path(folder) as tmp:  # replaces an existing folder
             build(tmp)
+            record_digests(tmp)
+
+    def check_and_read() -> T:
+        check_digests(folder)
+        return read(folder)
 
     built = False
     if not is_complete(folder):
@@ -111,21 +153,126 @@ def load_cache(folder: PathLike, build: Callable[[Path], None],
         if not built and not is_current(folder):
             rebuild()
             built = True
-        return read(folder)
+        return check_and_read()
     except UnreadableFileError as e:
         if built:
             raise UnreadableFileError(
                 f"The cache '{folder}' was just built but cannot be read back "
                 f"({e.reason}); check the disk and the cache root.") from None
         warnings.warn(f"Rebuilding the cache '{folder}': {e.reason}.",
-                      stacklevel=2)
+                      stacklevel=3)
     rebuild()
     try:
-        return read(folder)
+        return check_and_read()
     except UnreadableFileError as e:
         raise UnreadableFileError(
             f"The cache '{folder}' was rebuilt but still cannot be read "
             f"({e.reason}); check the disk and the cache root.") from None
+
+
+@contextlib.contextmanager
+def cache_lock(folder: PathLike, exclusive: bool = True) -> Iterator[None]:
+    r"""Holds the lock of the cache folder :obj:`folder`: exclusive to
+    build or replace the folder, shared to read it. Waits for the lock.
+
+    The lock is an ``flock`` on a file of :func:`lock_file` (in the
+    system's temporary folder, so that nothing is added to the cache root);
+    it dies with its process, so a killed build never leaves a stale lock.
+    It coordinates the processes of one machine."""
+    import fcntl
+    path = lock_file(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_file(folder: PathLike) -> Path:
+    r"""The lock file of the cache folder :obj:`folder`:
+    ``TMP/pyg_hma-locks-UID/NAME-HASH.lock``, the hash of its real absolute
+    path (so that every spelling of the folder gets the same lock)."""
+    import hashlib
+    import tempfile
+    real = os.path.realpath(os.path.expanduser(os.fspath(folder)))
+    digest = hashlib.sha256(real.encode()).hexdigest()[:16]
+    uid = os.getuid() if hasattr(os, 'getuid') else 'user'
+    return (Path(tempfile.gettempdir()) / f'pyg_hma-locks-{uid}'
+            / f'{Path(real).name}-{digest}.lock')
+
+
+def record_digests(folder: PathLike) -> None:
+    r"""Appends to the ``DONE`` marker of :obj:`folder` (when it has one)
+    the SHA-256 of every other file in it, one ``<digest>  <file>`` line
+    each (the format of ``sha256sum``), so that a file changed or removed
+    after the build is noticed (:func:`check_digests`)."""
+    folder = Path(folder)
+    marker = folder / DONE
+    if not marker.is_file():
+        return
+    lines = [f'{sha256(p)}  {p.relative_to(folder).as_posix()}'
+             for p in sorted(folder.rglob('*'))
+             if p.is_file() and p != marker]
+    with open(marker, 'a') as f:
+        f.write(''.join(line + '\n' for line in lines))
+
+
+def check_digests(folder: PathLike) -> None:
+    r"""Raises :class:`~pyg_hma.files.UnreadableFileError` when a file that
+    the ``DONE`` marker of :obj:`folder` lists (:func:`record_digests`) is
+    missing or no longer has the SHA-256 recorded when the folder was
+    built. A marker without digests (written by an older version) checks
+    nothing. The same check by hand: ``tail -n +2 DONE | sha256sum -c``
+    inside the folder."""
+    folder = Path(folder)
+    for line in (folder / DONE).read_text().splitlines()[1:]:
+        digest, sep, name = line.partition('  ')
+        if not sep or len(digest) != 64:
+            _unreadable(folder, f'its {DONE} marker has a malformed line '
+                        f'{line!r}')
+        path = folder / name
+        if not path.is_file():
+            _unreadable(folder, f'its {name} is missing')
+        if sha256(path) != digest:
+            _unreadable(folder, f'its {name} changed after it was built '
+                        f'(its SHA-256 is not the one {DONE} recorded)')
+
+
+def verify_root(root: PathLike) -> Dict[Path, Optional[str]]:
+    r"""Checks every complete cache folder of :obj:`root`
+    (``root/processed/*`` with a ``DONE`` marker) against the digests its
+    marker recorded (:func:`check_digests`): ``{folder: problem}``, the
+    problem ``None`` for a folder whose files are those it was built with,
+    and :data:`NO_DIGESTS` for a folder built by an older version, whose
+    marker records none. Reads every file once; changes nothing."""
+    out: Dict[Path, Optional[str]] = {}
+    for folder in sorted((Path(root) / 'processed').glob('*')):
+        if not folder.is_dir() or folder.name.startswith('.') \
+                or not is_complete(folder):
+            continue
+        if len((folder / DONE).read_text().splitlines()) < 2:
+            out[folder] = NO_DIGESTS
+            continue
+        try:
+            check_digests(folder)
+            out[folder] = None
+        except UnreadableFileError as e:
+            out[folder] = e.reason
+    return out
+
+
+#: :func:`verify_root`'s verdict on a folder whose marker records no
+#: digests.
+NO_DIGESTS = 'no digests'
+
+
+def _unreadable(folder: Path, reason: str):
+    error = UnreadableFileError(f"The cache '{folder}' cannot be used: "
+                                f"{reason}. Delete it to rebuild it.")
+    error.reason = reason
+    raise error
 
 
 def read_cache_file(folder: PathLike, file: str, what: str = '') -> Any:
@@ -133,6 +280,8 @@ def read_cache_file(folder: PathLike, file: str, what: str = '') -> Any:
     ``reason`` names the file."""
     try:
         return torch_load(Path(folder) / file, what)
+    except FileNotFoundError:  # deleted behind its completion marker
+        _unreadable(Path(folder), f'its {file} is missing')
     except UnreadableFileError as e:
         e.reason = f'its {file} cannot be read ({e.reason})'
         raise

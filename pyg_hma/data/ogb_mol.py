@@ -55,34 +55,39 @@ How OGB made these datasets, and how this module reproduces it:
   (OGB's own ``mol_id`` values are not available offline; ogb never reads
   the column).
 
-Two pitfalls of ogb 1.3.6 on current PyTorch are handled here:
-``PygGraphPropPredDataset`` calls ``input()`` when the folder exists without
-``RELEASE_v1.txt`` (the builder always writes it, and a foreign folder
-without it is reported instead of hanging), and it calls ``torch.load``
-without ``weights_only``, which defaults to ``True`` since PyTorch 2.6 and
-rejects PyG's storage classes (see :func:`_allow_pyg_unpickling`).
+Two pitfalls of ogb 1.3.6 on current PyTorch are handled by
+:mod:`pyg_hma.data.ogb_read`: ``PygGraphPropPredDataset`` calls ``input()``
+when the folder exists without ``RELEASE_v1.txt`` (the builder always
+writes it, and a foreign folder without it is reported instead of
+hanging), and it calls ``torch.load`` without ``weights_only``, which
+defaults to ``True`` since PyTorch 2.6 and rejects PyG's storage classes
+(see :func:`~pyg_hma.data.ogb_read.allow_pyg_unpickling`).
 PyG's ``pre_transform.pt`` / ``pre_filter.pt`` side files, which PyG reads
 with ``weights_only=False``, are deleted before and after ogb opens the
 folder (:func:`~pyg_hma.data.cache.remove_pyg_side_files`).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os.path as osp
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..loader._pyg_internals import in_memory_data
 from ..registry import UnknownNameError
-from ..files import PathLike, atomic_path, sha256
-from .cache import remove_pyg_side_files, resolve_root
+from ..files import PathLike, UnreadableFileError, atomic_path, sha256
+from .cache import cache_lock, resolve_root
 from .mirror import MissingDataError, find_mirror, mirror_file
+from .ogb_read import RELEASE_FILE
+from .ogb_read import allow_pyg_unpickling as _allow_pyg_unpickling  # noqa
+from .ogb_read import ogb_folder as _folder
+from .ogb_read import open_checked as _open_checked
+from .ogb_read import open_ogb as _open_ogb
 from .registry import DATASETS, DatasetSpec, dataset_spec
 from .splits import DatasetSplits
 
@@ -90,7 +95,6 @@ from .splits import DatasetSplits
 # is rebuilt (folders downloaded from OGB carry no recipe and are kept).
 RECIPE = 'ogb-mol-csv-v1'
 BUILD_INFO = 'pyg_hma_build.json'
-RELEASE_FILE = 'RELEASE_v1.txt'
 
 
 @dataclass(frozen=True)
@@ -136,11 +140,6 @@ def _spec(name: str) -> _Spec:
         raise UnknownNameError(f"Unknown OGB molecule dataset '{name}'; "
                                f"choose one of {', '.join(_SPECS)}")
     return _SPECS[name]
-
-
-def _folder(name: str, root: PathLike) -> Path:
-    # The folder name ogb derives from the dataset name.
-    return Path(root) / name.replace('-', '_')
 
 
 # SMILES -> molecule, graph, scaffold ########################################
@@ -487,55 +486,7 @@ def build_ogb_folder(name: str, root: PathLike,
     return target
 
 
-# Reading it with ogb ########################################################
-
-@contextlib.contextmanager
-def _allow_pyg_unpickling() -> Iterator[None]:
-    """Lets ogb's bare ``torch.load`` read PyG's processed file.
-
-    ogb 1.3.6 loads ``processed/geometric_data_processed.pt`` (a pickled
-    ``(Data, slices)`` tuple) with ``torch.load(path)``. Since PyTorch 2.6
-    that means ``weights_only=True``, which refuses every class that is not
-    allow-listed; PyG allow-lists ``Data`` but not the three classes a
-    ``Data`` pickles into (its ``GlobalStorage`` and the ``DataEdgeAttr`` /
-    ``DataTensorAttr`` of its feature-store interface). They only hold
-    tensors and dictionaries and are allow-listed for the duration of the
-    call; ``weights_only`` stays on, so no arbitrary code can be unpickled.
-    """
-    import torch
-
-    if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5
-        yield
-        return
-    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
-    from torch_geometric.data.storage import GlobalStorage
-    with torch.serialization.safe_globals(
-            [GlobalStorage, DataEdgeAttr, DataTensorAttr]):
-        yield
-
-
-def _open_ogb(name: str, root: PathLike):
-    """``PygGraphPropPredDataset(name, root)`` without its two pitfalls."""
-    from ogb.graphproppred import PygGraphPropPredDataset
-
-    folder = _folder(name, root)
-    if folder.is_dir() and not (folder / RELEASE_FILE).exists() \
-            and not Path(f'{folder}_pyg').is_dir():
-        # ogb would ask on stdin whether to delete it.
-        raise RuntimeError(
-            f"'{folder}' exists without '{RELEASE_FILE}': it is an older or "
-            f"incomplete OGB download. Delete it to rebuild {name}.")
-    # PyG reads processed/pre_transform.pt and pre_filter.pt with
-    # weights_only=False: delete them before it can, and after it wrote them.
-    processed = [folder / 'processed', Path(f'{folder}_pyg') / 'processed']
-    for path in processed:
-        remove_pyg_side_files(path)
-    with _allow_pyg_unpickling():
-        dataset = PygGraphPropPredDataset(name=name, root=str(root))
-    for path in processed:
-        remove_pyg_side_files(path)
-    return dataset
-
+# Loading it (reading it with ogb: see .ogb_read) ###########################
 
 def _download(name: str, root: Path) -> None:
     """Lets ogb download, unpack and process ``name`` under a temporary
@@ -589,24 +540,43 @@ def load_ogb_mol(name: str, root: Optional[PathLike] = None,
     root = resolve_root(root)
     folder = _folder(name, root)
 
-    built = _read_build_info(folder)
-    stale = built is not None and built.get('recipe') != RECIPE
-    if stale or not (folder.is_dir() or Path(f'{folder}_pyg').is_dir()):
+    def fetch() -> str:
         if find_mirror(mirror) is not None:
             build_ogb_folder(name, root, mirror)
-            source = f'mirror: {spec.csv}'
+            return f'mirror: {spec.csv}'
+        _download(name, root)
+        return f'download: {_ogb_url(name)}'
+
+    # One process builds the folder; the others wait and read it.
+    with cache_lock(folder):
+        built = _read_build_info(folder)
+        stale = built is not None and built.get('recipe') != RECIPE
+        if stale or not (folder.is_dir() or Path(f'{folder}_pyg').is_dir()):
+            source = fetch()
         else:
-            _download(name, root)
-            source = f'download: {_ogb_url(name)}'
-    else:
-        source = None
-    built = _read_build_info(folder)
+            source = None
+        built = _read_build_info(folder)
+        try:
+            dataset, split = _open_checked(name, root, built)
+        except UnreadableFileError as e:
+            if source is not None or built is None:
+                raise  # just built, or not ours to replace: one line
+            # A folder built here from the mirror: build it again, once.
+            warnings.warn(f"Rebuilding the OGB folder '{folder}': "
+                          f"{e.reason}.")
+            source = fetch()
+            built = _read_build_info(folder)
+            try:
+                dataset, split = _open_checked(name, root, built)
+            except UnreadableFileError as again:
+                raise UnreadableFileError(
+                    f"The OGB folder '{folder}' was rebuilt but still cannot "
+                    f"be read ({again.reason}); check the disk and the "
+                    f"cache root.") from None
     if source is None:
         source = (f"cache built from mirror: {built['source']}" if built
                   else f'cache: {folder}')
 
-    dataset = _open_ogb(name, root)
-    split = dataset.get_idx_split()
     sizes = tuple(len(split[k]) for k in ('train', 'valid', 'test'))
     if len(dataset) != spec.num_graphs or sizes != spec.split_sizes:
         warnings.warn(

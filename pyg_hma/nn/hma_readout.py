@@ -260,6 +260,11 @@ class HMAReadout(nn.Module):
             raise ValueError(f"HMAReadout needs in_channels >= 1 and "
                              f"num_classes >= 2 (got {in_channels}, "
                              f"{num_classes})")
+        if label_dim < 1 or heads < 1:
+            raise ValueError(f"HMAReadout needs label_dim >= 1 (the label "
+                             f"embedding the memory tokens carry) and heads "
+                             f">= 1 (got label_dim={label_dim}, "
+                             f"heads={heads})")
         if rma and memory_size < 1:
             raise ValueError(f"rma=True needs memory_size >= 1 (got "
                              f"{memory_size})")
@@ -403,6 +408,10 @@ class HMAReadout(nn.Module):
             raise TypeError(f"HMAReadout holds {dtype} weights but got "
                             f"{x.dtype} embeddings; convert one to the other "
                             f"(x.to({dtype}) or readout.to({x.dtype}))")
+        if key is not None and not key.is_floating_point():
+            raise TypeError(f"HMAReadout expected floating point keys (the "
+                            f"key encoder's embeddings, like x), got "
+                            f"{key.dtype}")
         if key is not None and key.shape != x.shape:
             raise ValueError(f"HMAReadout expected keys of shape "
                              f"{list(x.shape)} (like x), got {list(key.shape)}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from ..data.mirror import ChecksumError, MissingDataError
-from ..files import UnreadableFileError
+from ..files import UnreadableFileError, UnusableFolderError
 from ..methods import METHODS
 from ..models import BACKBONES
 from ..registry import UnknownNameError
@@ -19,7 +19,8 @@ from ..loader import LOADER_FACTORIES
 from .invocation import run_benchmark
 from .outputs import OutputConflictError, OutputInUseError
 from .protocol import DatasetProtocol
-from .ray_backend import LOCAL, RunsFailedError
+from .ray_backend import (CONNECT_TIMEOUT_S, LOCAL, RayUnreachableError,
+                          RunsFailedError)
 from .spec import (DEFAULT_SEED_BATCH, SETTING_SECTIONS, RunSpec,
                    check_names, check_paths, seed_list)
 
@@ -195,6 +196,10 @@ def build_parser(runner: str, protocols: Mapping[str, DatasetProtocol],
                    help='GPUs each Ray task asks for (default 0: CPU runs; '
                    '0.25 lets four runs share a card; the runs then train on '
                    'the GPU Ray gives them)')
+    p.add_argument('--ray-timeout', type=float, metavar='S',
+                   help='seconds to wait for the cluster at the --ray '
+                   f'address before giving up (default '
+                   f'{CONNECT_TIMEOUT_S:g})')
     p.add_argument('--seed-batch', type=int, default=None, metavar='N',
                    help='train up to N seeds of a method as one seed-batched '
                    'model (pyg_hma.train.fit_seeds; every backbone and '
@@ -275,5 +280,5 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
 #: Failures that are the user's to fix (data, output folder): one line and
 #: exit status 2 from the command line, a traceback only with --debug.
 USER_ERRORS = (MissingDataError, ChecksumError, UnreadableFileError,
-               OutputInUseError, OutputConflictError, UnknownNameError,
-               RunsFailedError)
+               UnusableFolderError, OutputInUseError, OutputConflictError,
+               UnknownNameError, RunsFailedError, RayUnreachableError)

@@ -126,7 +126,7 @@ def submit_to_ray(work: Sequence[List[Job]], spec: RunSpec) -> RayRuns:
                    cpus_per_run=spec.ray_cpus_per_run or 1,
                    gpus_per_run=spec.ray_gpus_per_run or 0,
                    threads=spec.threads, quiet=spec.quiet,
-                   verbose=spec.verbose)
+                   verbose=spec.verbose, connect_timeout=spec.ray_timeout)
 
 
 def unit_name(unit: Sequence[Job]) -> str:

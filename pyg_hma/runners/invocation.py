@@ -13,10 +13,10 @@ from ..train import distributed
 from ..train.seed_batch import SEED_BATCH_VERSION
 from .execute import SplitCache, execute, submit_to_ray, units
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
-                      describe_conflicts)
+                      describe_conflicts, describe_unreadable)
 from .plan import Cell, Job, Printer, plan
 from .protocol import QUICK_NOTE, DatasetProtocol
-from .ray_backend import RayRuns, run_device
+from .ray_backend import RayRuns, check_reachable, run_device
 from .spec import RunSpec, check_names, output_root
 
 
@@ -41,6 +41,8 @@ def run_benchmark(spec: RunSpec, runner: str,
     out_root = output_root(spec, runner)
     say = Printer(spec.quiet or not distributed.is_main_process())
     cells = plan(spec, runner, protocols, out_root, device, say)
+    if spec.ray is not None:  # a bounded wait, before the folder is made
+        check_reachable(spec.ray, spec.ray_timeout)
 
     with (OutputFolder(out_root) if distributed.is_main_process()
           else distributed.ReadOnlyFolder()) as output:
@@ -51,6 +53,10 @@ def run_benchmark(spec: RunSpec, runner: str,
                          spec.resume)]
         if conflicts:
             what, listing = describe_conflicts(conflicts, out_root)
+            if output.unreadable and not spec.force:
+                raise OutputConflictError(describe_unreadable(
+                    output.unreadable, out_root, out_root / SUPERSEDED),
+                    conflicts)
             if not spec.force:
                 raise OutputConflictError(
                     f"--out {out_root}: {what} would be replaced ({listing}): "

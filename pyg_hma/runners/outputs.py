@@ -20,7 +20,7 @@ import datetime
 import os
 import shutil
 from pathlib import Path
-from typing import Collection, Iterable, List, Optional, Tuple
+from typing import Collection, Dict, Iterable, List, Optional, Tuple
 
 from ..files import UnreadableFileError, torch_load
 from ..train.results import read_result
@@ -50,6 +50,9 @@ class OutputFolder:
     def __init__(self, root: os.PathLike):
         self.root = Path(root)
         self._lock_file = None
+        #: The checkpoints :meth:`conflicts` found unreadable (truncated or
+        #: corrupt), with the reason.
+        self.unreadable: Dict[Path, str] = {}
 
     def __enter__(self) -> 'OutputFolder':
         import fcntl
@@ -109,8 +112,15 @@ class OutputFolder:
                 out.append(result)
         ckpt = stem.with_suffix('.ckpt')
         if ckpt.exists():
-            if not resume or _checkpoint_fingerprint(ckpt) not in \
-                    checkpoint_fingerprints:
+            if not resume:
+                out.append(ckpt)
+                return out
+            try:
+                found = _checkpoint_fingerprint(ckpt)
+            except UnreadableFileError as e:
+                self.unreadable[ckpt] = getattr(e, 'reason', str(e))
+                found = None
+            if found not in checkpoint_fingerprints:
                 out.append(ckpt)
         return out
 
@@ -134,11 +144,25 @@ class OutputFolder:
 
 
 def _checkpoint_fingerprint(path: Path) -> Optional[str]:
-    try:
-        state = torch_load(path, what='checkpoint')
-    except UnreadableFileError:
-        return None
+    r"""The fingerprint a checkpoint was written under (``None``: it has
+    none). Raises :class:`~pyg_hma.files.UnreadableFileError` when the file
+    is truncated or corrupt."""
+    state = torch_load(path, what='checkpoint')
     return state.get('fingerprint') if isinstance(state, dict) else None
+
+
+def describe_unreadable(unreadable: Dict[Path, str], root: Path,
+                        force_target: Path) -> str:
+    r"""The error line for checkpoints that cannot be read on
+    ``--resume``."""
+    (first, reason), more = next(iter(unreadable.items())), len(unreadable)
+    name = str(first.relative_to(root)) if root in first.parents \
+        else str(first)
+    others = f' (and {more - 1} more)' if more > 1 else ''
+    return (f'--out {root}: the checkpoint {name}{others} cannot be read '
+            f'({reason}), so its run cannot be resumed. Delete it to start '
+            f'that run over, or use --force to move it aside (into '
+            f'{force_target})')
 
 
 def attempt_log(stem: Path) -> Path:

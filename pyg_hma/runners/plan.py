@@ -14,6 +14,7 @@ import torch
 from ..methods import METHODS, hyperparameter_names, method_label
 from ..models import BACKBONES, backbone_label
 from ..registry import UnknownNameError
+from ..train import distributed
 from ..train.engine import TrainConfig, fingerprint, train_record
 from ..train.results import (package_versions, read_result, read_runs,
                              source_commit)
@@ -93,6 +94,7 @@ def plan(spec: RunSpec, runner: str,
         say(f'[{runner}] note: --ddp trains one run at a time (seed '
             f'batching does not combine with it yet)')
     cells = []
+    uncompared: List[Path] = []  # kept by --resume without --compare-evals
     for dataset in spec.datasets:
         proto = protocols[dataset]
         if spec.momentum_given:
@@ -170,6 +172,9 @@ def plan(spec: RunSpec, runner: str,
                             cell.finished[seed, method] = rec
                             say(f'  {method_label(method)} seed {seed}: '
                                 f'finished earlier, kept')
+                            if spec.compare_evals and \
+                                    not rec.get('by_eval_mode'):
+                                uncompared.append(stem.with_suffix('.json'))
                             continue
                     cell.jobs.append(Job(
                         runner=runner, dataset=dataset, backbone=backbone,
@@ -186,7 +191,23 @@ def plan(spec: RunSpec, runner: str,
                 cell.jobs.sort(key=lambda job: not METHODS[job.method]
                                .uses_hma)
             cells.append(cell)
+    if uncompared and distributed.is_main_process():
+        # Not a progress line: shown with --quiet too.
+        print(f'[{runner}] note: --compare-evals does not apply to '
+              f'{len(uncompared)} run(s) finished earlier without it, kept '
+              f'as they are, without the other eval modes\' scores ('
+              f'{_listing(uncompared, out_root)}); to add them, train those '
+              f'runs again: without --resume, with --force (which moves '
+              f'their results aside)',
+              file=sys.stderr, flush=True)
     return cells
+
+
+def _listing(paths: List[Path], root: Path, limit: int = 3) -> str:
+    names = [str(p.relative_to(root)) if root in p.parents else str(p)
+             for p in paths]
+    more = f' and {len(names) - limit} more' if len(names) > limit else ''
+    return ', '.join(names[:limit]) + more
 
 
 def _quick_part(quick: Optional[Mapping[str, Any]], names) -> Dict[str, Any]:

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
+import time
 from typing import (Any, Callable, Dict, Iterator, Mapping, Optional,
                     Sequence, Tuple)
 
@@ -46,10 +48,63 @@ RAY_MISSING = ("--ray needs Ray, an optional dependency: pip install "
 LOCAL = 'local'
 #: Seconds between two refreshes of the progress bar while tasks run.
 REFRESH_S = 1.0
+#: Seconds to wait for a ``--ray ADDRESS`` to answer before giving up (Ray
+#: itself retries for minutes); ``--ray-timeout`` changes it.
+CONNECT_TIMEOUT_S = 20.0
 
 
 class RunsFailedError(RuntimeError):
     r"""Runs that failed on Ray twice (the first try and one retry)."""
+
+
+class RayUnreachableError(RuntimeError):
+    r"""No Ray cluster answers at the ``--ray`` address."""
+
+
+def ray_endpoint(address: str) -> Optional[Tuple[str, int]]:
+    r"""``(host, port)`` of a ``--ray`` address (``HOST:PORT`` or
+    ``ray://HOST:PORT``); ``None`` for :data:`LOCAL` and ``auto``, which Ray
+    resolves itself. Raises :class:`ValueError` for anything else."""
+    if address in (LOCAL, 'auto'):
+        return None
+    rest = address.split('://', 1)[1] if '://' in address else address
+    host, sep, port = rest.rpartition(':')
+    if not sep or not host or not port.isdigit() \
+            or not 0 < int(port) < 65536:
+        raise ValueError(f"--ray {address}: expects HOST:PORT (e.g. "
+                         f"10.0.0.5:6379), ray://HOST:PORT, auto, or no "
+                         f"address for a local cluster")
+    return host.strip('[]'), int(port)
+
+
+def check_reachable(address: str,
+                    timeout: Optional[float] = None) -> None:
+    r"""Raises :class:`RayUnreachableError` (one line) when nothing
+    accepts a connection at the ``--ray`` :obj:`address` within
+    :obj:`timeout` seconds (default :data:`CONNECT_TIMEOUT_S`), retrying
+    meanwhile (a head node may be starting). Local clusters and ``auto``
+    are left to Ray."""
+    endpoint = ray_endpoint(address)
+    if endpoint is None:
+        return
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            socket.create_connection(
+                endpoint, timeout=max(0.1, min(2.0, left))).close()
+            return
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+        if time.monotonic() + 0.5 >= deadline:
+            break
+        time.sleep(0.5)
+    raise RayUnreachableError(
+        f'--ray {address}: no Ray cluster answered there within '
+        f'{timeout:g} s ({reason}); start one with `ray start --head` on '
+        f'that machine and give its address, --ray alone for a local '
+        f'cluster, or --ray-timeout to wait longer')
 
 
 def import_ray():
@@ -69,10 +124,19 @@ def ray_problem(options: Mapping[str, Any]) -> Optional[str]:
     the remedy; ``None`` when there is none."""
     cpus = options.get('ray_cpus_per_run')
     gpus = options.get('ray_gpus_per_run')
+    wait = options.get('ray_timeout')
     if options.get('ray') is None:
         given = [o for o, v in (('--ray-cpus-per-run', cpus),
-                                ('--ray-gpus-per-run', gpus)) if v is not None]
+                                ('--ray-gpus-per-run', gpus),
+                                ('--ray-timeout', wait)) if v is not None]
         return f'{given[0]} needs --ray' if given else None
+    try:
+        ray_endpoint(options['ray'])
+    except ValueError as e:
+        return str(e)
+    if wait is not None and not (wait > 0 and wait < float('inf')):
+        return (f'--ray-timeout must be a positive number of seconds, got '
+                f'{wait}')
     if cpus is not None and not cpus > 0:
         return f'--ray-cpus-per-run must be positive, got {cpus}'
     if gpus is not None and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
@@ -112,11 +176,16 @@ def run_device(device: str, gpus_per_run: Optional[float]) -> torch.device:
     return torch.device('cuda' if gpus_per_run else 'cpu')
 
 
-def _connect(address: str, verbose: bool):
+def _connect(address: str, verbose: bool, timeout: Optional[float] = None):
     ray = import_ray()
     if not ray.is_initialized():
-        ray.init(address=None if address == LOCAL else address,
-                 logging_level=logging.WARNING, log_to_driver=verbose)
+        check_reachable(address, timeout)
+        try:
+            ray.init(address=None if address == LOCAL else address,
+                     logging_level=logging.WARNING, log_to_driver=verbose)
+        except ConnectionError as e:
+            raise RayUnreachableError(
+                f'--ray {address}: {str(e).splitlines()[0]}') from None
     return ray
 
 
@@ -170,6 +239,8 @@ class RayRuns:
         threads: torch threads of a run (the runner's ``--threads``).
         quiet: no progress.
         verbose: forward the workers' output to the driver.
+        connect_timeout: seconds to wait for a cluster at :obj:`address`
+            (default :data:`CONNECT_TIMEOUT_S`; see :func:`check_reachable`).
     """
     def __init__(self, units: Sequence[Any], run_unit: Callable, *,
                  name_of: Callable[[Any], str],
@@ -177,8 +248,9 @@ class RayRuns:
                  on_result: Optional[Callable[[Any], None]] = None,
                  address: str = LOCAL, cpus_per_run: float = 1,
                  gpus_per_run: float = 0, threads: int = 1,
-                 quiet: bool = False, verbose: bool = False):
-        ray = _connect(address, verbose)
+                 quiet: bool = False, verbose: bool = False,
+                 connect_timeout: Optional[float] = None):
+        ray = _connect(address, verbose, connect_timeout)
         self.ray, self.name_of, self.on_result = ray, name_of, on_result
         self.sizes = {name_of(u): size_of(u) for u in units}
         if len(self.sizes) != len(units):

@@ -6,19 +6,20 @@ import argparse
 import dataclasses
 import inspect
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..methods import METHODS, hyperparameter_names, method_hyperparameters
 from ..models import BACKBONES
+from ..files import folder_problem
 from ..registry import UnknownNameError
 from ..train import distributed
 from ..train.engine import TrainConfig, resolve_device
 from ..train.results import RunsFileError, read_runs
 from .protocol import DatasetProtocol
 from .ray_backend import ray_problem
+from .setting_checks import check_readout, check_setting_values
 
 #: The sections of ``--set SECTION.NAME=VALUE``.
 SETTING_SECTIONS = ('train', 'backbone', 'hma', 'method')
@@ -109,6 +110,8 @@ class RunSpec:
         out: the output folder (see :func:`output_root`).
         ray: the ``--ray`` address (:data:`~pyg_hma.runners.ray_backend.LOCAL`:
             a local cluster); ``None``: no Ray.
+        ray_timeout: seconds to wait for the cluster at :obj:`ray`
+            (``None``: :data:`~pyg_hma.runners.ray_backend.CONNECT_TIMEOUT_S`).
     """
     datasets: Tuple[str, ...]
     methods: Optional[Tuple[str, ...]] = None
@@ -134,6 +137,7 @@ class RunSpec:
     ray: Optional[str] = None
     ray_cpus_per_run: Optional[float] = None
     ray_gpus_per_run: Optional[float] = None
+    ray_timeout: Optional[float] = None
     out: Optional[Path] = None
     root: Optional[str] = None
     mirror: Optional[str] = None
@@ -234,17 +238,20 @@ def check_paths(spec: RunSpec, runner: str):
         raise ArgumentError(
             f"--out {out} is a file; give a folder (results go to "
             f"OUT/DATASET/BACKBONE/METHOD/seedS.json)")
-    if not _writable(out):
+    problem = folder_problem(out)
+    if problem:
         raise ArgumentError(
-            f'--out {out} cannot be written; choose a writable folder')
+            f'--out {out} cannot be used ({problem}); choose a writable '
+            f'folder')
     if spec.root is not None:
         root = Path(spec.root).expanduser()
         if root.exists() and not root.is_dir():
             raise ArgumentError(
                 f'--root {root} is a file; give the dataset cache folder')
-        if not _writable(root):
-            raise ArgumentError(
-                f'--root {root} cannot be written; choose a writable folder')
+        problem = folder_problem(root)
+        if problem:
+            raise ArgumentError(f'--root {root} cannot be used ({problem}); '
+                                f'choose a writable folder')
     if spec.skip_committed is not None:
         if not Path(spec.skip_committed).is_file():
             raise ArgumentError(
@@ -259,10 +266,10 @@ def check_paths(spec: RunSpec, runner: str):
         if not tensorboard_available():
             raise ArgumentError("--tensorboard needs the tensorboard "
                                 "package: pip install 'pyg_hma[tensorboard]'")
-        if (spec.tensorboard.exists() and not spec.tensorboard.is_dir()) \
-                or not _writable(spec.tensorboard):
+        problem = folder_problem(spec.tensorboard)
+        if problem:
             raise ArgumentError(f'--tensorboard {spec.tensorboard} cannot be '
-                                f'written; choose a writable folder')
+                                f'used ({problem}); choose a writable folder')
     for option, value in (('mirror', spec.mirror),
                           ('exported', spec.exported)):
         if value is not None and not Path(value).expanduser().is_dir():
@@ -275,17 +282,6 @@ def check_paths(spec: RunSpec, runner: str):
         resolve_device(spec.device)
     except (RuntimeError, ValueError) as e:
         raise ArgumentError(f'--device {spec.device}: {e}') from None
-
-
-def _writable(path: Path) -> bool:
-    r"""Whether :obj:`path` (a folder, maybe not yet there) can be
-    created and written, judged from its nearest existing ancestor."""
-    path = path.expanduser().absolute()
-    while not path.exists():
-        if path.parent == path:
-            return False
-        path = path.parent
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def check_names(spec: RunSpec, protocols: Mapping[str, DatasetProtocol]):
@@ -301,6 +297,17 @@ def check_names(spec: RunSpec, protocols: Mapping[str, DatasetProtocol]):
     for dataset in spec.datasets:
         proto = protocols[dataset]
         check_settings(spec.settings, spec.backbones or [proto.backbone])
+        check_setting_values(spec.settings)
+        for backbone in spec.backbones or [proto.backbone]:
+            kwargs = dict(proto.backbone_kwargs)
+            if spec.quick:
+                kwargs.update(proto.quick_settings().get('backbone_kwargs',
+                                                         {}))
+            if spec.pooling:
+                kwargs['pooling'] = spec.pooling
+            check_readout({**proto.hma, **spec.settings['hma']},
+                          spec.settings['hma'], backbone,
+                          {**kwargs, **spec.settings['backbone']})
         try:
             dataclasses.replace(proto.train, **spec.settings['train'])
         except (TypeError, ValueError) as e:
