@@ -65,18 +65,25 @@ CHECKS = textwrap.dedent('''
     assert int((model.readout.queue_labels >= 0).sum()) == 8
     print('trained one step, loss', float(loss))
 
-    def command(module, *args):
-        out = io.StringIO()
+    def command(module, *args, code=0):
+        out, err = io.StringIO(), io.StringIO()
         sys.argv = [module, *args]
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 runpy.run_module(module, run_name='__main__',
                                  alter_sys=True)
             except SystemExit as e:
-                assert e.code in (0, None), (module, args, e.code)
-        return out.getvalue()
+                assert (e.code or 0) == code, (module, args, e.code,
+                                               err.getvalue())
+        return out.getvalue() + err.getvalue()
 
     listed = command('pyg_hma.data', 'list')
+    # OGB's molecules need the extra: one line, exit 2, before any work.
+    said = command('pyg_hma.data', 'prepare', '--dataset', 'ogbg-molbace',
+                   '--root', site + '/no-cache', code=2)
+    assert said.strip().splitlines() == [
+        "pyg_hma: the datasets need the benchmarks extra: "
+        "pip install 'pyg_hma[benchmarks]'"], said
     assert 'NCI1' in listed.split() and 'ogbg-molhiv' in listed, listed
     # No mirror is found from outside a checkout: the usual download (or
     # --mirror) is what a real user gets, never a path derived from the

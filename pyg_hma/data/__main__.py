@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..extras import needs_extra
 from ..registry import UnknownNameError
 from ..files import UnreadableFileError, UnusableFolderError, folder_problem
 from .cache import NO_DIGESTS, default_root, verify_root
@@ -151,4 +152,5 @@ def _export(args) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with needs_extra('benchmarks', what='the datasets'):  # one line, exit 2
+        sys.exit(main())
