@@ -52,14 +52,6 @@ ALLOWED: Dict[Tuple[str, str, str], str] = {
         'TensorBoardCurves imported inside _curves',
     ('runners/execute.py', 'function-local', 'pyg_hma.train.seed_batch'):
         'fit_seeds imported inside a function',
-    # pyg_hma/runners/spec.py
-    ('runners/spec.py', 'function-local', 'pyg_hma.train.curves'):
-        'tensorboard_available imported inside check_paths',
-    ('runners/spec.py', 'function-local', 'pyg_hma.nn'):
-        'HMAReadout imported inside check_settings',
-    # pyg_hma/data/__main__.py
-    ('data/__main__.py', 'function-local', 'pyg_hma.data.exported'):
-        'exported_file, save_exported imported inside a function',
     # pyg_hma/loader/factories.py
     ('loader/factories.py', 'function-local', 'pyg_hma.loader.device'):
         'DeviceGraphLoader imported inside a function',

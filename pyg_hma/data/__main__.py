@@ -13,6 +13,7 @@ from ..extras import needs_extra
 from ..registry import UnknownNameError
 from ..files import UnreadableFileError, UnusableFolderError, folder_problem
 from .cache import NO_DIGESTS, default_root, verify_root
+from .exported import exported_file, save_exported
 from .mirror import ChecksumError, MissingDataError
 from .registry import DATASETS, available_datasets, load_dataset
 
@@ -135,7 +136,6 @@ def _verify(parser, args) -> int:
 
 
 def _export(args) -> int:
-    from .exported import exported_file, save_exported
     for name in args.dataset:
         for seed in range(args.seeds):
             try:

@@ -13,8 +13,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..methods import METHODS, hyperparameter_names, method_hyperparameters
 from ..models import BACKBONES
 from ..files import folder_problem
+from ..nn import HMAReadout
 from ..registry import UnknownNameError
 from ..train import distributed
+from ..train.curves import tensorboard_available
 from ..train.engine import TrainConfig, resolve_device
 from ..train.results import RunsFileError, read_runs
 from .protocol import DatasetProtocol
@@ -262,7 +264,6 @@ def check_paths(spec: RunSpec, runner: str):
         except RunsFileError as e:
             raise ArgumentError(f'--skip-committed: {e}') from None
     if spec.tensorboard is not None:
-        from ..train.curves import tensorboard_available
         if not tensorboard_available():
             raise ArgumentError("--tensorboard needs the tensorboard "
                                 "package: pip install 'pyg_hma[tensorboard]'")
@@ -323,7 +324,6 @@ def check_names(spec: RunSpec, protocols: Mapping[str, DatasetProtocol]):
 def check_settings(settings: Mapping[str, Mapping[str, Any]],
                    backbones: Sequence[str]):
     r"""Raises :class:`ValueError` naming any setting that nothing reads."""
-    from ..nn import HMAReadout
     valid = {
         'train': set(TrainConfig.__dataclass_fields__),
         'hma': set(inspect.signature(HMAReadout.__init__).parameters)
