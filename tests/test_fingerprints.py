@@ -4,8 +4,14 @@ committed results/paper/runs.csv rows carry them. The reference values were
 computed by the code before the method hyperparameters left TrainConfig
 (commit 1e2d646, ``pyg_hma/train/benchmark.py``); the PROTEINS case set
 them with ``--set train.*`` then, ``--set method.*`` now. Since seed
-batching became the runners' default, the one-at-a-time configurations are
-asked for with ``--seed-batch 1``; the default is pinned beside them."""
+batching became the runners' default, the one-at-a-time configurations
+were asked for with ``--seed-batch 1``; since every run (a group of one
+included) trains with fit_seeds' per-seed streams, those identities belong to
+the rows :func:`~pyg_hma.train.fit`'s global stream produced: they are
+checked on the run description without ``seed_batched`` (the functions did
+not change), and the planned jobs carry the per-seed streams' identity
+whatever ``--seed-batch`` says."""
+import dataclasses
 import pytest
 import torch
 
@@ -13,7 +19,7 @@ from pyg_hma.runners import RunSpec, build_parser
 from pyg_hma.runners.plan import Printer, plan
 from pyg_hma.runners.record import run_config
 from pyg_hma.train.engine import (TrainConfig, checkpoint_fingerprint,
-                                  train_record)
+                                  fingerprint, train_record)
 from pyg_hma.train.results import config_id
 
 from conftest import runner_module as runner
@@ -76,6 +82,13 @@ def test_fingerprints_of_existing_configurations(tmp_path, case, dataset,
                                                  ckpt_compare, cid):
     job = planned_jobs(case, tmp_path)[method, seed]
     assert job.dataset == dataset
+    assert job.run_id['seed_batched'] is True
+    if '--seed-batch' in CASES[case][1] and case != 'seed_batch':
+        # A committed one-at-a-time row (fit's global stream).
+        run_id = {k: v for k, v in job.run_id.items() if k != 'seed_batched'}
+        job = dataclasses.replace(job, run_id=run_id, ident=fingerprint({
+            'run': run_id, 'method': job.method, 'seed': job.seed,
+            'train': train_record(job.cfg, job.hyperparameters)}))
     assert job.ident == ident
     for compare, expected in ((False, ckpt), (True, ckpt_compare)):
         assert checkpoint_fingerprint(
@@ -90,18 +103,23 @@ def test_fingerprints_of_existing_configurations(tmp_path, case, dataset,
 
 
 def test_seed_batched_checkpoint_fingerprint(tmp_path):
-    # fit_seeds' own checkpoint fingerprint (SEED_BATCH_VERSION 1).
-    from pyg_hma.train.seed_batch import SEED_BATCH_VERSION
-    argv = ['--dataset', 'CMNIST', '--method', 'irm', '--seeds', '0-0',
-            '--seed-batch', '2', '--out', str(tmp_path)]
+    # fit_seeds' own checkpoint fingerprint (its streams, STREAMS); the run
+    # fingerprint is the same whatever --seed-batch says.
+    from pyg_hma.train.seed_batch import STREAMS
     protocols = runner('ood').PROTOCOLS
-    spec = RunSpec.from_args(build_parser('ood', protocols).parse_args(argv))
-    job = plan(spec, 'ood', protocols, tmp_path, torch.device('cpu'),
-               Printer(quiet=True))[0].jobs[0]
-    assert job.ident == 'f36b2d664ad70016'
+    jobs = []
+    for seed_batch in ('2', '1'):
+        argv = ['--dataset', 'CMNIST', '--method', 'irm', '--seeds', '0-0',
+                '--seed-batch', seed_batch, '--out', str(tmp_path)]
+        spec = RunSpec.from_args(
+            build_parser('ood', protocols).parse_args(argv))
+        jobs.append(plan(spec, 'ood', protocols, tmp_path,
+                         torch.device('cpu'), Printer(quiet=True))[0].jobs[0])
+    assert [job.ident for job in jobs] == ['f36b2d664ad70016'] * 2
+    job = jobs[0]
     assert checkpoint_fingerprint(
-        job.method, job.seed, job.cfg, job.run_id, False, SEED_BATCH_VERSION,
-        hyperparameters=job.hyperparameters) == 'c4711d29ffb2124a'
+        job.method, job.seed, job.cfg, job.run_id, False, STREAMS,
+        hyperparameters=job.hyperparameters) == '0201c25a14873a5d'
 
 
 def test_train_record_keeps_the_former_train_config_layout():

@@ -313,40 +313,41 @@ def test_hyperparameter_options_reach_the_run(workdir, data_root, tmp_path):
         assert exc.value.code == 2
 
 
-def test_seed_batched_runs_are_their_own_configuration(data_root, tmp_path):
-    argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
-            '--seeds', '0,1', '--epochs', '2', '--root', str(data_root),
-            '--out', str(tmp_path)]
-    assert runner('ood').main(argv + ['--seed-batch', '2']) == 0
-    recs = [json.loads((tmp_path / f'PROTEINS/gin-max/hma/seed{s}.json')
-                       .read_text()) for s in (0, 1)]
-    assert [r['seed_batch'] for r in recs] == [2, 2]
-    assert all(r['config']['seed_batched'] for r in recs)
-    assert recs[0]['history'] != recs[1]['history']
-    # Resuming keeps them; a sequential run in the same folder would replace
-    # them and is refused before any training.
-    assert runner('ood').main(argv + ['--seed-batch', '2', '--resume']) == 0
-    assert runner('ood').main(argv + ['--seed-batch', '1', '--resume']) == 2
+def read_seed(out, seed, method='hma'):
+    return json.loads((out / f'PROTEINS/gin-max/{method}/seed{seed}.json')
+                      .read_text())
 
 
-def test_seed_batching_is_the_default_and_groups_do_not_matter(data_root,
-                                                               tmp_path):
+def assert_same_runs(a, b):
+    assert a['run_fingerprint'] == b['run_fingerprint']
+    assert [dict(h, time_s=0) for h in a['history']] == \
+        [dict(h, time_s=0) for h in b['history']]
+    assert a['test'] == b['test'] and a['val'] == b['val']
+
+
+def test_how_a_seed_runs_never_changes_its_result(data_root, tmp_path):
+    # Seed 1 alone (--seed-batch 1), in the default group of three, in a
+    # group of two under --jobs 2, and with --compare-evals: one run, to
+    # the last bit, under one fingerprint (float32, dropout on).
     argv = ['--dataset', 'PROTEINS', '--quick', '--quiet', '--method', 'hma',
             '--epochs', '2', '--root', str(data_root)]
-    # The default: both seeds in one group.
-    assert runner('ood').main(argv + ['--seeds', '0,1', '--out',
-                                      str(tmp_path / 'default')]) == 0
-    # Seed 1 alone in its group (of at most 2): still the seed-batched
-    # streams, so the same run (to float rounding: max-pool ties).
-    assert runner('ood').main(argv + ['--seeds', '1-1', '--seed-batch', '2',
-                                      '--out', str(tmp_path / 'alone')]) == 0
-    read = [json.loads((tmp_path / f'{x}/PROTEINS/gin-max/hma/seed1.json')
-                       .read_text()) for x in ('default', 'alone')]
-    assert [r['seed_batch'] for r in read] == [2, 1]
-    assert read[0]['run_fingerprint'] == read[1]['run_fingerprint']
-    assert [h['val'] for h in read[1]['history']] == pytest.approx(
-        [h['val'] for h in read[0]['history']], abs=1e-5)
-    assert read[1]['test'] == pytest.approx(read[0]['test'], abs=1e-5)
+    ways = {'alone': ['--seeds', '1-1', '--seed-batch', '1'],
+            'group': ['--seeds', '0-2'],
+            'jobs': ['--seeds', '0-3', '--jobs', '2'],
+            'compare': ['--seeds', '1-1', '--compare-evals']}
+    for name, extra in ways.items():
+        assert runner('ood').main(argv + extra + [
+            '--out', str(tmp_path / name)]) == 0
+    runs = {name: read_seed(tmp_path / name, 1) for name in ways}
+    assert runs['alone']['seed_batch'] == 1
+    assert runs['group']['seed_batch'] == 3
+    for name in ('group', 'jobs'):
+        assert_same_runs(runs['alone'], runs[name])
+    compared = runs['compare']
+    assert 'by_eval_mode' in compared['history'][0]
+    assert [h['train_loss'] for h in compared['history']] == \
+        [h['train_loss'] for h in runs['alone']['history']]
+    assert compared['test'] == runs['alone']['test']
 
 
 @pytest.mark.parametrize('extra,expected', [
@@ -411,7 +412,7 @@ def test_interrupted_seed_group_resumes_from_the_runner(data_root, tmp_path,
 
     def interrupted(self, state):
         saves.append(state['epoch'])
-        if len(saves) > 2:  # both seeds saved epoch 1, then stop
+        if len(saves) > 3:  # seed 0 saved epoch 2, seed 1 not yet
             raise KeyboardInterrupt
         save(self, state)
     monkeypatch.setattr(engine.Checkpointer, 'save', interrupted)
@@ -427,9 +428,9 @@ def test_interrupted_seed_group_resumes_from_the_runner(data_root, tmp_path,
         full = json.loads((tmp_path / f'full/PROTEINS/gin-max/hma/'
                            f'seed{seed}.json').read_text())
         resumed = json.loads((folder / f'seed{seed}.json').read_text())
-        assert resumed['resumed_from_epoch'] == 2  # continued at epoch 2
-        assert [h['val'] for h in resumed['history']] == \
-            [h['val'] for h in full['history']]
+        # seed 0 continued at epoch 3, seed 1 caught up from epoch 2 alone
+        assert resumed['resumed_from_epoch'] == 3 - seed
+        assert_same_runs(full, resumed)
 
 
 def test_tensorboard_curves_follow_the_recorded_history(data_root, tmp_path):

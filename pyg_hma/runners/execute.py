@@ -156,11 +156,12 @@ def run_group(jobs: Sequence[Job], splits: Optional[SplitCache] = None
     the one run of a unit alone; writes and returns their records.
     :obj:`splits` loads the data (``None``: a cache of this unit's own).
 
-    A seed-batched configuration trains even a group of one with
-    :func:`~pyg_hma.train.seed_batch.fit_seeds` (its dropout streams): a
-    seed's run never depends on how many seeds share its group."""
+    Every run trains with :func:`~pyg_hma.train.seed_batch.fit_seeds`, a
+    run alone as a group of one: a seed's run never depends on how many
+    seeds share its group (``tests/test_invariance.py``). Only ``--ddp``
+    trains one run at a time with :func:`~pyg_hma.train.fit`."""
     splits = splits or SplitCache()
-    if len(jobs) == 1 and not jobs[0].run_id.get('seed_batched'):
+    if jobs[0].spec.ddp:
         return [(jobs[0], run_job(jobs[0], splits))]
     job = jobs[0]
     per_seed = [splits(j) for j in jobs]

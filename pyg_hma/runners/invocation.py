@@ -10,7 +10,7 @@ from ..methods import method_label
 from ..train.engine import checkpoint_fingerprint, resolve_device
 from ..train.results import load_paper, write_summary
 from ..train import distributed
-from ..train.seed_batch import SEED_BATCH_VERSION
+from ..train.seed_batch import STATIC_STREAMS, STREAMS
 from .execute import SplitCache, execute, submit_to_ray, units
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
                       describe_conflicts, describe_unreadable)
@@ -84,16 +84,18 @@ def run_benchmark(spec: RunSpec, runner: str,
 
 
 def _checkpoint_fingerprints(job: Job, compare_evals: bool) -> List[str]:
-    r"""The checkpoint fingerprints a run of :obj:`job` may have written: a
-    seed-batched job's group writes the seed-batched one, or the run's own
-    when its model or method fell back to :func:`~pyg_hma.train.fit`."""
-    def of(seed_batch):
+    r"""The checkpoint fingerprints a run of :obj:`job` may have written:
+    :func:`~pyg_hma.train.seed_batch.fit_seeds`'s (its streams), or
+    :func:`~pyg_hma.train.fit`'s when the model or method cannot be
+    seed-batched or the run is distributed."""
+    def of(streams):
         return checkpoint_fingerprint(
             job.method, job.seed, job.cfg, job.run_id, compare_evals,
-            seed_batch, hyperparameters=job.hyperparameters)
-    if not job.run_id.get('seed_batched'):
+            streams, hyperparameters=job.hyperparameters)
+    if job.spec.ddp:
         return [of(None)]
-    return [of(None), of(SEED_BATCH_VERSION)]
+    static = job.spec.pad is not None or job.spec.compile is not None
+    return [of(None), of(STATIC_STREAMS if static else STREAMS)]
 
 
 def _run_cell(cell: Cell, spec: RunSpec, paper, say: Printer,

@@ -153,9 +153,12 @@ def plan(spec: RunSpec, runner: str,
                                   quick=quick)
                     if spec.ddp:  # other dropout draws: its own too
                         run_id['ddp'] = True
-                    if spec.seed_batch > 1:
-                        # Other dropout draws than a run alone: its own
-                        # configuration (never averaged with sequential runs).
+                    else:
+                        # The random streams of fit_seeds, every seed's own
+                        # (a group of one included): the key's historical
+                        # name keeps the committed rows' fingerprints. How
+                        # many seeds share a model is not part of a run's
+                        # identity: it never changes the result.
                         run_id['seed_batched'] = True
                     ident = fingerprint({
                         'run': run_id, 'method': method, 'seed': seed,

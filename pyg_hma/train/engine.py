@@ -244,6 +244,16 @@ def _set_rng_state(state: dict):
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
+def own_rng(device: torch.device):
+    r"""A context in which the global generators (the CPU's, and
+    :obj:`device`'s when it is a GPU) are restored on exit, so that what runs
+    inside never moves the training stream."""
+    devices = [device] if device.type == 'cuda' else []
+    return torch.random.fork_rng(devices=devices,
+                                 device_type=device.type if devices
+                                 else 'cuda')
+
+
 def fingerprint(obj: Any) -> str:
     r"""A short stable hash of a JSON-serialisable description of a run."""
     text = json.dumps(obj, sort_keys=True, default=str)
@@ -843,9 +853,13 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
                 scheduler.step()
             else:
                 lr = optimizer.param_groups[0]['lr']
-            rec = {'epoch': epoch, 'lr': lr, **trained,
-                   **score_epoch(score, model, cfg.eval_mode,
-                                 compare_eval_modes)}
+            # Scoring never draws from training's stream: what it draws
+            # (and whether --compare-evals scores more) leaves the next
+            # epoch's dropout masks as they were.
+            with own_rng(device):
+                scores = score_epoch(score, model, cfg.eval_mode,
+                                     compare_eval_modes)
+            rec = {'epoch': epoch, 'lr': lr, **trained, **scores}
             rec['time_s'] = time.perf_counter() - tic
             elapsed += rec['time_s']
             history.append(rec)

@@ -76,8 +76,14 @@ from .metrics import compute_metric
 from .stacked import (Noise, StackedModel, UnionBatch, union_of,
                       unsupported_reason)
 
-#: Bumped when the seed-batched random streams change.
-SEED_BATCH_VERSION = 1
+#: The random streams of :func:`fit_seeds` (every seed's own generators,
+#: re-seeded from ``(seed, epoch)``), named in its checkpoints' fingerprint:
+#: :func:`~pyg_hma.train.fit` draws from the global generator instead, and
+#: static shapes hash their dropout masks (:data:`STATIC_STREAMS`). Not an
+#: execution detail: the size and members of a group never change a seed's
+#: run (``tests/test_invariance.py``).
+STREAMS = 'per-seed'
+STATIC_STREAMS = 'per-seed/static'
 
 #: On a CPU, seeds trained as one model gain while one activation of the
 #: whole group (``[S, nodes per batch, width]``) stays within this many
@@ -293,8 +299,11 @@ def clip_per_seed(params: Sequence[Tensor], max_norm: float):
     if not grads:
         return
     S = grads[0].size(0)
-    norms = torch.stack([g.reshape(S, -1).norm(dim=1) for g in grads])
-    total = norms.norm(dim=0)  # [S]
+    # [S, P]: each seed's norms contiguous, so that every seed's total is
+    # the same reduction over P values whatever S (over the [P, S] layout a
+    # reduction along P takes another summation order when S > 1).
+    norms = torch.stack([g.reshape(S, -1).norm(dim=1) for g in grads], dim=1)
+    total = norms.norm(dim=1)  # [S]
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(coef.view((S, ) + (1, ) * (g.dim() - 1)))
@@ -516,8 +525,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     static = None
     if pad is not None or compile is not None:
         static = tuple(pad) if pad is not None else (1, 1)
-    streams = (SEED_BATCH_VERSION if static is None
-               else f'{SEED_BATCH_VERSION}/static')
+    streams = STREAMS if static is None else STATIC_STREAMS
     for run, run_splits in zip(runs, per_seed):
         run.checkpointer = Checkpointer(
             ckpt_dir / f'seed{run.seed}.ckpt' if ckpt_dir else None,
@@ -657,7 +665,7 @@ class _GroupTrainer:
                     'tracker': run.tracker.state_dict(),
                     'history': run.history, 'best_state': run.best_state,
                     'elapsed': run.elapsed, 'skipped_batches': run.skipped,
-                    'rng': {'seed_batch': SEED_BATCH_VERSION}})
+                    'rng': {'streams': STREAMS}})
                 stopped |= run.tracker.stopped
             for run in group:
                 for cb in self.callbacks:
@@ -737,5 +745,5 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
 
 __all__ = ['fit_seeds', 'seed_batch_support', 'seed_group_limit',
            'CPU_GROUP_ELEMENTS', 'seed_inputs', 'noise_seed',
-           'SEED_BATCH_VERSION', 'clip_per_seed', 'stacked_objective',
+           'STREAMS', 'STATIC_STREAMS', 'SeedAdam', 'clip_per_seed', 'stacked_objective',
            'stacked_train_step']

@@ -146,6 +146,9 @@ class UnionBatch:
                                                              N - 1))
         self.edge_index = torch.cat(edge_index, dim=1) + shifts
         self._edge_shifts = shifts
+        #: Every seed's number of edges (the static budget's extra self
+        #: loops counted with the last seed, whose padding node holds them).
+        self.edge_counts = edges[:-1] + [edges[-1] + extra]
         self.edge_attr = None
         if getattr(batches[0], 'edge_attr', None) is not None:
             attr = [b.edge_attr for b in batches]
@@ -228,12 +231,116 @@ def _round_up(value: int, step: int) -> int:
 # Functional layers with a leading seed dimension
 # --------------------------------------------------------------------------
 
-def linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
-    r""":math:`x_s W_s^T + b_s` for :obj:`x` ``[S, N, in]``, :obj:`w`
-    ``[S, out, in]``, :obj:`b` ``[S, out]``."""
+def _bmm_linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
     if b is None:
         return torch.bmm(x, w.transpose(1, 2))
     return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+
+class _RowsLinear(torch.autograd.Function):
+    # The batched linear layer, with the weight's and bias's gradients
+    # reduced over each seed's real rows alone (one GEMM per seed of the
+    # seed's own shape), not over the group's padded N.
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Optional[Tensor],
+                rows: List[int]) -> Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.rows, ctx.has_bias = rows, b is not None
+        return _bmm_linear(x, w, b)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, w = ctx.saved_tensors
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        grad_x = torch.bmm(grad, w) if need_x else None
+        grad_w = grad_b = None
+        if need_w:
+            grad_w = torch.stack([grad[s, :n].t().mm(x[s, :n])
+                                  for s, n in enumerate(ctx.rows)])
+        if need_b and ctx.has_bias:
+            grad_b = torch.stack([grad[s, :n].sum(0)
+                                  for s, n in enumerate(ctx.rows)])
+        return grad_x, grad_w, grad_b, None
+
+
+def linear(x: Tensor, w: Tensor, b: Optional[Tensor],
+           rows=None) -> Tensor:
+    r""":math:`x_s W_s^T + b_s` for :obj:`x` ``[S, N, in]``, :obj:`w`
+    ``[S, out, in]``, :obj:`b` ``[S, out]``.
+
+    Node features (padded rows): give :obj:`rows`, the real rows per seed (a
+    list), and the gradients of :obj:`w` and :obj:`b` are reduced over each
+    seed's real rows alone. A batched GEMM's reduction over the padded
+    ``N`` splits that dimension by its length, so its float32 rounding
+    would depend on how far the group pads a seed's rows: a seed's run would
+    depend on its group (``tests/test_invariance.py``)."""
+    if rows is None or isinstance(rows, Tensor) or not (
+            torch.is_grad_enabled() and w.requires_grad):
+        return _bmm_linear(x, w, b)
+    return _RowsLinear.apply(x, w, b, list(rows))
+
+
+class _ScaleRows(torch.autograd.Function):
+    # x [S, N, d] times a scalar per seed; the scalar's gradient summed over
+    # each seed's real rows only (a contiguous [n_s * d] reduction, as the
+    # seed alone reduces it), never over the group's padded N.
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, rows: List[int]) -> Tensor:
+        ctx.save_for_backward(x, scale)
+        ctx.rows = rows
+        return x * scale.view(-1, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, scale = ctx.saved_tensors
+        grad_x = grad * scale.view(-1, 1, 1) if ctx.needs_input_grad[0] \
+            else None
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            grad_scale = torch.stack([
+                (grad[s, :n] * x[s, :n]).sum()
+                for s, n in enumerate(ctx.rows)]).view_as(scale)
+        return grad_x, grad_scale, None
+
+
+def scale_rows(x: Tensor, scale: Tensor, rows) -> Tensor:
+    r""":math:`x_s \cdot c_s` for :obj:`x` ``[S, N, d]`` and one scalar per
+    seed :obj:`scale` ``[S]`` (GIN's :math:`1 + \epsilon`). With :obj:`rows`
+    a list of real rows per seed, the gradient of :obj:`scale` is reduced
+    over each seed's real rows alone, so that it does not depend on how
+    far the group pads them: broadcasting's reduction over the padded
+    ``[N * d]`` rounds differently with ``N``, the one kernel that made a
+    seed's float32 run depend on its group (``tests/test_invariance.py``)."""
+    if isinstance(rows, Tensor) or not scale.requires_grad:
+        return x * scale.view(-1, 1, 1)
+    return _ScaleRows.apply(x, scale, list(rows))
+
+
+class _AddRows(torch.autograd.Function):
+    # x [S, N, d] plus one row per seed [S, 1, d]; the row's gradient summed
+    # over each seed's real rows alone.
+    @staticmethod
+    def forward(ctx, x: Tensor, row: Tensor, rows: List[int]) -> Tensor:
+        ctx.rows = rows
+        return x + row
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad_row = None
+        if ctx.needs_input_grad[1]:
+            grad_row = torch.stack([grad[s, :n].sum(0, keepdim=True)
+                                    for s, n in enumerate(ctx.rows)])
+        return grad, grad_row, None
+
+
+def add_rows(x: Tensor, row: Tensor, rows) -> Tensor:
+    r""":math:`x_s + r_s` for :obj:`x` ``[S, N, d]`` and one row per seed
+    :obj:`row` ``[S, 1, d]`` (GCN's root embedding), the row's gradient
+    reduced over each seed's real rows (:obj:`rows`, a list) alone, as in
+    :func:`linear`."""
+    if isinstance(rows, Tensor) or not row.requires_grad:
+        return x + row
+    return _AddRows.apply(x, row, list(rows))
 
 
 def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
@@ -416,27 +523,27 @@ def _masked_seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
 
 
 def sum_of_embeddings(encoder: nn.Module, P: Dict[str, Tensor], pre: str,
-                      index: Tensor, seed: Tensor) -> Tensor:
+                      parts: Sequence[Tensor]) -> List[Tensor]:
     r"""OGB's atom or bond encoder (:class:`~pyg_hma.models.encoders.AtomEncoder`,
-    ``BondEncoder``) of every seed: row ``r`` of :obj:`index` ``[..., C]``
-    (integer features) is embedded with the tables of seed :obj:`seed`
-    (``[...]``, broadcastable to ``index.shape[:-1]``); returns ``[..., d]``.
-    One ``embedding_bag`` over the seeds' concatenated tables, summing the
-    columns (without the ``[..., C, d]`` lookup a sum would need)."""
-    columns = index.size(-1)
-    if index.dim() < 2 or columns > len(encoder.embeddings):
+    ``BondEncoder``) of every seed: :obj:`parts` holds seed ``s``'s integer
+    features ``[R_s, C]``, embedded with its own tables; returns the
+    ``[R_s, d]`` of every seed. One ``embedding_bag`` per seed (summing the
+    columns without the ``[R, C, d]`` lookup a sum would need): over the
+    seeds' concatenated tables at once, the backward's accumulation into the
+    table rounds as the group's size decides, and a seed's run would depend
+    on its group."""
+    columns = parts[0].size(-1)
+    if parts[0].dim() != 2 or columns > len(encoder.embeddings):
         raise ValueError(
             f"{type(encoder).__name__} expected integer features with at "
-            f"most {len(encoder.embeddings)} columns, got {list(index.shape)}")
+            f"most {len(encoder.embeddings)} columns, got "
+            f"{list(parts[0].shape)}")
     tables = [P[f'{pre}embeddings.{i}.weight'] for i in range(columns)]
     table = torch.cat(tables, dim=1)  # [S, V, d]
-    S, V, d = table.shape
-    starts = np.cumsum([0] + [t.size(1) for t in tables[:-1]])
-    flat = (index + torch.from_numpy(starts).to(index.device)
-            + seed.unsqueeze(-1) * V)
-    out = F.embedding_bag(flat.reshape(-1, columns), table.reshape(S * V, d),
-                          mode='sum')
-    return out.view(*flat.shape[:-1], d)
+    starts = torch.from_numpy(np.cumsum(
+        [0] + [t.size(1) for t in tables[:-1]])).to(parts[0].device)
+    return [F.embedding_bag(index + starts, table[s], mode='sum')
+            for s, index in enumerate(parts)]
 
 
 def _node_encoding(gnn: GNN, P: Dict[str, Tensor], pre: str,
@@ -445,13 +552,20 @@ def _node_encoding(gnn: GNN, P: Dict[str, Tensor], pre: str,
     S, N = data.S, data.size
     x = data.x.view(S, N, -1)
     if gnn.atom_encoder:
-        seed = torch.arange(S, device=x.device).view(S, 1)
-        return sum_of_embeddings(gnn.node_encoder, P, pre + 'node_encoder.',
-                                 x, seed)
+        # Each seed's real rows (padding rows: feature 0 of every column).
+        rows = (data.rows if isinstance(data.rows, list) else [N] * S)
+        embedded = sum_of_embeddings(gnn.node_encoder, P,
+                                     pre + 'node_encoder.',
+                                     [x[s, :n] for s, n in enumerate(rows)])
+        out = x.new_zeros((S, N, embedded[0].size(-1)),
+                          dtype=embedded[0].dtype)
+        for s, (n, part) in enumerate(zip(rows, embedded)):
+            out[s, :n] = part
+        return out
     if not x.is_floating_point():
         x = x.float()
     return linear(x, P[pre + 'node_encoder.weight'],
-                  P[pre + 'node_encoder.bias'])
+                  P[pre + 'node_encoder.bias'], data.rows)
 
 
 def _virtual_node_update(gnn: GNN, P: Dict[str, Tensor], pre: str, i: int,
@@ -482,7 +596,7 @@ def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
     d = h.size(-1)
     row, col = data.edge_index
     if gnn.uses_edge_attr:
-        edge_seed = data.edge_seed
+        edge_parts = data.edge_attr.split(data.edge_counts)
     vn = None
     if gnn.virtual_node:
         vn = P[pre + 'vn_emb.weight'].expand(S, B, d)
@@ -495,12 +609,13 @@ def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
         c = f'{pre}convs.{i}.'
         edge_emb = None
         if gnn.uses_edge_attr:
-            edge_emb = sum_of_embeddings(gnn.convs[i].edge_encoder, P,
-                                         c + 'edge_encoder.', data.edge_attr,
-                                         edge_seed)
+            edge_emb = torch.cat(sum_of_embeddings(
+                gnn.convs[i].edge_encoder, P, c + 'edge_encoder.',
+                edge_parts))
         if gnn.conv == 'gcn':
             deg, norm = data.gcn_norm(h.dtype)
-            z = linear(h, P[c + 'linear.weight'], P[c + 'linear.bias'])
+            z = linear(h, P[c + 'linear.weight'], P[c + 'linear.bias'],
+                       data.rows)
             if edge_emb is None:  # relu(z[row]) is relu(z)[row]
                 out = data.aggregate(F.relu(z).reshape(S * N, d), 'gcn')
             else:
@@ -508,7 +623,7 @@ def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
                 msg = norm.view(-1, 1) * F.relu(zf)
                 out = scatter(msg, col, 0, dim_size=S * N, reduce='sum')
             root = P[c + 'root_emb.weight']  # [S, 1, d]
-            h = (out.view(S, N, d) + F.relu(z + root)
+            h = (out.view(S, N, d) + F.relu(add_rows(z, root, data.rows))
                  / deg.view(S, N, 1))
         else:
             if edge_emb is None:
@@ -517,13 +632,16 @@ def gnn_forward(gnn: GNN, P: Dict[str, Tensor], pre: str, data: UnionBatch,
                 hf = h.reshape(S * N, d).index_select(0, row) + edge_emb
                 out = scatter(F.relu(hf), col, 0, dim_size=S * N,
                               reduce='sum')
-            z = (1 + P[c + 'eps']).view(S, 1, 1) * h + out.view(S, N, d)
+            z = (scale_rows(h, 1 + P[c + 'eps'], data.rows)
+                 + out.view(S, N, d))
             mlp = gnn.convs[i].mlp
-            z = linear(z, P[c + 'mlp.0.weight'], P[c + 'mlp.0.bias'])
+            z = linear(z, P[c + 'mlp.0.weight'], P[c + 'mlp.0.bias'],
+                       data.rows)
             z = seed_batch_norm(z, P, c + 'mlp.1.', mlp[1],
                                   data.rows, training)
             z = F.relu(z)
-            h = linear(z, P[c + 'mlp.3.weight'], P[c + 'mlp.3.bias'])
+            h = linear(z, P[c + 'mlp.3.weight'], P[c + 'mlp.3.bias'],
+                       data.rows)
         h = seed_batch_norm(h, P, f'{pre}norms.{i}.', gnn.norms[i],
                               data.rows, training)
         if i < gnn.num_layers - 1:
@@ -565,9 +683,11 @@ def gmixup_gin_forward(gin: GMixupGIN, P: Dict[str, Tensor], pre: str,
         c = f'{pre}convs.{i}.'
         d = h.size(-1)
         out = data.aggregate(h.reshape(S * N, d), 'sum')
-        z = out.view(S, N, d) + (1 + P[c + 'eps']).view(S, 1, 1) * h
-        z = F.relu(linear(z, P[c + 'nn.0.weight'], P[c + 'nn.0.bias']))
-        z = linear(z, P[c + 'nn.2.weight'], P[c + 'nn.2.bias'])
+        z = out.view(S, N, d) + scale_rows(h, 1 + P[c + 'eps'], data.rows)
+        z = F.relu(linear(z, P[c + 'nn.0.weight'], P[c + 'nn.0.bias'],
+                          data.rows))
+        z = linear(z, P[c + 'nn.2.weight'], P[c + 'nn.2.bias'],
+                   data.rows)
         h = seed_batch_norm(F.relu(z), P, f'{pre}norms.{i}.',
                               gin.norms[i], data.rows, training)
     d = h.size(-1)
