@@ -470,3 +470,19 @@ def test_readout_refuses_integer_keys():
         readout(x, y, key=torch.ones(3, 8, dtype=torch.long))
     assert int((readout.queue_labels >= 0).sum()) == 0  # nothing written
     readout(x, y, key=torch.randn(3, 8))
+
+
+@needs_mirror
+def test_ogb_folder_built_here_is_rebuilt_once_when_damaged(tmp_path):
+    pytest.importorskip('rdkit')
+    from pyg_hma.data.ogb_mol import load_ogb_mol
+    load_ogb_mol('ogbg-molbace', root=tmp_path)
+    folder = tmp_path / 'ogbg_molbace'
+    split = folder / 'split/scaffold/valid.csv.gz'
+    split.write_bytes(split.read_bytes()[:12])
+    (folder / 'RELEASE_v1.txt').unlink()
+    with pytest.warns(UserWarning, match='Rebuilding the OGB folder'):
+        splits = load_ogb_mol('ogbg-molbace', root=tmp_path)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == \
+        (1210, 151, 152)
+    assert (folder / 'RELEASE_v1.txt').is_file()

@@ -22,7 +22,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='python -m pyg_hma.data')
     sub = parser.add_subparsers(dest='command', required=True)
     prep = sub.add_parser('prepare', help='process a dataset into the cache '
-                          'and print its statistics and split sizes')
+                          'and print its statistics and split sizes (check '
+                          'the caches later with `verify`)')
     prep.add_argument('--dataset', required=True, nargs='+',
                       help=f"one or more of: {', '.join(available_datasets())}")
     prep.add_argument('--root', default=None, help='cache folder')
