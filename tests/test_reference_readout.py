@@ -537,3 +537,31 @@ def test_runner_settings_accept_the_style_and_options():
     with pytest.raises(ValueError, match='styel'):
         check_settings({'train': {}, 'backbone': {},
                         'hma': {'styel': 'reference'}}, ['gcn'])
+
+
+def test_reference_readout_is_its_own_class_with_the_same_state():
+    from pyg_hma.models import build_model
+    from pyg_hma.nn import ReferenceHMAReadout
+    torch.manual_seed(0)
+    styled = make(style='reference')
+    torch.manual_seed(0)
+    own = ReferenceHMAReadout(styled.in_channels, styled.num_classes,
+                              memory_size=styled.memory_size,
+                              slots_per_class=styled.slots_per_class,
+                              label_dim=styled.label_dim, heads=styled.heads,
+                              dropout=styled.dropout)
+    assert own.options == styled.options == STYLES['reference']
+    assert repr(own).startswith('ReferenceHMAReadout(')
+    for k, v in styled.state_dict().items():
+        assert torch.equal(v, own.state_dict()[k]), k
+    x, y = torch.randn(6, styled.in_channels), torch.tensor([0, 1] * 3)
+    styled.eval()
+    own.eval()
+    assert torch.equal(styled(x), own(x))
+    with pytest.raises(ValueError, match='HMAReadout for style'):
+        ReferenceHMAReadout(8, 2, style='pyg_hma')
+    # What the runners build for --set hma.style=reference.
+    model = build_model('gcn', 'hma', num_classes=2, num_features=3,
+                        backbone_kwargs=dict(hidden_channels=16),
+                        hma_kwargs=dict(style='reference', label_dim=16))
+    assert type(model.readout) is ReferenceHMAReadout

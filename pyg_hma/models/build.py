@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Sequence
 from torch import Tensor, nn
 
 from ..methods import METHODS
-from ..nn import HMAClassifier, HMAReadout
+from ..nn import HMAClassifier, HMAReadout, ReferenceHMAReadout
 from .backbones import BACKBONES
 # Importing the backbone modules registers their names.
 from . import gnn, mnist, tu_gin  # noqa: F401
@@ -103,6 +103,9 @@ def build_model(backbone: str, method: str = 'erm', *, num_classes: int,
     if clash:
         raise ValueError(f"hma_kwargs may not set {sorted(clash)}: the method "
                          f"name '{method}' decides them")
-    readout = HMAReadout(encoder.out_channels, num_classes, out_channels=out,
-                         **spec.hma, **hma_kwargs)
+    # The released code's readout is a class of its own.
+    kind = (ReferenceHMAReadout if hma_kwargs.get('style') == 'reference'
+            else HMAReadout)
+    readout = kind(encoder.out_channels, num_classes, out_channels=out,
+                   **spec.hma, **hma_kwargs)
     return HMAClassifier(encoder, readout, momentum=momentum)
