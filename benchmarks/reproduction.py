@@ -7,12 +7,16 @@ r"""The reproduction study's committed results and its report.
 ``collect`` turns every finished (non-quick) run's JSON below the folders
 into rows of ``results/paper/runs.csv`` (one per run and eval setting; rows
 already there are never changed) and their per-epoch curves into
-``results/paper/curves.csv``. ``sweeps`` copies each sweep's summary (``best.json``, also of an
-unfinished sweep) to ``results/paper/sweeps/DATASET-METHOD.json`` when it
-holds more than the copy there, and collects its confirmation runs as
-``tuned`` rows. ``report`` regenerates the report from the
-committed CSVs, the sweep summaries in ``results/paper/sweeps/`` (copies of
-sweeps' ``best.json``) and the paper's numbers; it trains nothing. See
+``results/paper/curves.csv``; it names every file it skips and why (broken
+or truncated JSON, a quick run, a sweep's run, a copy of a run). ``sweeps``
+copies each sweep's summary (``best.json``, also of an unfinished sweep) to
+``results/paper/sweeps/DATASET-METHOD.json`` when it holds more than the
+copy there, and collects its confirmation runs as ``tuned`` rows.
+``report`` regenerates the report from the committed CSVs, the sweep
+summaries in ``results/paper/sweeps/`` (copies of sweeps' ``best.json``)
+and the paper's numbers; it trains nothing. Rows that disagree (same key,
+other values) or a non-finite score stop ``collect``, ``sweeps`` and
+``report`` with one line naming them (exit status 2), writing nothing. See
 :mod:`pyg_hma.study.rows` for the columns and :mod:`pyg_hma.study.stats`
 for the verdict rule.
 """
@@ -57,24 +61,32 @@ def main(argv=None) -> int:
                    help='figure folder (default docs/figures)')
     r.add_argument('--config', choices=CONFIGS, default='published')
     args = parser.parse_args(argv)
+    skipped = []
     try:
         if args.command in ('collect', 'sweeps'):
             missing = [str(f) for f in args.folders if not f.exists()]
             if missing:
                 parser.error(f"no such folder: {', '.join(missing)}")
         if args.command == 'sweeps':
-            for line in collect_sweeps(args.folders, args.runs):
+            for line in collect_sweeps(args.folders, args.runs, skipped):
                 print(line)
         elif args.command == 'collect':
-            added, kept = collect(args.folders, args.runs, args.config)
+            added, kept = collect(args.folders, args.runs, args.config,
+                                  skipped)
             print(f'{args.runs}: {added} rows added, {kept} already there')
         else:
             report(args.runs, load_paper(), out=args.out, config=args.config,
                    figures_dir=args.figures)
             print(f'wrote {args.out} (figures in {args.figures})')
-    except RunsFileError as e:
+    except RunsFileError as e:  # IntegrityError too: rows that disagree
         print(f'reproduction.py: error: {e}', file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. an --out that cannot be written
+        print(f'reproduction.py: error: {e.filename or ""}: '
+              f'{e.strerror or e}', file=sys.stderr)
+        return 2
+    for path, reason in skipped:  # every file not collected, and why
+        print(f'skipped {path}: {reason}', file=sys.stderr)
     return 0
 
 

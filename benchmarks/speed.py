@@ -22,6 +22,11 @@ loading included), seconds per training epoch (the engine's
 ``train_epoch``), the HMA/ERM ratios, evaluation graphs per second for both
 HMA inference modes (``batch`` and ``independent``) and peak memory (CUDA's
 ``max_memory_allocated``; on a CPU the process's RSS high-water mark).
+Beside the ERM step, its **sgemm floor**: the GEMM FLOPs of the step (every
+linear layer's forward GEMM, e.g. GIN's 5 layers x its MLP's two, backward
+counted as twice the forward) at the sgemm rate measured on the same shapes
+with the same threads (one thread: the study's setting), i.e. the least time
+the step's dense algebra takes.
 
 ``--seed-batch N`` times seed-batched training instead
 (:func:`pyg_hma.train.fit_seeds`' step): groups of S = 1, 4 and N seeds as
@@ -69,6 +74,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
+from torch_geometric.nn.dense.linear import Linear as PygLinear
 from torch.utils.data import TensorDataset
 
 from pyg_hma.data import DatasetSplits, load_dataset
@@ -405,9 +411,89 @@ def time_paths(args, bench: Bench, report: dict) -> None:
             t.step()
         sync(device)
         rows[t]['peak_memory_mb'] = peak_memory_mb(device)
+    erm = next((t for t in trainers if t.method == 'erm' and
+                not t.compiled), None)
+    if erm is not None:  # after everything timed: extra steps of ERM
+        report['gemm_floor'] = gemm_floor(erm, device)
     for t in trainers:
         if not torch.isfinite(t.loss_sum):
             raise RuntimeError(f'{t.path}/{t.method}: non-finite loss')
+
+
+# The sgemm floor of a step ###################################################
+
+#: The layers whose forward is one GEMM, ``[M, K] x [K, N]``.
+GEMM_LAYERS = (torch.nn.Linear, PygLinear)
+
+
+def gemm_floor(trainer: 'Trainer', device, steps: int = 4,
+               repeats: int = 10) -> dict:
+    r"""The sgemm floor of :obj:`trainer`'s step: the GEMMs of its
+    forward (every linear layer, ``M`` its input rows averaged over
+    :obj:`steps` steps), backward counted as twice the forward, at the
+    rate of ``F.linear`` (the layers' own kernel, bias left out) measured
+    on the same shapes with this process's threads: the least time those
+    FLOPs take, whatever else the step does (message passing, the
+    optimizer, the loader)."""
+    layers = [m for m in trainer.model.modules()
+              if isinstance(m, GEMM_LAYERS)]
+    rows: Dict[int, List[int]] = {}
+
+    def hook(module, inputs, _out):
+        x = inputs[0]
+        rows.setdefault(id(module), []).append(x.numel() // x.shape[-1])
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        for _ in range(steps):
+            trainer.step()
+    finally:
+        for h in handles:
+            h.remove()
+    shapes: Dict[tuple, float] = {}  # (M, K, N): GEMMs per step
+    for m in layers:
+        if rows.get(id(m)):
+            n_out, k = m.weight.shape
+            shape = (round(statistics.mean(rows[id(m)])), k, n_out)
+            shapes[shape] = shapes.get(shape, 0) + len(rows[id(m)]) / steps
+    seconds, flops = 0.0, 0.0
+    table = []
+    for (m_rows, k, n_out), count in sorted(shapes.items()):
+        a = torch.randn(m_rows, k, device=device)
+        w = torch.randn(n_out, k, device=device)
+        for _ in range(2):
+            F.linear(a, w)
+        t = median([timed(lambda: F.linear(a, w), device)
+                    for _ in range(repeats)])
+        gemm = 2.0 * m_rows * k * n_out
+        seconds += 3 * count * t
+        flops += 3 * count * gemm
+        table.append(dict(shape=[m_rows, k, n_out], per_step=count,
+                          gflops=gemm / t / 1e9 if t > 0 else None))
+    return dict(path=trainer.path, floor_ms=seconds * 1e3,
+                gflop_per_step=flops / 1e9,
+                gflops=flops / seconds / 1e9 if seconds > 0 else None,
+                threads=torch.get_num_threads(), shapes=table)
+
+
+def floor_line(report: dict) -> Optional[str]:
+    r"""The step beside its sgemm floor (:func:`gemm_floor`)."""
+    floor = report.get('gemm_floor')
+    if not floor or not floor['floor_ms']:
+        return None
+    step = report['results'].get(floor['path'], {}).get('erm', {}).get(
+        'step_ms')
+    shapes = ', '.join(
+        f"[{m}, {k}] x [{k}, {n}]" + (f" ({c:g} per step)" if c != 1
+                                      else '')
+        for (m, k, n), c in ((s['shape'], s['per_step'])
+                             for s in floor['shapes']))
+    return (f"sgemm floor of the ERM step ({floor['path']}): "
+            f"{floor['floor_ms']:.2f} ms = {floor['gflop_per_step']:.3f} "
+            f"GFLOP of GEMMs (forward {shapes}; backward counted as twice "
+            f"the forward) at {floor['gflops']:.1f} GFLOP/s, sgemm measured "
+            f"on those shapes with {floor['threads']} thread(s)"
+            + (f"; ERM step {step:.2f} ms = {step / floor['floor_ms']:.2f}x "
+               f"the floor" if step else ''))
 
 
 def summarize(report: dict) -> None:
@@ -463,6 +549,9 @@ def print_table(report: dict) -> None:
                   f"{num(ev.get('independent'), '9.0f')} "
                   f"{num(r.get('peak_memory_mb'), '12.0f')} "
                   f"{num(r.get('speedup_vs_pyg'), '7.2f')}")
+    line = floor_line(report)
+    if line:
+        print(line)
 
 
 # Seed-batched training #######################################################

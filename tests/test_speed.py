@@ -43,6 +43,16 @@ def test_quick_report_in_an_out_folder(tmp_path):
         assert set(hma['eval_graphs_per_s']) == {'batch', 'independent'}
         assert set(erm['eval_graphs_per_s']) == {'batch'}
     assert 'fast/hma' in run.stdout  # the table and the step line
+    # The sgemm floor beside the ERM step: the GEMMs of GCN's linear layers
+    # (forward, backward twice) at the rate measured on their shapes.
+    floor = report['gemm_floor']
+    assert floor['threads'] == 1 and floor['floor_ms'] > 0
+    shapes = [s['shape'] for s in floor['shapes']]
+    assert [32, 32] in [s[1:] for s in shapes]  # hidden x hidden
+    assert floor['gflop_per_step'] == pytest.approx(sum(
+        3 * 2 * m * k * n * s['per_step'] / 1e9
+        for s in floor['shapes'] for m, k, n in [s['shape']]))
+    assert 'sgemm floor of the ERM step' in run.stdout
 
 
 def test_bad_arguments_are_refused_before_running(tmp_path):

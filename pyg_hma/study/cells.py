@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Sequence
 from ..methods import method_label
 from ..train.metrics import scale_for_table
 from ..train.results import method_rank, paper_number
-from .stats import mean_interval, paired_difference
+from .stats import (ALPHA, detectable_difference, holm, mean_interval,
+                    paired_difference)
 
 
 def num(value: float, metric: str, signed: bool = False) -> str:
@@ -54,42 +55,90 @@ def paper_cell(paper, table, dataset, backbone, method):
 
 
 PAIRED_HEADER = ['Against ERM, paired by seed (mean difference, 95% '
-                 'interval, paired t-test):', '',
+                 'interval, paired t-test; p (Holm) and detectable as stated '
+                 'at the top):', '',
                  '| dataset | backbone | difference | ours [95% CI] (pairs) '
-                 '| p | paper |', '|---|---|---|---|---|---|']
+                 '| p | p (Holm) | paper | detectable (80% power) |',
+                 '|---|---|---|---|---|---|---|---|']
 
 
-def paired_lines(cells, table, metric_of, paper) -> List[str]:
-    out = paired_rows(cells, table, metric_of, paper)
-    return PAIRED_HEADER + out if out else []
-
-
-def paired_rows(cells, table, metric_of, paper) -> List[str]:
-    r"""One markdown row per method against ERM of the same dataset and
-    backbone in ``cells`` (one table), paired by seed."""
+def comparisons(cells: Dict[tuple, Dict[int, float]]) -> List[dict]:
+    r"""Every method against ERM of the same table, dataset and backbone
+    in :obj:`cells` (:func:`cells_of`), paired by seed: one dict per
+    comparison with :func:`~.stats.paired_difference`'s numbers, the
+    ``table``, ``dataset``, ``backbone``, ``method`` and a ``label``
+    (configurations named where a method has several). Comparisons with
+    fewer than 2 pairs are left out."""
+    groups: Dict[tuple, Dict[tuple, Dict[int, float]]] = {}
+    for (table, dataset, backbone, method, cid), seeds in cells.items():
+        groups.setdefault((table, dataset, backbone), {})[method, cid] = \
+            seeds
     out = []
-    by_ds: Dict[tuple, Dict[str, Dict[int, float]]] = {}
-    for (_, dataset, backbone, method, _cid), seeds in cells.items():
-        by_ds.setdefault((dataset, backbone), {})[method] = seeds
-    for (dataset, backbone), methods in sorted(by_ds.items()):
-        if 'erm' not in methods:
-            continue
-        metric = metric_of[(table, dataset)]
-        for method in sorted(methods, key=method_rank):
+    for (table, dataset, backbone), runs in sorted(groups.items()):
+        erm = sorted(cid for m, cid in runs if m == 'erm')
+        configs: Dict[str, int] = {}
+        for m, _ in runs:
+            configs[m] = configs.get(m, 0) + 1
+        for method, cid in sorted(runs, key=lambda k: (method_rank(k[0]),
+                                                       k[1])):
             if method == 'erm':
                 continue
-            d = paired_difference(methods[method], methods['erm'])
-            if d is None:
-                continue
-            ours_p = paper_cell(paper, table, dataset, backbone, method)
-            erm_p = paper_cell(paper, table, dataset, backbone, 'erm')
-            paper_d = (num(ours_p[0] - erm_p[0], metric, signed=True)
-                       if ours_p and erm_p else '-')
-            out.append(
-                f'| {dataset} | {backbone} | {method_label(method)} − ERM | '
-                f'{num(d["mean"], metric, signed=True)} '
-                f'[{num(d["low"], metric, signed=True)}, '
-                f'{num(d["high"], metric, signed=True)}] ({d["n"]}) | '
-                f'{d["p"]:.3f} | {paper_d} |')
+            for erm_cid in erm:
+                d = paired_difference(runs[method, cid], runs['erm', erm_cid])
+                if d is None:
+                    continue
+                label = method_label(method) + (
+                    f' (config {cid})' if configs[method] > 1 else '') + \
+                    ' − ERM' + (f' (config {erm_cid})' if len(erm) > 1
+                                else '')
+                out.append(dict(d, table=table, dataset=dataset,
+                                backbone=backbone, method=method, config=cid,
+                                label=label))
     return out
 
+
+def adjust(family: Sequence[dict]) -> None:
+    r"""Sets each comparison's ``p_holm`` (Holm over the whole
+    :obj:`family`: every paired test of the report) and ``detectable``
+    (the smallest difference its pairs detect at 80% power)."""
+    for c, p in zip(family, holm([c['p'] for c in family])):
+        c['p_holm'] = p
+        c['detectable'] = detectable_difference(c['n'], c['sd'])
+
+
+def significance(c: dict) -> str:
+    r"""``better``, ``worse`` or ``no difference``: the sign of a
+    comparison whose Holm-adjusted p is below :data:`~.stats.ALPHA`."""
+    if c['p_holm'] < ALPHA and c['mean'] > 0:
+        return 'better'
+    if c['p_holm'] < ALPHA and c['mean'] < 0:
+        return 'worse'
+    return 'no difference'
+
+
+def paired_rows(comps: Sequence[dict], metric_of, paper) -> List[str]:
+    r"""One markdown row per comparison (:func:`comparisons`, adjusted by
+    :func:`adjust`)."""
+    out = []
+    for c in comps:
+        table, dataset, backbone = c['table'], c['dataset'], c['backbone']
+        metric = metric_of[(table, dataset)]
+        ours_p = paper_cell(paper, table, dataset, backbone, c['method'])
+        erm_p = paper_cell(paper, table, dataset, backbone, 'erm')
+        paper_d = (num(ours_p[0] - erm_p[0], metric, signed=True)
+                   if ours_p and erm_p else '-')
+        out.append(
+            f'| {dataset} | {backbone} | {c["label"]} | '
+            f'{num(c["mean"], metric, signed=True)} '
+            f'[{num(c["low"], metric, signed=True)}, '
+            f'{num(c["high"], metric, signed=True)}] ({c["n"]}) | '
+            f'{c["p"]:.3f} | {c["p_holm"]:.3f} | {paper_d} | '
+            f'{num(c["detectable"], metric)} |')
+    return out
+
+
+def paired_lines(comps: Sequence[dict], metric_of, paper) -> List[str]:
+    r"""The paired table of :obj:`comps` with its header (none without
+    any)."""
+    out = paired_rows(comps, metric_of, paper)
+    return PAIRED_HEADER + out if out else []

@@ -37,13 +37,13 @@ import csv
 import math
 import os
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ..files import atomic_path
-from ..train.engine import fingerprint
 from ..train.results import (CURVES_COLUMNS, ROW_KEY, RUNS_COLUMNS,
-                             RunsFileError, find_results, in_sweep,
-                             method_rank, read_curves, read_runs)
+                             RUNS_CONFIG_ID, config_id, find_results,
+                             in_sweep, method_rank, read_curves, read_runs)
+from .integrity import IntegrityError, check_records, check_rows, same_row
 
 DEFAULT_EVAL = 'independent'
 CONFIGS = ('published', 'tuned', 'reference')
@@ -65,8 +65,7 @@ def rows_of_result(rec: dict, config: str = 'published') -> List[dict]:
         dataset=rec['dataset'], backbone=rec['backbone_label'],
         method=rec['method'], seed=rec['seed'], metric=rec['metric'],
         epochs=rec['epochs_run'], seconds=round(rec['wall_time_s'], 1),
-        config_id=fingerprint({k: rec.get(k) for k in (
-            'runner', 'dataset', 'backbone', 'method', 'config')})[:10],
+        config_id=config_id(rec, length=RUNS_CONFIG_ID),
         device=rec.get('device_name') or rec.get('device'),
         fingerprint=rec['run_fingerprint'], commit=rec.get('commit') or '')
 
@@ -122,29 +121,43 @@ def _key(row: dict) -> tuple:
     return tuple(str(row[k]) for k in ROW_KEY)
 
 
-def _same(a: dict, b: dict) -> bool:
-    for col in RUNS_COLUMNS:
-        x, y = str(a[col]), str(b[col])
-        if x == y:
-            continue
-        try:  # numbers that went through CSV text
-            if math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12):
-                continue
-        except ValueError:
-            pass
-        return False
-    return True
+def _found(folders: List[Path], skipped: List[Tuple[str, str]]
+           ) -> List[dict]:
+    r"""The finished, non-quick runs below :obj:`folders` that are not a
+    sweep's; every other file found goes to :obj:`skipped` with the
+    reason."""
+    def leave_out(rec, path):
+        if rec.get('quick'):
+            return 'a --quick run (not a result)'
+        if in_sweep(path, folders):
+            return ("a sweep's run (collect its confirm/ folder or use "
+                    "`sweeps`)")
+        return None
+    broken, duplicates, conflicts, ignored = [], [], [], []
+    records = find_results(folders, broken, duplicates, conflicts, ignored,
+                           leave_out)
+    check_records([], conflicts)  # one run with two sets of scores: stop
+    skipped += broken + ignored
+    skipped += [(path, f'the same run as {first} (counted once)')
+                for path, first in duplicates]
+    return records
 
 
 def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
-            config: str = 'published') -> Tuple[int, int]:
+            config: str = 'published',
+            skipped: Optional[List[Tuple[str, str]]] = None
+            ) -> Tuple[int, int]:
     r"""Adds the rows of every finished, non-quick run under
     :obj:`folders` to :obj:`runs_csv` (written atomically). A sweep's runs
     found below a folder (its trials ran other settings) are left out; name
-    its ``confirm`` folder, or use :func:`collect_sweeps`.
+    its ``confirm`` folder, or use :func:`collect_sweeps`. Every file found
+    and not collected goes to :obj:`skipped` as ``(path, reason)``
+    (broken or truncated JSON, a file that is no result, a copy of a run
+    found twice, a quick run, a sweep's run).
 
     Returns ``(rows added, rows already there)``. A row whose key is present
-    with other values raises :class:`RunsFileError` and writes nothing.
+    with other values, two rows that disagree, or a non-finite score raise
+    :class:`~.integrity.IntegrityError` and write nothing.
     The per-epoch curves of the runs the curves figure draws
     (:data:`CURVE_CELLS` x :data:`CURVE_METHODS`) are added to
     :func:`curves_path` (a run whose curves are there already is left as it
@@ -152,16 +165,15 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
     grow by megabytes for nothing).
     """
     existing = read_runs(runs_csv)
+    check_rows([(f'{runs_csv}:{i + 2}', r) for i, r in enumerate(existing)])
     index = {_key(r): r for r in existing}
-    added: List[dict] = []
+    added: List[Tuple[str, dict]] = []
     kept = 0
     old_curves = read_curves(curves_path(runs_csv))
     have_curves = {(r['fingerprint'], str(r['seed'])) for r in old_curves}
     new_curves: List[dict] = []
-    folders = list(folders)
-    for rec in find_results(folders):
-        if rec.get('quick') or in_sweep(rec['_path'], folders):
-            continue
+    for rec in _found([Path(f) for f in folders],
+                      [] if skipped is None else skipped):
         if drawn(str(rec.get('table')), rec['dataset'], rec['method']) \
                 and (rec['run_fingerprint'], str(rec['seed'])) \
                 not in have_curves:
@@ -171,16 +183,24 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
             old = index.get(_key(row))
             if old is None:
                 index[_key(row)] = row
-                added.append(row)
-            elif _same(old, row):
+                added.append((rec['_path'], row))
+            elif same_row(old, row):
                 kept += 1
+            elif any(old is r for _, r in added):
+                raise IntegrityError(
+                    f"{rec['_path']} and another file give the row "
+                    f"{_key(row)} different values (see "
+                    f"{next(w for w, r in added if r is old)}); never "
+                    f"averaged or replaced: keep the right one")
             else:
-                raise RunsFileError(
+                raise IntegrityError(
                     f"{rec['_path']}: its row {_key(row)} is already in "
                     f"'{runs_csv}' with other values; the committed row is "
                     f"never changed (collect into another file to compare)")
+    check_rows([(f'{runs_csv}:{i + 2}', r) for i, r in enumerate(existing)]
+               + added)
     if added:
-        rows = existing + added
+        rows = existing + [r for _, r in added]
         rows.sort(key=lambda r: (str(r['table']), r['dataset'],
                                  r['backbone'], method_rank(r['method']),
                                  r['variant'], r['selected_by'],

@@ -66,7 +66,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import io
 import json
 import shlex
@@ -84,7 +83,10 @@ from ..runners.protocols import RUNNERS, runner_module
 from ..runners.ray_backend import LOCAL, import_ray
 from ..runners.spec import RunSpec, check_names
 from ..train.results import mean_std, write_json
-from .sweep_space import (OPTUNA_MISSING, OWN_OPTIONS, RAY_OPTIONS,
+from .sweep_store import (check_study_file, complete_trials, folder_lock,
+                          import_optuna, requeue_interrupted,
+                          storage_errors)
+from .sweep_space import (OWN_OPTIONS, RAY_OPTIONS,
                           SEARCH_SEED_START, STUDY_NAME, SUMMARY_IDENTITY,
                           SWEEP_KIND, SweepError, arg_value, choose_best,
                           finite_or_none, fmt_params, fmt_score,
@@ -278,6 +280,7 @@ class Sweep:
                 raise SweepError(f'trial {tid} ({fmt_params(params)}): '
                                  f'{e}') from None
         self.space = resolved
+        check_study_file(self.out / 'study.db')  # before anything is written
         if self.continue_from is not None:
             self._read_carried()
         return self
@@ -288,7 +291,7 @@ class Sweep:
         path = Path(self.continue_from)
         try:
             prior = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise SweepError(f"--continue-from {path}: not a readable sweep "
                              f"summary ({e}); give a best.json a sweep "
                              f"wrote") from None
@@ -351,13 +354,22 @@ class Sweep:
         exists and belongs to this sweep), with interrupted trials queued
         again."""
         optuna = import_optuna()
+        path = self.out / 'study.db'
+        check_study_file(path)
         self.out.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{(self.out / 'study.db').resolve()}")
-        study = optuna.create_study(
-            study_name=STUDY_NAME, storage=storage, direction='maximize',
-            sampler=optuna.samplers.GridSampler(self.space, seed=0),
-            load_if_exists=True)
+        try:
+            storage = optuna.storages.RDBStorage(
+                f"sqlite:///{path.resolve()}")
+            study = optuna.create_study(
+                study_name=STUDY_NAME, storage=storage, direction='maximize',
+                sampler=optuna.samplers.GridSampler(self.space, seed=0),
+                load_if_exists=True)
+        except storage_errors() as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else \
+                type(e).__name__
+            raise SweepError(f'{path} cannot be opened as a sweep study '
+                             f'({first}); move it aside or use another '
+                             f'--out') from None
         stored = study.user_attrs.get('sweep')
         mine = json.loads(json.dumps(self.identity()))
         if stored is None:
@@ -367,12 +379,12 @@ class Sweep:
             raise SweepError(
                 f"{self.out} holds another sweep (its {', '.join(diff)} "
                 f"differ); use another --out")
-        _requeue_interrupted(study)
+        requeue_interrupted(study)
         return study
 
     def left(self, study) -> List[int]:
         r"""Indices of the grid points without a finished trial."""
-        done = {point_key(t.params) for t in _complete(study)}
+        done = {point_key(t.params) for t in complete_trials(study)}
         return [i for i, p in enumerate(self.points)
                 if point_key(p) not in done]
 
@@ -415,7 +427,7 @@ class Sweep:
 
     def trials(self, study) -> List[dict]:
         r"""The finished trials in grid order: id, params and score."""
-        by_point = {point_key(t.params): t for t in _complete(study)}
+        by_point = {point_key(t.params): t for t in complete_trials(study)}
         out = []
         for tid, params in zip(self.ids, self.points):
             t = by_point.get(point_key(params))
@@ -462,7 +474,7 @@ class Sweep:
         optuna = import_optuna()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.out.mkdir(parents=True, exist_ok=True)
-        with _lock(self.out / '.sweep.lock'):
+        with folder_lock(self.out / '.sweep.lock'):
             study = self.open_study()
             left = self.left(study)
             todo = len(left) if self.n_trials is None else min(
@@ -522,62 +534,6 @@ class Sweep:
     def _write(self, report):
         write_json(self.out / 'best.json', report)
         (self.out / 'summary.md').write_text(format_report(report))
-
-
-def _complete(study):
-    from optuna.trial import TrialState
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, ))
-
-
-def _requeue_interrupted(study):
-    r"""Trials left running by a stopped sweep (or failed) whose grid point
-    has no finished trial are marked failed and queued again with the same
-    grid point (the sweep's lock guarantees no other process runs them)."""
-    import optuna
-    from optuna.trial import TrialState
-    trials = study.get_trials(deepcopy=False)
-    done = {t.system_attrs.get('grid_id') for t in trials
-            if t.state == TrialState.COMPLETE}
-    queued = {t.system_attrs.get('grid_id') for t in trials
-              if t.state == TrialState.WAITING}
-    for t in trials:
-        if t.state == TrialState.RUNNING:
-            study._storage.set_trial_state_values(t._trial_id,
-                                                  TrialState.FAIL)
-        elif t.state != TrialState.FAIL:
-            continue
-        grid_id = t.system_attrs.get('grid_id')
-        if grid_id is None or grid_id in done | queued:
-            continue
-        # GridSampler keeps the grid point of a trial that carries one.
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.WAITING, params=t.params,
-            distributions=t.distributions,
-            system_attrs={'grid_id': grid_id,
-                          'search_space': t.system_attrs['search_space'],
-                          'retry_of': t.number}))
-        queued.add(grid_id)
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    with open(path, 'w') as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise SweepError(f'another sweep is using {path.parent}') from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def import_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise SweepError(OPTUNA_MISSING) from None
-    return optuna
 
 
 # --------------------------------------------------------------------------

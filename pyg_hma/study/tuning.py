@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..methods import method_label
 from ..train.metrics import METRIC_LABELS, scale_for_table
@@ -34,18 +34,20 @@ def read_sweeps(folder: os.PathLike) -> List[dict]:
             Path(folder).is_dir() else ():
         try:
             rec = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise RunsFileError(f"'{path}' is not readable JSON ({e}); "
                                 f"copy a sweep's best.json there") from None
-        if rec.get('kind') != SWEEP_KIND:
+        kind = rec.get('kind') if isinstance(rec, dict) else None
+        if kind != SWEEP_KIND:
             raise RunsFileError(f"'{path}' is not a sweep summary (kind "
-                                f"{rec.get('kind')!r}); copy a sweep's "
-                                f"best.json there")
+                                f"{kind!r}); copy a sweep's best.json "
+                                f"there")
         out.append(rec)
     return sorted(out, key=lambda r: (r['dataset'], method_rank(r['method'])))
 
 
-def collect_sweeps(folders: Iterable[os.PathLike], runs_csv: os.PathLike
+def collect_sweeps(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
+                   skipped: Optional[List[Tuple[str, str]]] = None
                    ) -> List[str]:
     r"""Commits the sweeps below :obj:`folders` (each a sweep's output
     folder holding ``best.json``, see :mod:`.sweep`): its summary goes to
@@ -54,16 +56,18 @@ def collect_sweeps(folders: Iterable[os.PathLike], runs_csv: os.PathLike
     lacks; never fewer), and its confirmation's finished runs
     (``confirm/``) are collected into :obj:`runs_csv` as ``tuned`` rows.
 
-    Returns one line per sweep saying what was done. A summary of another
-    sweep than the copy (other space, seeds or runner options) raises
-    :class:`RunsFileError` before anything is written."""
+    Returns one line per sweep saying what was done; files of a
+    confirmation that are not collected go to :obj:`skipped` (see
+    :func:`~.rows.collect`). A summary of another sweep than the copy
+    (other space, seeds or runner options) raises :class:`RunsFileError`
+    before anything is written."""
     target = sweeps_folder(runs_csv)
     plan = []
     for folder in folders:
         for path in sorted(Path(folder).rglob('best.json')):
             try:
                 new = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 raise RunsFileError(f"'{path}' is not readable JSON ({e})"
                                     ) from None
             if not isinstance(new, dict) or new.get('kind') != SWEEP_KIND:
@@ -96,7 +100,7 @@ def collect_sweeps(folders: Iterable[os.PathLike], runs_csv: os.PathLike
                          f'({n_old} trials); left as it is')
         confirm = path.parent / 'confirm'
         if confirm.is_dir():
-            added, kept = collect([confirm], runs_csv, 'tuned')
+            added, kept = collect([confirm], runs_csv, 'tuned', skipped)
             lines.append(f'{name}: confirmation runs: {added} rows added, '
                          f'{kept} already there')
     return lines
@@ -135,8 +139,14 @@ def sweep_grid(sweep: dict) -> Optional[dict]:
                 y_values=y_values, scores=scores, best=best)
 
 
-def tuning_section(sweeps, rows, config, metric_of, figures,
-                    paper=None) -> List[str]:
+def tuning_section(sweeps, rows, config, metric_of, figures, paper=None,
+                   comps: Sequence[dict] = (),
+                   provenance: Sequence[str] = ()) -> List[str]:
+    r"""The report's section on the sweeps: each sweep's best (on
+    validation), its confirmation beside the protocol's cell and the
+    paper's, tuned HMA against tuned ERM (:obj:`comps`, the comparisons of
+    the ``tuned`` cells, adjusted with the report's others) and the
+    :obj:`provenance` lines of the tuned rows."""
     if not sweeps:
         return []
     main = cells_of(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
@@ -161,7 +171,8 @@ def tuning_section(sweeps, rows, config, metric_of, figures,
         params = ', '.join(f'{k.split(".")[-1]}={v}'
                            for k, v in best['params'].items()) if best \
             else '-'
-        best_cell = (f"{params}: {num(scale_for_table(metric, best['val_mean']), metric)}"
+        best_cell = (f"{params}: "
+                     f"{num(scale_for_table(metric, best['val_mean']), metric)}"
                      if best else '-')
         conf_cell = seeds_cell(dict(enumerate(
             scale_for_table(metric, v) for v in conf['test'])), metric) \
@@ -182,14 +193,12 @@ def tuning_section(sweeps, rows, config, metric_of, figures,
                    f"| {conf_cell} | {pub_cell} | {paper_text} | "
                    f"{verdict_cell} |")
     out.append('')
-    paired = []
-    for table in sorted({k[0] for k in tuned}):
-        paired += paired_rows({k: v for k, v in tuned.items()
-                                if k[0] == table}, table, metric_of, paper)
+    paired = paired_rows(comps, metric_of, paper)
     if paired:
         out += ['Tuned HMA against tuned ERM (each with its own best '
                 'configuration, the same confirmation seeds), paired by '
                 'seed:', ''] + PAIRED_HEADER[2:] + paired + ['']
+    out += list(provenance)
     for dataset in sorted({sw['dataset'] for sw in sweeps}):
         if figures and f'sweep:{dataset}' in figures:
             out += [f"![sweep {dataset}]({figures[f'sweep:{dataset}']})", '']

@@ -20,6 +20,7 @@ paper column is left out and the summary says so.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -27,7 +28,8 @@ import os
 import platform
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
+                    Tuple)
 
 from ..files import atomic_path, shared_dir
 from ..methods import METHODS, method_label
@@ -37,6 +39,11 @@ from .metrics import METRIC_LABELS, scale_for_table
 RESULT_KIND = 'pyg_hma.result'
 RESULT_FORMAT = 1
 PAPER_ENV = 'PYG_HMA_PAPER'
+#: Where a summary finds the reproduction study's committed rows (default
+#: ``results/paper/runs.csv`` under the working directory).
+RUNS_ENV = 'PYG_HMA_RUNS'
+#: Length of ``runs.csv``'s ``config_id`` (see :func:`config_id`).
+RUNS_CONFIG_ID = 10
 
 
 def method_rank(method: str) -> int:
@@ -134,6 +141,8 @@ def result_problem(path: os.PathLike) -> Tuple[Optional[dict], Optional[str]]:
         return None, f'unreadable ({e.strerror})'
     except ValueError:
         return None, 'not valid JSON (truncated or corrupt)'
+    except RecursionError:  # e.g. [[[[...]]]] 200,000 deep
+        return None, 'not valid JSON (nested too deeply to be a result)'
     if not isinstance(rec, dict) or rec.get('kind') != RESULT_KIND:
         return None, None
     missing = [k for k in REQUIRED_FIELDS if k not in rec]
@@ -170,8 +179,11 @@ def in_sweep(path: os.PathLike, folders: Iterable[os.PathLike]) -> bool:
 
 def find_results(folders: Iterable[os.PathLike],
                  skipped: Optional[List[Tuple[str, str]]] = None,
-                 duplicates: Optional[List[Tuple[str, str]]] = None
-                 ) -> List[dict]:
+                 duplicates: Optional[List[Tuple[str, str]]] = None,
+                 conflicts: Optional[List[Tuple[str, str]]] = None,
+                 ignored: Optional[List[Tuple[str, str]]] = None,
+                 leave_out: Optional[Callable[[dict, Path], Optional[str]]]
+                 = None) -> List[dict]:
     r"""The result files below :obj:`folders` (recursively), each with its
     path under ``'_path'``, each run once.
 
@@ -179,10 +191,17 @@ def find_results(folders: Iterable[os.PathLike],
     searched. Broken files named like results (``seed*.json``) or marked as
     results go to :obj:`skipped` as ``(path, reason)``; a run found again
     (same fingerprint) goes to :obj:`duplicates` as ``(path, first path)``
-    and is counted once.
+    and is counted once. When :obj:`conflicts` is given, a run found again
+    with other scores goes there instead of :obj:`duplicates` (which copy
+    is right is not this function's to guess). Every other JSON file that
+    is not read as a result goes to :obj:`ignored` as ``(path, reason)``,
+    and so does a result for which :obj:`leave_out` (called with the
+    record and its path) gives a reason, before runs are matched by
+    fingerprint.
     """
     out: List[dict] = []
     seen: Dict[str, str] = {}
+    seen_rec: Dict[str, dict] = {}
     for folder in folders:
         folder = Path(folder)
         if folder.is_file():
@@ -195,30 +214,53 @@ def find_results(folders: Iterable[os.PathLike],
         for file in files:
             rec, problem = result_problem(file)
             if rec is None:
-                if problem and skipped is not None and (
-                        file.name.startswith('seed') or
-                        problem.startswith('lacks')):
-                    skipped.append((str(file), problem))
+                if problem and (file.name.startswith('seed') or
+                                problem.startswith('lacks')):
+                    if skipped is not None:
+                        skipped.append((str(file), problem))
+                elif ignored is not None:
+                    ignored.append((str(file), problem or
+                                    'not a result file of this package'))
+                continue
+            reason = leave_out(rec, file) if leave_out is not None else None
+            if reason:
+                if ignored is not None:
+                    ignored.append((str(file), reason))
                 continue
             first = seen.get(rec['run_fingerprint'])
             if first is not None:
-                if duplicates is not None:
+                if conflicts is not None and \
+                        _scores(rec) != _scores(seen_rec[first]):
+                    conflicts.append((str(file), first))
+                elif duplicates is not None:
                     duplicates.append((str(file), first))
                 continue
             seen[rec['run_fingerprint']] = str(file)
+            seen_rec[str(file)] = rec
             rec['_path'] = str(file)
             out.append(rec)
     return out
 
 
-def config_id(rec: dict) -> str:
+def _scores(rec: dict) -> str:
+    # A run's scores as text (NaN equals NaN here).
+    return json.dumps([rec.get('val'), rec.get('test'),
+                       rec.get('selected_epoch')], sort_keys=True,
+                      default=str)
+
+
+def config_id(rec: dict, config: Optional[dict] = None,
+              length: int = 8) -> str:
     r"""Identifies a result's configuration apart from its seed: results
-    of different configurations are never averaged together."""
-    import hashlib
-    text = json.dumps({k: rec.get(k) for k in (
-        'runner', 'dataset', 'backbone', 'method', 'config')},
+    of different configurations are never averaged together. With
+    :obj:`config`, the id of the same run under that ``config`` entry;
+    ``runs.csv``'s ``config_id`` is the first :data:`RUNS_CONFIG_ID`
+    characters."""
+    text = json.dumps({**{k: rec.get(k) for k in (
+        'runner', 'dataset', 'backbone', 'method')},
+        'config': rec.get('config') if config is None else config},
         sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 # --------------------------------------------------------------------------
@@ -434,8 +476,12 @@ def summary_markdown(rows: Sequence[dict], paper_available: bool = True
                 f'{METRIC_LABELS[metric]} ({where}); mean ± std over seeds, '
                 f'test at the best-validation epoch')
         show_paper = paper_available and table is not None
+        show_study = any(r.get('study') for r in group)
         cols = ['method', 'seeds', 'val'] + [
             t if len(tests) > 1 else 'test' for t in tests]
+        if show_study:
+            cols.append('study (n)' + (f' ({primary})' if len(tests) > 1
+                                       else ''))
         if show_paper:
             cols.append('paper' + (f' ({primary})' if len(tests) > 1 else ''))
         cols += ['best epoch / epochs', 'time per run']
@@ -446,6 +492,8 @@ def summary_markdown(rows: Sequence[dict], paper_available: bool = True
                      fmt(r['val_mean'], r['val_std'], metric)]
             cells += [fmt(r[f'{t}_mean'], r[f'{t}_std'], metric)
                       for t in tests]
+            if show_study:
+                cells.append(r.get('study') or '-')
             if show_paper:
                 cells.append(fmt(r['paper_mean'], r['paper_std'], metric))
             cells.append(f"{r['selected_epoch_mean']:.0f} / "
@@ -453,6 +501,12 @@ def summary_markdown(rows: Sequence[dict], paper_available: bool = True
             cells.append(_fmt_time(r['wall_time_s_mean']))
             lines.append('| ' + ' | '.join(cells) + ' |')
         blocks.append('\n'.join(lines))
+    notes = sorted({r['study_note'] for r in rows if r.get('study_note')})
+    if notes:
+        blocks.append('study: the reproduction study\'s committed cell for '
+                      'this configuration (' + '; '.join(notes) + '), mean ± '
+                      'std over its seeds (n): whether these numbers fall in '
+                      'the study\'s spread.')
     if not paper_available:
         blocks.append(f'(No paper numbers: {paper_csv_path()} not found; set '
                       f'${PAPER_ENV} to the graph_results.csv file.)')
@@ -483,11 +537,86 @@ def summary_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
+def study_runs_path() -> Path:
+    r"""The study's committed rows: ``$PYG_HMA_RUNS``, or
+    ``results/paper/runs.csv`` under the working directory (a checkout's
+    root)."""
+    env = os.environ.get(RUNS_ENV)
+    return Path(env).expanduser() if env else \
+        Path('results') / 'paper' / 'runs.csv'
+
+
+def study_cells(records: Sequence[dict], runs: Sequence[dict]
+                ) -> Dict[tuple, Tuple[str, str]]:
+    r"""The study's committed cells (``runs.csv`` rows) of the
+    configurations of :obj:`records`: ``{summary group: (mean ± std (n),
+    note)}``, scored under the records' eval mode. A configuration that
+    differs from a study cell's only in its random streams (runs of
+    earlier code trained one seed at a time) is matched to it, with a note
+    saying so; other configurations have no study cell. A configuration
+    in several of the study's sets (``published``, ``tuned``, ...) is
+    shown from the first of them."""
+    by_config: Dict[tuple, Dict[int, float]] = {}
+    sets: List[str] = []
+    for row in runs:
+        config, _, scored = row['variant'].partition('/')
+        if scored != row['selected_by']:
+            continue
+        if config not in sets:
+            sets.append(config)
+        seeds = by_config.setdefault((row['config_id'], scored, config), {})
+        try:
+            seeds[int(row['seed'])] = scale_for_table(row['metric'],
+                                                      float(row['test']))
+        except ValueError:
+            continue
+    sets.sort(key=lambda c: (c != 'published', c))  # published first
+    out: Dict[tuple, Tuple[str, str]] = {}
+    for rec in records:
+        key = _group_key(rec)
+        if key in out:
+            continue
+        mode = rec.get('eval_mode', 'order')
+        config = dict(rec.get('config') or {})
+        batched = bool(config.pop('seed_batched', False))
+        other = dict(config) if batched else dict(config, seed_batched=True)
+        found = ((cfg, note, sets_of) for cfg, note in (
+            (None, 'same configuration'),
+            (other, 'trained one seed at a time by earlier code (other '
+             'random streams), otherwise the same configuration'
+             if batched else 'trained with per-seed random streams, '
+             'otherwise the same configuration'))
+            for sets_of in sets)
+        for cfg, note, study_set in found:
+            seeds = by_config.get((config_id(rec, cfg, RUNS_CONFIG_ID), mode,
+                                   study_set))
+            if seeds:
+                out[key] = (fmt(*mean_std(list(seeds.values())),
+                                rec['metric']) + f' ({len(seeds)})',
+                            f'{study_runs_path()}, `{study_set}`: {note}')
+                break
+    return out
+
+
 def write_summary(folder: os.PathLike, records: Sequence[dict],
                   paper: Optional[List[dict]] = None) -> str:
     r"""Writes ``summary.md`` and ``summary.csv`` into :obj:`folder` and
-    returns the markdown."""
+    returns the markdown. Beside each configuration's mean ± std, the
+    summary shows the reproduction study's committed cell for the same
+    configuration (:func:`study_cells`, from :func:`study_runs_path` when
+    that file exists)."""
     rows = aggregate(records, paper)
+    path = study_runs_path()
+    try:
+        cells = study_cells(records, read_runs(path)) if path.is_file() \
+            else {}
+    except RunsFileError:
+        cells = {}  # an unreadable study file does not stop a run
+    for row in rows:
+        cell = cells.get((row['table'], row['dataset'], row['backbone'],
+                          row['method'], row['config']))
+        if cell:
+            row['study'], row['study_note'] = cell
     md = summary_markdown(rows, paper_available=paper is not None)
     folder = Path(folder)
     with atomic_path(folder / 'summary.md') as tmp:

@@ -1,0 +1,433 @@
+"""The report's integrity: multiple comparisons (Holm), power, rows that
+disagree or are not finite, the code and command of every cell, bad inputs
+on the study's commands, and the study's cell beside a new run's summary."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from test_reproduction import ERM, HMA, PAPER, modes, record
+
+from pyg_hma.study.integrity import IntegrityError
+from pyg_hma.study.report import report_markdown
+from pyg_hma.study.rows import collect, rows_of_result
+from pyg_hma.study.stats import detectable_difference, holm, paired_power
+from pyg_hma.train.results import (RUNS_COLUMNS, read_runs, write_json,
+                                   write_summary)
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {'PATH': '/usr/bin:/bin', 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1',
+       'PYTHONPATH': str(ROOT)}
+
+
+def script(name, *args, cwd, env=None):
+    return subprocess.run([sys.executable, str(ROOT / 'benchmarks' / name),
+                           *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**ENV, **(env or {})}, timeout=600)
+
+
+def one_line_error(res, prog):
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'{prog}: error:'), \
+        res.stderr
+    assert 'Traceback' not in res.stderr
+    return lines[0]
+
+
+def table_rows(text, start):
+    return [line for line in text.splitlines() if line.startswith(start)]
+
+
+# --------------------------------------------------------------------------
+# Multiple comparisons and power
+
+
+def holm_step_down(pvalues, alpha):
+    # Holm's procedure as a test: reject the smallest p while p_(i) <=
+    # alpha / (m - i + 1), stop at the first that is not.
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    rejected = set()
+    for rank, i in enumerate(order):
+        if pvalues[i] > alpha / (len(pvalues) - rank):
+            break
+        rejected.add(i)
+    return rejected
+
+
+def test_holm_matches_the_step_down_procedure_and_scipy_bounds():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 46):
+        for _ in range(20):
+            p = list(rng.uniform(0, 0.2, m) ** 2)
+            adjusted = holm(p)
+            # An adjusted p below alpha <=> Holm's procedure rejects at
+            # alpha, for every alpha.
+            for alpha in (0.001, 0.01, 0.05, 0.1):
+                assert {i for i, a in enumerate(adjusted) if a <= alpha} \
+                    == holm_step_down(p, alpha)
+            # Between Benjamini-Hochberg (scipy) and Bonferroni.
+            bh = stats.false_discovery_control(p, method='bh')
+            assert all(b <= a + 1e-12 <= min(1.0, m * q) + 2e-12
+                       for a, b, q in zip(adjusted, bh, p))
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_detectable_difference_has_80_percent_power_by_scipy():
+    for n, sd in ((5, 2.0), (8, 1.0), (10, 0.03), (30, 0.05)):
+        d = detectable_difference(n, sd)
+        crit = stats.t.ppf(0.975, n - 1)
+
+        def power(delta):  # two-sided paired t, noncentral t (scipy)
+            nc = delta / sd * math.sqrt(n)
+            return stats.nct.sf(crit, n - 1, nc) + \
+                stats.nct.cdf(-crit, n - 1, nc)
+        assert power(d) == pytest.approx(0.8, abs=1e-6)
+        assert power(0.98 * d) < 0.8 < power(1.02 * d)
+        assert paired_power(n, d / sd) == pytest.approx(power(d))
+    # G*Power's numbers: effect 0.9962 sd for 10 pairs, 1.6818 for 5.
+    assert detectable_difference(10, 1.0) == pytest.approx(0.9962, abs=1e-3)
+    assert detectable_difference(5, 2.0) == pytest.approx(2 * 1.6818,
+                                                          abs=2e-3)
+    assert detectable_difference(5, 0.0) == 0.0
+    assert math.isnan(detectable_difference(1, 1.0))
+
+
+DIFFS = [0.03, 0.01, 0.05, 0.02, 0.04]  # raw paired p about 0.013
+
+
+def four_datasets(folder):
+    for ds in ('NCI1', 'NCI109', 'DD', 'PROTEINS'):
+        for seed, (e, d) in enumerate(zip(ERM, DIFFS)):
+            write_json(folder / f'{ds}/erm/seed{seed}.json', record(
+                'erm', seed, e, dataset=ds, run_fingerprint=f'{ds}e{seed}'))
+            write_json(folder / f'{ds}/hma/seed{seed}.json', record(
+                'hma', seed, e + d, dataset=ds,
+                run_fingerprint=f'{ds}h{seed}'))
+
+
+def test_paired_p_values_are_adjusted_over_the_whole_report(tmp_path):
+    four_datasets(tmp_path / 'r')
+    runs = tmp_path / 'runs.csv'
+    collect([tmp_path / 'r'], runs)
+    text = report_markdown(read_runs(runs), None)
+    rows = table_rows(text, '| ')
+    paired = [r.split(' | ') for r in rows if ' − ERM | ' in r]
+    assert len(paired) == 4
+    raw = [float(r[4]) for r in paired]
+    exact = [stats.ttest_rel([e + d for e, d in zip(ERM, DIFFS)],
+                             ERM).pvalue] * 4
+    assert raw == pytest.approx(exact, abs=1e-3)
+    assert [float(r[5]) for r in paired] == pytest.approx(holm(exact),
+                                                          abs=1e-3)
+    assert all(p < 0.05 for p in raw) and all(float(r[5]) > 0.05
+                                              for r in paired)
+    # At a glance follows the adjusted values: each 95% interval lies above
+    # zero, yet no dataset counts as better once the 4 tests are adjusted.
+    glance = next(r for r in rows if r.startswith('| Table 6'))
+    assert glance.endswith('| 0 / 4 / 0 (0 in the paper) |')
+    assert "Holm's step-down rule" in text and text.count(
+        "Holm's step-down rule") == 1  # the rule, stated once
+
+
+def test_each_paired_comparison_states_its_detectable_difference(tmp_path):
+    four_datasets(tmp_path / 'r')
+    runs = tmp_path / 'runs.csv'
+    collect([tmp_path / 'r'], runs)
+    paper = [dict(table='6', metric='mcc', dataset='NCI1', backbone='',
+                  method=m, mean=v, std='0.01') for m, v in
+             (('ERM', '0.15'), ('HMA', '0.19'))]
+    text = report_markdown(read_runs(runs), paper)
+    row = next(r for r in table_rows(text, '| NCI1 | GCN | HMA − ERM'))
+    cells = [c.strip() for c in row.split('|')[1:-1]]
+    sd = stats.tstd(DIFFS)
+    assert cells[6] == '+0.040'  # the paper's claimed gain ...
+    assert float(cells[7]) == pytest.approx(detectable_difference(5, sd),
+                                            abs=1e-3)  # ... beside it
+    assert 'detectable (80% power)' in text
+
+
+# --------------------------------------------------------------------------
+# Rows that disagree, non-finite scores
+
+
+def write_runs(path, rows):
+    import csv
+    with open(path, 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=RUNS_COLUMNS, lineterminator='\n')
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.fixture
+def committed(tmp_path):
+    folder = tmp_path / 'results'
+    for seed, (e, h) in enumerate(zip(ERM, HMA)):
+        write_json(folder / f'erm/seed{seed}.json', record('erm', seed, e))
+        write_json(folder / f'hma/seed{seed}.json', record('hma', seed, h))
+    runs = tmp_path / 'paper/runs.csv'
+    collect([folder], runs)
+    return runs
+
+
+@pytest.mark.parametrize('change, named', [
+    # The same key (fingerprint, seed, variant, selected_by), other values.
+    (lambda rows: rows.append(dict(rows[0], test='0.99')), ':2 and '),
+    # Another run of the same configuration and seed with another score:
+    # it would be averaged in (or "last row wins").
+    (lambda rows: rows.append(dict(rows[0], fingerprint='other',
+                                   test='0.99')), ':2 and '),
+    (lambda rows: rows[3].update(test='nan'), ':5 ('),
+    (lambda rows: rows[3].update(val='inf'), ':5 ('),
+])
+def test_report_stops_on_rows_that_disagree(committed, tmp_path, change,
+                                            named):
+    rows = read_runs(committed)
+    change(rows)
+    write_runs(committed, rows)
+    before = committed.read_bytes()
+    out, figures = tmp_path / 'docs/r.md', tmp_path / 'docs/fig'
+    res = script('reproduction.py', 'report', '--runs', committed, '--out',
+                 out, '--figures', figures, cwd=tmp_path)
+    line = one_line_error(res, 'reproduction.py')
+    assert named in line and str(committed) in line
+    assert not out.exists() and not figures.exists()
+    assert committed.read_bytes() == before
+    with pytest.raises(IntegrityError):
+        report_markdown(rows, None)
+
+
+def test_collect_stops_on_non_finite_and_conflicting_runs(committed,
+                                                          tmp_path):
+    before = committed.read_bytes()
+    new = tmp_path / 'new'
+    write_json(new / 'hma/seed7.json', record('hma', 7, math.nan,
+                                              run_fingerprint='n7'))
+    with pytest.raises(IntegrityError, match=r'non-finite.*seed7\.json'):
+        collect([new], committed)
+    assert committed.read_bytes() == before
+    # One run (fingerprint) in two folders with other scores: neither is
+    # taken by the order of the arguments.
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    write_json(a / 'erm/seed9.json', record('erm', 9, 0.1,
+                                            run_fingerprint='x9'))
+    write_json(b / 'erm/seed9.json', record('erm', 9, 0.3,
+                                            run_fingerprint='x9'))
+    for order in ([a, b], [b, a]):
+        with pytest.raises(IntegrityError, match='same fingerprint'):
+            collect(order, committed)
+    # Two runs of one configuration and seed, other fingerprints.
+    write_json(b / 'erm/seed9.json', record('erm', 9, 0.3,
+                                            run_fingerprint='y9'))
+    with pytest.raises(IntegrityError, match='same key'):
+        collect([a, b], committed)
+    assert committed.read_bytes() == before
+
+
+def test_collect_names_every_file_it_skips(committed, tmp_path):
+    folder = tmp_path / 'more'
+    (folder / 'erm').mkdir(parents=True)
+    (folder / 'erm/seed5.json').write_text('{"kind": "pyg_hma.result", "da')
+    (folder / 'erm/seed6.json').write_text('[' * 200000 + ']' * 200000)
+    write_json(folder / 'erm/seed7.json', record('erm', 7, 0.2, quick=True,
+                                                 run_fingerprint='q7'))
+    (folder / 'notes.json').write_text('{"kind": "something else"}')
+    write_json(folder / 'erm/seed8.json', record('erm', 8, 0.2,
+                                                 run_fingerprint='e8'))
+    res = script('reproduction.py', 'collect', folder, '--runs', committed,
+                 cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f'{committed}: 1 rows added' in res.stdout
+    why = dict(line.split(': ', 1) for line in res.stderr.splitlines())
+    assert 'truncated' in why[f'skipped {folder}/erm/seed5.json']
+    assert 'nested too deeply' in why[f'skipped {folder}/erm/seed6.json']
+    assert 'quick' in why[f'skipped {folder}/erm/seed7.json']
+    assert 'not a result' in why[f'skipped {folder}/notes.json']
+
+
+def result_files(folder, tests, **changes):
+    for seed, test in enumerate(tests):
+        write_json(folder / f'erm/seed{seed}.json',
+                   record('erm', seed, test, **changes))
+
+
+@pytest.mark.parametrize('case', ['nan', 'same-run', 'same-seed'])
+def test_benchmarks_report_stops_on_results_that_disagree(tmp_path, case):
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    result_files(a, [0.1, 0.2, 0.3])
+    if case == 'nan':
+        write_json(b / 'erm/seed4.json', record('erm', 4, math.nan,
+                                                run_fingerprint='n4'))
+    elif case == 'same-run':  # a copy of a run with other scores
+        result_files(b, [0.9])
+    else:  # another run of the same configuration and seed
+        result_files(b, [0.9], run_fingerprint='other')
+    for order in ((a, b), (b, a)):
+        res = script('report.py', *order, '--out', tmp_path / 'r.md',
+                     cwd=tmp_path)
+        line = one_line_error(res, 'report.py')
+        assert str(a / 'erm/seed0.json') in line or case == 'nan'
+        assert str(b / 'erm') in line
+        assert res.stdout == '' and not (tmp_path / 'r.md').exists()
+
+
+# --------------------------------------------------------------------------
+# Which code produced a cell's rows, and the command that reproduces them
+
+
+def planned_fingerprint(method, seed, alone=False):
+    # What the current code plans for the run; alone: the identity the run
+    # had when trained one seed at a time by older code.
+    from pyg_hma.study.provenance import _planned
+    from pyg_hma.runners.protocols import ood
+    got = _planned('ood', ood.PROTOCOLS, ['--dataset', 'NCI1', '--method',
+                                          method, '--seeds', f'{seed}-{seed}'])
+    return got[method, seed][1 if alone else 0]
+
+
+def test_each_cell_names_its_code_and_a_checked_command(tmp_path):
+    from pyg_hma.study.provenance import STATUS_NOTES, AT_COMMIT
+    folder = tmp_path / 'r'
+    for seed, (e, h) in enumerate(zip(ERM, HMA)):
+        # ERM: the fingerprints the current code plans.
+        write_json(folder / f'erm/seed{seed}.json', record(
+            'erm', seed, e, commit='a' * 40 if seed < 3 else 'b' * 40,
+            run_fingerprint=planned_fingerprint('erm', seed)))
+        # IRM: trained one seed at a time by older code.
+        write_json(folder / f'irm/seed{seed}.json', record(
+            'irm', seed, e, commit='d' * 40,
+            run_fingerprint=planned_fingerprint('irm', seed, alone=True)))
+        write_json(folder / f'hma/seed{seed}.json', record(
+            'hma', seed, h, modes(h, h - 0.1), commit='c' * 40))
+    runs = tmp_path / 'runs.csv'
+    collect([folder], runs)
+    text = report_markdown(read_runs(runs), None)
+    lines = text.splitlines()
+    erm = next(x for x in lines if x.startswith('- NCI1 GCN: ERM'))
+    assert "code `aaaaaaa`, `bbbbbbb`" in erm
+    assert erm.endswith('`python benchmarks/ood.py --dataset NCI1 --method '
+                        'erm --seeds 0-4`')
+    irm = next(x for x in lines if x.startswith('- NCI1 GCN: IRM'))
+    assert irm.endswith('`python benchmarks/ood.py --dataset NCI1 --method '
+                        'irm --seeds 0-4 --seed-batch 1`'
+                        + STATUS_NOTES[AT_COMMIT])
+    assert 'code `ddddddd`' in irm
+    hma = next(x for x in lines if x.startswith('- NCI1 GCN: HMA'))
+    assert 'code `ccccccc`' in hma and '--compare-evals' in hma
+    assert hma.endswith('(unchecked: the current code plans other '
+                        'fingerprints)')  # fingerprints made up here
+
+
+def test_the_committed_report_regenerates_from_the_committed_rows(tmp_path):
+    # `python benchmarks/reproduction.py report` (its defaults: the rows of
+    # results/paper, docs/reproduction.md, figures in docs/figures) gives
+    # the committed report, byte for byte.
+    from pyg_hma.study.report import report
+    from pyg_hma.train.results import load_paper
+    paper = load_paper() or load_paper(
+        ROOT.parent / 'shared/paper/graph_results.csv')
+    if paper is None:
+        pytest.skip("the paper's numbers (graph_results.csv) are not here")
+    out = tmp_path / 'docs/reproduction.md'
+    text = report(ROOT / 'results/paper/runs.csv', paper, out=out,
+                  figures_dir=tmp_path / 'docs/figures')
+    assert text == (ROOT / 'docs/reproduction.md').read_text(), (
+        'docs/reproduction.md is not the report of the committed rows: '
+        'run `python benchmarks/reproduction.py report` and commit it')
+
+
+def test_the_committed_report_names_a_checked_command_for_every_cell():
+    text = (ROOT / 'docs/reproduction.md').read_text()
+    commands = [x for x in text.splitlines() if x.startswith('- ')
+                and '`python benchmarks/' in x]
+    assert len(commands) > 20 and not any('unchecked' in x for x in commands)
+
+
+# --------------------------------------------------------------------------
+# Bad inputs: one line, exit status 2, nothing left behind
+
+
+def test_deep_json_stops_benchmarks_report_with_one_line(tmp_path):
+    folder = tmp_path / 'r'
+    result_files(folder, [0.1, 0.2])
+    (folder / 'erm/seed5.json').write_text('[' * 200000 + ']' * 200000)
+    res = script('report.py', folder, cwd=tmp_path)
+    line = one_line_error(res, 'report.py')
+    assert 'seed5.json' in line and 'nested too deeply' in line
+    assert res.stdout == ''
+    # Asked to, it reports without the file, naming it.
+    res = script('report.py', folder, '--skip-unreadable', cwd=tmp_path)
+    assert res.returncode == 0 and 'seed5.json' in res.stderr
+    assert '0.150 ± 0.071 (2)' in res.stdout
+
+
+@pytest.mark.parametrize('where', ['file/report.md', 'folder'])
+def test_unwritable_out_stops_benchmarks_report_before_printing(tmp_path,
+                                                                where):
+    folder = tmp_path / 'r'
+    result_files(folder, [0.1, 0.2])
+    (tmp_path / 'file').write_text('a file, not a folder')
+    (tmp_path / 'folder').mkdir()
+    listing = sorted(tmp_path.rglob('*'))
+    res = script('report.py', folder, '--out', tmp_path / where,
+                 cwd=tmp_path)
+    line = one_line_error(res, 'report.py')
+    assert f'--out {tmp_path / where}' in line
+    assert res.stdout == '' and sorted(tmp_path.rglob('*')) == listing
+
+
+@pytest.mark.parametrize('damage', ['random', 'truncated'])
+def test_damaged_study_db_is_one_line(tmp_path, monkeypatch, capsys, damage):
+    pytest.importorskip('optuna')
+    from test_sweep import FAKE_ARGV, FakeRunner
+    from pyg_hma.study import sweep as sw
+    out = tmp_path / 'sweep'
+    monkeypatch.setattr(sw, 'run_runner', FakeRunner())
+    assert sw.main(FAKE_ARGV + ['--out', str(out), '--n-trials', '1']) == 0
+    db = out / 'study.db'
+    data = db.read_bytes()
+    if damage == 'random':
+        import random
+        db.write_bytes(random.Random(0).randbytes(len(data)))
+    else:
+        db.write_bytes(data[:len(data) // 3])
+    capsys.readouterr()
+    listing = {p: p.stat().st_mtime_ns for p in out.rglob('*')}
+    fake = FakeRunner()
+    monkeypatch.setattr(sw, 'run_runner', fake)
+    assert sw.main(FAKE_ARGV + ['--out', str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('sweep.py: error:')
+    assert str(db) in err[0] and 'Traceback' not in err[0]
+    assert fake.calls == []
+    assert {p: p.stat().st_mtime_ns for p in out.rglob('*')} == listing
+
+
+# --------------------------------------------------------------------------
+# make bench: the study's cell beside a new run's summary
+
+
+def test_summary_shows_the_committed_study_cell(tmp_path, monkeypatch):
+    config = {'train': {'lr': 0.001}, 'loader': 'device'}
+    study = [record('erm', s, e, config=config, run_fingerprint=f's{s}')
+             for s, e in enumerate(ERM)]
+    runs = tmp_path / 'runs.csv'
+    write_runs(runs, [row for rec in study for row in rows_of_result(rec)])
+    monkeypatch.setenv('PYG_HMA_RUNS', str(runs))
+    # A new run of the same configuration, seed-batched (the default).
+    new = [record('erm', s, 0.2, config=dict(config, seed_batched=True),
+                  run_fingerprint=f'n{s}') for s in range(2)]
+    md = write_summary(tmp_path / 'out', new, None)
+    assert '| method | seeds | val | test | study (n) |' in md
+    row = next(x for x in md.splitlines() if x.startswith('| ERM'))
+    assert '| 0.150 ± 0.016 (5) |' in row
+    assert 'trained one seed at a time by earlier code' in md
+    # Other settings: no study cell to compare with.
+    other = [record('erm', 0, 0.2, config=dict(config, train={'lr': 0.1}),
+                    run_fingerprint='o0')]
+    assert 'study' not in write_summary(tmp_path / 'o', other, None)
