@@ -66,12 +66,14 @@ def ood(argv):
     return call(runner_main, argv, runner='ood', protocols=ood_protocols())
 
 
-def error_line(err: str, prog: str) -> str:
-    """The one error line of :obj:`err` (argparse's usage lines aside)."""
+def error_line(err: str, prog: str, alone: bool = True) -> str:
+    """The one error line of :obj:`err`; :obj:`alone`: the only line (no
+    usage, no progress lines before it)."""
     assert 'Traceback' not in err, err
     lines = [line for line in err.splitlines() if 'error:' in line]
     assert len(lines) == 1 and (prog is None or lines[0].startswith(
         f'{prog}: error: ')), err
+    assert not alone or err.strip() == lines[0], err
     return lines[0]
 
 
@@ -156,7 +158,7 @@ def test_truncated_checkpoint_on_resume_is_named_as_such(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:300])  # cut short by a kill
     before = tree(tmp_path / 'out')
     code, _, err = ood(argv)
-    line = error_line(err, 'ood.py')
+    line = error_line(err, 'ood.py', alone=False)  # after the plan's lines
     assert code == 2
     assert 'another configuration' not in line, line
     name = str(ckpt.relative_to(tmp_path / 'out'))
@@ -195,7 +197,7 @@ def test_unreachable_ray_address_gives_up_after_a_bounded_wait(tmp_path):
     code, _, err = ood(runner_argv(tmp_path, '--ray', '127.0.0.1:1',
                                    '--ray-timeout', '1'))
     took = time.monotonic() - start
-    line = error_line(err, 'ood.py')
+    line = error_line(err, 'ood.py', alone=False)  # after the plan's lines
     assert code == 2 and '--ray 127.0.0.1:1: no Ray cluster answered' in line
     assert 'within 1 s' in line and 'ray start --head' in line
     assert took < 30, took
@@ -208,7 +210,7 @@ def test_the_default_wait_for_ray_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(ray_backend, 'CONNECT_TIMEOUT_S', 0.5)
     start = time.monotonic()
     code, _, err = ood(runner_argv(tmp_path, '--ray', '127.0.0.1:1'))
-    assert code == 2 and 'within 0.5 s' in error_line(err, 'ood.py')
+    assert code == 2 and 'within 0.5 s' in error_line(err, 'ood.py', False)
     assert time.monotonic() - start < 30
     for bad, says in ((['--ray-timeout', '0'], 'positive number'),
                       (['--ray-timeout', '5'], 'needs --ray'),
@@ -292,7 +294,7 @@ def test_speed_refuses_an_unknown_backbone_before_loading(tmp_path):
     code, _, err = call(speed.parse_args, [
         '--dataset', 'NCI1', '--backbone', 'foo', '--root',
         str(tmp_path / 'root')])
-    line = error_line(err, None)  # argparse's prog: sys.argv[0]
+    line = error_line(err, None, alone=False)  # after speed.py's usage
     assert code == 2 and "unknown backbone 'foo'" in line
     assert not (tmp_path / 'root').exists()
 

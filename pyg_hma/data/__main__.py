@@ -2,13 +2,13 @@
 ``python -m pyg_hma.data export --dataset NAME --seeds N --out DIR``,
 ``python -m pyg_hma.data verify [--root DIR]`` (every processed cache of
 the root against the SHA-256 digests recorded when it was built)."""
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
+from ..command_line import OneLineParser
 from ..extras import needs_extra
 from ..registry import UnknownNameError
 from ..files import UnreadableFileError, UnusableFolderError, folder_problem
@@ -19,7 +19,7 @@ from .registry import DATASETS, available_datasets, load_dataset
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m pyg_hma.data')
+    parser = OneLineParser(prog='python -m pyg_hma.data')
     sub = parser.add_subparsers(dest='command', required=True)
     prep = sub.add_parser('prepare', help='process a dataset into the cache '
                           'and print its statistics and split sizes (check '
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         return _verify(parser, args)
     problem = _usage_problem(args)  # before any data is loaded
     if problem:
-        parser.error(problem)
+        parser.fail(problem)
     if args.command == 'export':
         return _export(args)
     for name in args.dataset:
@@ -121,8 +121,8 @@ def _verify(parser, args) -> int:
     root = Path(args.root).expanduser() if args.root else default_root()
     verdicts = verify_root(root) if root.is_dir() else {}
     if not verdicts:
-        parser.error(f'--root {root}: no cache to verify (prepare one with '
-                     f'`python -m pyg_hma.data prepare --dataset NAME`)')
+        parser.fail(f'--root {root}: no cache to verify (prepare one with '
+                    f'`python -m pyg_hma.data prepare --dataset NAME`)')
     for folder, problem in verdicts.items():
         if problem is None:
             print(f'{folder.name}: OK')

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
+from ..command_line import OneLineParser
 from ..data.mirror import ChecksumError, MissingDataError
 from ..files import UnreadableFileError, UnusableFolderError
 from ..methods import METHODS
@@ -84,7 +85,7 @@ def build_parser(runner: str, protocols: Mapping[str, DatasetProtocol],
     r"""The command line of runner :obj:`runner`; its result becomes a
     :class:`~pyg_hma.runners.spec.RunSpec` with
     :meth:`~pyg_hma.runners.spec.RunSpec.from_args`."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=f'{runner}.py', description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--dataset', nargs='+', required=True,
@@ -265,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None, *, runner: str,
         check_paths(spec, runner)
         check_names(spec, protocols)
     except ValueError as e:  # ArgumentError, UnknownNameError too
-        parser.error(str(e))
+        parser.fail(e)
     try:
         with distributed.process_group(spec.ddp):
             run_benchmark(spec, runner, protocols)
