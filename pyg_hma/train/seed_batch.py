@@ -27,11 +27,18 @@ the global torch RNG, which S interleaved seeds cannot reproduce. Here every
 seed draws them from its own generator, re-seeded from ``(seed, epoch)``
 before each epoch, and over its own rows only, so a seed's run does not
 depend on which other seeds share its group, and resumption needs no RNG
-state. Without dropout (and without IRM/V-REx) a seed trained here follows
-the same trajectory as :func:`fit` with that seed, up to float rounding
-(``tests/test_seed_batch.py``); with dropout it is a different, equally
-valid draw. Checkpoints of the two are therefore not interchangeable: the
-fingerprint says which wrote them.
+state. Beyond the draws, every kernel whose rounding could depend on the
+group reduces over the seed's own values alone: each seed's Adam update is a
+tensor of its own (:class:`SeedAdam`), its loss and clipping norm are its own
+reductions, and gradients of weights are reduced over its real rows, not the
+group's padded ones (:mod:`pyg_hma.train.stacked`). A seed trained alone (a
+group of one) and in any group therefore ends with the same bits, in
+float32 with dropout (``tests/test_invariance.py``); a run killed between two
+seeds' checkpoint writes resumes to the same bits too (the seed left behind
+catches up alone). Without dropout (and without IRM/V-REx) a seed trained
+here follows :func:`fit`'s trajectory with that seed up to float rounding
+(``tests/test_seed_batch.py``); with dropout it is another, equally valid
+draw. The checkpoints' fingerprint names the streams (:data:`STREAMS`).
 
 Supported models: a linear head
 (:class:`~pyg_hma.models.build.LinearClassifier`) or
