@@ -94,7 +94,7 @@ def plan(spec: RunSpec, runner: str,
         say(f'[{runner}] note: --ddp trains one run at a time (seed '
             f'batching does not combine with it yet)')
     cells = []
-    uncompared: List[Path] = []  # kept by --resume without --compare-evals
+    kept: List[Tuple[Path, dict]] = []  # finished runs --resume keeps
     for dataset in spec.datasets:
         proto = protocols[dataset]
         if spec.momentum_given:
@@ -175,9 +175,7 @@ def plan(spec: RunSpec, runner: str,
                             cell.finished[seed, method] = rec
                             say(f'  {method_label(method)} seed {seed}: '
                                 f'finished earlier, kept')
-                            if spec.compare_evals and \
-                                    not rec.get('by_eval_mode'):
-                                uncompared.append(stem.with_suffix('.json'))
+                            kept.append((stem.with_suffix('.json'), rec))
                             continue
                     cell.jobs.append(Job(
                         runner=runner, dataset=dataset, backbone=backbone,
@@ -194,8 +192,17 @@ def plan(spec: RunSpec, runner: str,
                 cell.jobs.sort(key=lambda job: not METHODS[job.method]
                                .uses_hma)
             cells.append(cell)
+    _note_uncompared(runner, kept if spec.compare_evals else [], out_root)
+    return cells
+
+
+def _note_uncompared(runner: str, kept: List[Tuple[Path, dict]],
+                     out_root: Path):
+    r"""Says which of the runs ``--resume`` :obj:`kept` lack the scores
+    that ``--compare-evals`` asks for (not a progress line: shown with
+    ``--quiet`` too)."""
+    uncompared = [path for path, rec in kept if not rec.get('by_eval_mode')]
     if uncompared and distributed.is_main_process():
-        # Not a progress line: shown with --quiet too.
         print(f'[{runner}] note: --compare-evals does not apply to '
               f'{len(uncompared)} run(s) finished earlier without it, kept '
               f'as they are, without the other eval modes\' scores ('
@@ -203,7 +210,6 @@ def plan(spec: RunSpec, runner: str,
               f'runs again: without --resume, with --force (which moves '
               f'their results aside)',
               file=sys.stderr, flush=True)
-    return cells
 
 
 def _listing(paths: List[Path], root: Path, limit: int = 3) -> str:
