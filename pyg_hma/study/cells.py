@@ -45,6 +45,20 @@ def cells_of(rows: Sequence[dict], variant: str, selected_by: str
     return out
 
 
+def commits_of(rows: Sequence[dict], variant: str, selected_by: str
+               ) -> Dict[tuple, set]:
+    r"""The commits that trained each cell of :func:`cells_of` (same
+    keys)."""
+    out: Dict[tuple, set] = {}
+    for r in rows:
+        if r['variant'] != variant or r['selected_by'] != selected_by:
+            continue
+        key = (str(r['table']), r['dataset'], r['backbone'], r['method'],
+               r['config_id'])
+        out.setdefault(key, set()).add(str(r.get('commit', '')))
+    return out
+
+
 def paper_cell(paper, table, dataset, backbone, method):
     r"""The paper's ``(mean, std)`` of a cell, or ``None``."""
     if not paper or not table:
@@ -62,9 +76,13 @@ PAIRED_HEADER = ['Against ERM, paired by seed (mean difference, 95% '
                  '|---|---|---|---|---|---|---|---|']
 
 
-def comparisons(cells: Dict[tuple, Dict[int, float]]) -> List[dict]:
+def comparisons(cells: Dict[tuple, Dict[int, float]],
+                commits: Optional[Dict[tuple, set]] = None) -> List[dict]:
     r"""Every method against ERM of the same table, dataset and backbone
-    in :obj:`cells` (:func:`cells_of`), paired by seed: one dict per
+    in :obj:`cells` (:func:`cells_of`), paired by seed. With
+    :obj:`commits` (:func:`commits_of`), a method is paired only with the
+    ERM cells trained by the same code as its own rows, where there is one
+    (pairs across engine versions would mix random streams): one dict per
     comparison with :func:`~.stats.paired_difference`'s numbers, the
     ``table``, ``dataset``, ``backbone``, ``method`` and a ``label``
     (configurations named where a method has several). Comparisons with
@@ -83,14 +101,18 @@ def comparisons(cells: Dict[tuple, Dict[int, float]]) -> List[dict]:
                                                        k[1])):
             if method == 'erm':
                 continue
-            for erm_cid in erm:
+            own = (commits or {}).get((table, dataset, backbone, method,
+                                       cid), set())
+            same_code = [e for e in erm if own & (commits or {}).get(
+                (table, dataset, backbone, 'erm', e), set())]
+            for erm_cid in same_code or erm:
                 d = paired_difference(runs[method, cid], runs['erm', erm_cid])
                 if d is None:
                     continue
                 label = method_label(method) + (
                     f' (config {cid})' if configs[method] > 1 else '') + \
-                    ' − ERM' + (f' (config {erm_cid})' if len(erm) > 1
-                                else '')
+                    ' − ERM' + (f' (config {erm_cid})'
+                                if len(same_code or erm) > 1 else '')
                 out.append(dict(d, table=table, dataset=dataset,
                                 backbone=backbone, method=method, config=cid,
                                 label=label))

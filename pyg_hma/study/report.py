@@ -25,7 +25,8 @@ from ..files import atomic_path
 from ..methods import method_label
 from ..train.results import (RunsFileError, method_rank, read_curves,
                              read_runs)
-from .cells import (adjust, cells_of, comparisons, num, paired_lines,
+from .cells import (adjust, cells_of, commits_of, comparisons, num,
+                    paired_lines,
                     paper_cell, significance)
 from .figures import write_figures
 from .integrity import check_rows
@@ -54,7 +55,8 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
     metric_of = {(str(r['table']), r['dataset']): r['metric'] for r in rows}
     main = cells_of(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
     # Every paired test of the report, adjusted as one family.
-    published = comparisons(main)
+    published = comparisons(main, commits_of(
+        rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL))
     tuned = comparisons(cells_of(rows, f'tuned/{DEFAULT_EVAL}',
                                  DEFAULT_EVAL)) if sweeps else []
     adjust(published + tuned)
