@@ -22,10 +22,13 @@ import os
 import sys
 from pathlib import Path
 
+from pyg_hma.extras import needs_extra
 from pyg_hma.files import atomic_path
-from pyg_hma.study.integrity import IntegrityError, check_records
-from pyg_hma.study.tables import report_markdown
-from pyg_hma.train.results import find_results, in_sweep, load_paper
+
+with needs_extra('benchmarks', what='the report'):  # one line, exit 2
+    from pyg_hma.study.integrity import IntegrityError, check_records
+    from pyg_hma.study.tables import report_markdown
+    from pyg_hma.train.results import find_results, in_sweep, load_paper
 
 
 def out_problem(out: Path):

@@ -24,10 +24,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from pyg_hma.study.report import report
-from pyg_hma.study.rows import CONFIGS, collect
-from pyg_hma.study.tuning import collect_sweeps
-from pyg_hma.train.results import RunsFileError, load_paper
+from pyg_hma.extras import needs_extra
+
+with needs_extra('benchmarks', what='the report'):  # one line, exit 2
+    from pyg_hma.study.report import report
+    from pyg_hma.study.rows import CONFIGS, collect
+    from pyg_hma.study.tuning import collect_sweeps
+    from pyg_hma.train.results import RunsFileError, load_paper
 
 RUNS = Path('results/paper/runs.csv')
 
