@@ -36,6 +36,55 @@ _CHOICES = dict(slot_init=('normal', 'zeros'),
                 queue_write=('wrap', 'divisible', 'never'))
 
 
+def _style_options(style: str, given: dict) -> dict:
+    # Every style option of HMAReadout: the given value, else the style's;
+    # checked.
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {tuple(STYLES)} (got "
+                         f"'{style}')")
+    options = {name: STYLES[style][name] if value is None else value
+               for name, value in given.items()}
+    if options['ffn_mult'] < 1:
+        raise ValueError(f"ffn_mult must be >= 1 (got "
+                         f"{options['ffn_mult']})")
+    for name, choices in _CHOICES.items():
+        if options[name] not in choices:
+            raise ValueError(f"{name} must be one of {choices} (got "
+                             f"'{options[name]}')")
+    return options
+
+
+def _check_sizes(in_channels: int, num_classes: int, label_dim: int,
+                 heads: int, rma: bool, memory_size: int, synthetic: bool,
+                 slots_per_class: int, inference: str, head: str):
+    # HMAReadout's sizes and modes, checked.
+    if in_channels < 1 or num_classes < 2:
+        raise ValueError(f"HMAReadout needs in_channels >= 1 and "
+                         f"num_classes >= 2 (got {in_channels}, "
+                         f"{num_classes})")
+    if label_dim < 1 or heads < 1:
+        raise ValueError(f"HMAReadout needs label_dim >= 1 (the label "
+                         f"embedding the memory tokens carry) and heads "
+                         f">= 1 (got label_dim={label_dim}, "
+                         f"heads={heads})")
+    if rma and memory_size < 1:
+        raise ValueError(f"rma=True needs memory_size >= 1 (got "
+                         f"{memory_size})")
+    if synthetic and slots_per_class < 1:
+        raise ValueError(f"synthetic=True needs slots_per_class >= 1 "
+                         f"(got {slots_per_class})")
+    if inference not in _INFERENCE:
+        raise ValueError(f"inference must be one of {_INFERENCE} "
+                         f"(got '{inference}')")
+    if head not in _HEADS:
+        raise ValueError(f"head must be one of {_HEADS} (got '{head}')")
+    channels = in_channels + label_dim
+    if channels % heads != 0:
+        raise ValueError(
+            f"in_channels + label_dim = {channels} must be divisible by "
+            f"heads={heads}; change label_dim or heads")
+
+
 class HMAReadout(nn.Module):
     r"""The Heterogeneous Memory Augmentation readout from the
     "Heterogeneous Memory Augmented Neural Networks" paper (Qiu et al.).
@@ -237,50 +286,18 @@ class HMAReadout(nn.Module):
         queue_write: Optional[str] = None,
     ):
         super().__init__()
-        if style not in STYLES:
-            raise ValueError(f"style must be one of {tuple(STYLES)} (got "
-                             f"'{style}')")
-        given = dict(head=head, attention_scale=attention_scale,
-                     residual=residual, out_proj=out_proj, ffn_mult=ffn_mult,
-                     ffn_hidden_dropout=ffn_hidden_dropout,
-                     separate_kv_norm=separate_kv_norm, norm_eps=norm_eps,
-                     slot_init=slot_init, queue_init=queue_init,
-                     queue_stores=queue_stores, queue_write=queue_write)
-        options = {name: STYLES[style][name] if value is None else value
-                   for name, value in given.items()}
+        options = _style_options(
+            style, dict(head=head, attention_scale=attention_scale,
+                        residual=residual, out_proj=out_proj,
+                        ffn_mult=ffn_mult,
+                        ffn_hidden_dropout=ffn_hidden_dropout,
+                        separate_kv_norm=separate_kv_norm, norm_eps=norm_eps,
+                        slot_init=slot_init, queue_init=queue_init,
+                        queue_stores=queue_stores, queue_write=queue_write))
         head = options['head']
-        if options['ffn_mult'] < 1:
-            raise ValueError(f"ffn_mult must be >= 1 (got "
-                             f"{options['ffn_mult']})")
-        for name, choices in _CHOICES.items():
-            if options[name] not in choices:
-                raise ValueError(f"{name} must be one of {choices} (got "
-                                 f"'{options[name]}')")
-        if in_channels < 1 or num_classes < 2:
-            raise ValueError(f"HMAReadout needs in_channels >= 1 and "
-                             f"num_classes >= 2 (got {in_channels}, "
-                             f"{num_classes})")
-        if label_dim < 1 or heads < 1:
-            raise ValueError(f"HMAReadout needs label_dim >= 1 (the label "
-                             f"embedding the memory tokens carry) and heads "
-                             f">= 1 (got label_dim={label_dim}, "
-                             f"heads={heads})")
-        if rma and memory_size < 1:
-            raise ValueError(f"rma=True needs memory_size >= 1 (got "
-                             f"{memory_size})")
-        if synthetic and slots_per_class < 1:
-            raise ValueError(f"synthetic=True needs slots_per_class >= 1 "
-                             f"(got {slots_per_class})")
-        if inference not in _INFERENCE:
-            raise ValueError(f"inference must be one of {_INFERENCE} "
-                             f"(got '{inference}')")
-        if head not in _HEADS:
-            raise ValueError(f"head must be one of {_HEADS} (got '{head}')")
+        _check_sizes(in_channels, num_classes, label_dim, heads, rma,
+                     memory_size, synthetic, slots_per_class, inference, head)
         channels = in_channels + label_dim
-        if channels % heads != 0:
-            raise ValueError(
-                f"in_channels + label_dim = {channels} must be divisible by "
-                f"heads={heads}; change label_dim or heads")
 
         self.in_channels = in_channels
         self.num_classes = num_classes

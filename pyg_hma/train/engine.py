@@ -22,160 +22,41 @@ Resumption is exact on the CPU: the shuffling generator is re-seeded from
 the Python/NumPy/torch RNG states, the epoch, the early-stopping state and
 the history. A run interrupted after epoch :math:`k` and resumed therefore
 ends with the same numbers as an uninterrupted one.
+
+The protocol (:class:`TrainConfig`) lives in :mod:`pyg_hma.train.config`,
+what a run saves and resumes from (:class:`Checkpointer`, the fingerprints,
+:class:`BestTracker`, :class:`FitResult`, :class:`RunProgress`) in
+:mod:`pyg_hma.train.checkpoint`; both are re-exported here.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
 import math
 import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple, Union)
+                    Sequence, Tuple)
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_field_types
-from ..files import UnreadableFileError, atomic_torch_save, torch_load
 from ..loader import (LoaderFactory, PaddedLoader, as_batch,
                       get_loader_factory)
 from ..methods import (METHODS, Criterion, StepContext,
-                       method_hyperparameters, recorded_hyperparameters)
+                       method_hyperparameters)
+from ..nn import HMAReadout
+from .checkpoint import (CHECKPOINT_VERSION, BestTracker, Checkpointer,
+                         FitResult, RunProgress, _rng_state, _set_rng_state,
+                         checkpoint_fingerprint, fingerprint,
+                         optimizer_and_scheduler, step_scheduler,
+                         train_record)
+from .config import EVAL_MODES, TrainConfig
 from .metrics import compute_metric
 from .distributed import (DistributedRun, RankLoader,
                           check_options as check_ddp_options)
-
-# 3: plain tensors and containers only (loaded with weights_only=True), and
-# the selected model's state (best_state).
-CHECKPOINT_VERSION = 3
-
-#: How a run scores its validation and test splits (``TrainConfig.eval_mode``).
-#: With HMA's attention across datapoints (``inference="batch"``) a sample's
-#: eval logits depend on which samples share its batch; raw files sorted by
-#: label (NCI1) then give nearly single-class batches in dataset order.
-EVAL_MODES = ('independent', 'shuffled', 'order')
-
-
-@dataclass
-class TrainConfig:
-    r"""Optimisation protocol of one run.
-
-    Args:
-        epochs: maximum number of epochs.
-        batch_size: training batch size.
-        eval_batch_size: evaluation batch size (default: :obj:`batch_size`;
-            HMA's ``"batch"`` inference attends across the eval batch, so the
-            paper's protocol evaluates with the training batch size).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        lr_step: decay the learning rate by :obj:`lr_gamma` every
-            :obj:`lr_step` epochs (``None``: constant).
-        lr_gamma: the decay factor.
-        clip_grad_norm: clip the gradient norm to this value (``None``: off).
-        patience: early-stopping patience in epochs (``None``: off).
-        warmup: epochs before the patience starts counting.
-        loss: ``'ce'`` or ``'bce'`` (see
-            :class:`~pyg_hma.methods.Criterion`).
-        eval_mode: how validation and test splits are scored (see
-            :data:`EVAL_MODES`): ``'independent'`` (default: every sample's
-            prediction depends on that sample alone; HMA readouts attend
-            across datapoints only in training), ``'shuffled'`` (HMA's
-            ``inference="batch"``, eval batches drawn in a fixed random order
-            per run) or ``'order'`` (``inference="batch"``, batches in
-            dataset order: the paper's released code). Models whose
-            predictions do not depend on the batch score the same in all
-            three.
-
-    A method's own hyperparameters (IRM's penalty weight, DropEdge's ratio,
-    ...) are not here: see :func:`pyg_hma.methods.method_hyperparameters`.
-    """
-    epochs: int = 100
-    batch_size: int = 32
-    eval_batch_size: Optional[int] = None
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_step: Optional[int] = None
-    lr_gamma: float = 0.5
-    clip_grad_norm: Optional[float] = None
-    patience: Optional[int] = None
-    warmup: int = 0
-    loss: str = 'ce'
-    eval_mode: str = 'independent'
-
-    def __post_init__(self):
-        check_field_types(self)  # types first: values are compared
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f'lr must be a positive number (got {self.lr})')
-        if self.weight_decay < 0 or (self.clip_grad_norm is not None
-                                     and not self.clip_grad_norm > 0):
-            raise ValueError(f'weight_decay must be >= 0 and clip_grad_norm '
-                             f'> 0 or None (got {self.weight_decay}, '
-                             f'{self.clip_grad_norm})')
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f'epochs and batch_size must be positive (got '
-                             f'{self.epochs}, {self.batch_size})')
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f'patience must be >= 1 or None (got '
-                             f'{self.patience})')
-        if self.loss not in ('ce', 'bce'):
-            raise ValueError(f"loss must be 'ce' or 'bce' (got '{self.loss}')")
-        if self.eval_mode not in EVAL_MODES:
-            raise ValueError(f"eval_mode must be one of {EVAL_MODES} (got "
-                             f"'{self.eval_mode}')")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class BestTracker:
-    r"""Best-validation selection and early stopping.
-
-    Args:
-        patience: stop after this many epochs without a strict improvement
-            (``None``: never stop early).
-        warmup: epochs :math:`\le` :obj:`warmup` never count towards the
-            patience.
-    """
-    def __init__(self, patience: Optional[int] = None, warmup: int = 0):
-        self.patience = patience
-        self.warmup = warmup
-        self.best_epoch: Optional[int] = None
-        self.best_val = -math.inf
-        self.best_record: Optional[dict] = None
-        self.bad_epochs = 0
-        self.stopped = False
-
-    def update(self, epoch: int, val: float, record: dict) -> bool:
-        r"""Records epoch :obj:`epoch` (1-based) with validation score
-        :obj:`val`; returns whether it is the new best. NaN never is."""
-        improved = val > self.best_val
-        if improved:
-            self.best_epoch, self.best_val = epoch, val
-            self.best_record = record
-            self.bad_epochs = 0
-        elif epoch > self.warmup:
-            self.bad_epochs += 1
-        if (self.patience is not None and epoch > self.warmup
-                and self.bad_epochs >= self.patience):
-            self.stopped = True
-        return improved
-
-    def state_dict(self) -> dict:
-        return dict(best_epoch=self.best_epoch, best_val=self.best_val,
-                    best_record=self.best_record, bad_epochs=self.bad_epochs,
-                    stopped=self.stopped)
-
-    def load_state_dict(self, state: dict):
-        for key, value in state.items():
-            setattr(self, key, value)
 
 
 # --------------------------------------------------------------------------
@@ -214,36 +95,6 @@ def device_name(device: torch.device) -> str:
             f'{torch.get_num_threads()} threads)')
 
 
-def _rng_state() -> dict:
-    # Tensors and plain values only, so that a checkpoint loads with
-    # torch.load(weights_only=True).
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        'python': {'version': version, 'gauss': gauss,
-                   'internal': torch.tensor(internal, dtype=torch.long)},
-        'numpy': {'kind': kind, 'pos': int(pos), 'has_gauss': int(has_gauss),
-                  'cached_gaussian': float(cached),
-                  'keys': torch.from_numpy(keys.astype(np.int64))},
-        'torch': torch.get_rng_state(),
-        'cuda': (torch.cuda.get_rng_state_all()
-                 if torch.cuda.is_available() else None),
-    }
-
-
-def _set_rng_state(state: dict):
-    py = state['python']
-    random.setstate((py['version'], tuple(py['internal'].tolist()),
-                     py['gauss']))
-    npy = state['numpy']
-    np.random.set_state((npy['kind'], npy['keys'].numpy().astype(np.uint32),
-                         npy['pos'], npy['has_gauss'],
-                         npy['cached_gaussian']))
-    torch.set_rng_state(state['torch'])
-    if state.get('cuda') is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-
-
 def own_rng(device: torch.device):
     r"""A context in which the global generators (the CPU's, and
     :obj:`device`'s when it is a GPU) are restored on exit, so that what runs
@@ -253,46 +104,6 @@ def own_rng(device: torch.device):
                                  device_type=device.type if devices
                                  else 'cuda')
 
-
-def fingerprint(obj: Any) -> str:
-    r"""A short stable hash of a JSON-serialisable description of a run."""
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def train_record(cfg: 'TrainConfig',
-                 hyperparameters: Optional[Mapping[str, Any]] = None
-                 ) -> Dict[str, Any]:
-    r"""The ``train`` entry of a run's result record and fingerprints:
-    :obj:`cfg`'s fields and the method hyperparameters
-    (:func:`~pyg_hma.methods.recorded_hyperparameters` of
-    :obj:`hyperparameters`) in the key order of the :class:`TrainConfig`
-    that held them before ``eval_mode``, so the records and fingerprints of
-    existing configurations are unchanged."""
-    fields = cfg.to_dict()
-    eval_mode = fields.pop('eval_mode')
-    return {**fields, **recorded_hyperparameters(hyperparameters or {}),
-            'eval_mode': eval_mode}
-
-
-def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
-                           run_id: Optional[dict] = None,
-                           compare_eval_modes: bool = False,
-                           seed_batch: Optional[Union[int, str]] = None,
-                           hyperparameters: Optional[Mapping[str, Any]] = None
-                           ) -> str:
-    r"""The fingerprint :func:`fit` (or, with :obj:`seed_batch` the
-    seed-batched streams' version, :func:`~.seed_batch.fit_seeds`) writes
-    into and requires of a run's checkpoint; :obj:`hyperparameters`: the
-    method hyperparameters (see :func:`train_record`)."""
-    described = {'method': method, 'seed': seed,
-                 'cfg': train_record(cfg, hyperparameters),
-                 'run': run_id or {}}
-    if seed_batch is not None:
-        described['seed_batch'] = seed_batch
-    if compare_eval_modes:  # the history holds more: not resumable across
-        described['compare_eval_modes'] = True
-    return fingerprint(described)
 
 
 # --------------------------------------------------------------------------
@@ -349,7 +160,6 @@ def evaluate(model: nn.Module, loader, metric: str, device: torch.device,
 
 
 def _hma_readouts(model: nn.Module) -> List[nn.Module]:
-    from ..nn import HMAReadout
     return [m for m in model.modules() if isinstance(m, HMAReadout)]
 
 
@@ -452,32 +262,6 @@ def select_by_eval_mode(history: Sequence[dict]) -> Dict[str, dict]:
     return out
 
 
-def _state_copy(model: nn.Module) -> Dict[str, Tensor]:
-    return {k: v.detach().to('cpu', copy=True)
-            for k, v in model.state_dict().items()}
-
-
-@dataclass
-class FitResult:
-    r"""Outcome of :func:`fit`.
-
-    :obj:`best_state` is the model's ``state_dict`` (on the CPU) after the
-    selected epoch: load it with ``model.load_state_dict(res.best_state)``
-    to use or re-score the selected model."""
-    history: List[dict]
-    selected_epoch: Optional[int]
-    val: float
-    test: Dict[str, float]
-    epochs_run: int
-    stopped_early: bool
-    wall_time_s: float
-    skipped_batches: int
-    num_parameters: int
-    resumed_from: Optional[int] = None
-    best_state: Optional[Dict[str, Tensor]] = field(default=None, repr=False)
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-
 def _format_epoch(rec: dict, epochs: int, metric: str) -> str:
     tests = ' '.join(f'{k} {v:.4f}' for k, v in rec['test'].items())
     extras = ''.join(f' {k} {v:.4g}' for k, v in rec.items()
@@ -523,48 +307,6 @@ def compile_model(model: nn.Module, mode: str = 'default',
     model.compile(mode=mode, dynamic=dynamic)
     return model
 
-
-class Checkpointer:
-    r"""The run's checkpoint file: written atomically after every epoch,
-    read back with ``weights_only=True`` on resume, and refused when it was
-    written by another run configuration (:obj:`fingerprint`) or format.
-
-    Args:
-        path: the checkpoint file (``None``: no checkpoints).
-        fingerprint: identifies the run configuration.
-        writes: ``False``: only read it (the ranks of a distributed run
-            other than rank 0).
-    """
-    def __init__(self, path: Optional[os.PathLike], fingerprint: str,
-                 writes: bool = True):
-        self.path = Path(path) if path is not None else None
-        self.fingerprint = fingerprint
-        self.writes = writes
-
-    def load(self) -> Optional[dict]:
-        r"""The saved state, or ``None`` when there is no checkpoint."""
-        if self.path is None or not self.path.is_file():
-            return None
-        try:  # weights_only=True: a planted checkpoint cannot run code
-            state = torch_load(self.path, what='checkpoint')
-        except UnreadableFileError as e:
-            raise ValueError(
-                f"Cannot resume from checkpoint '{self.path}': {e.reason}. "
-                f"Delete it or run without --resume to start over") from None
-        if not isinstance(state, dict) or \
-                state.get('version') != CHECKPOINT_VERSION or \
-                state.get('fingerprint') != self.fingerprint:
-            raise ValueError(
-                f"Checkpoint '{self.path}' was written by a different run "
-                f"configuration (or format); delete it or run without "
-                f"--resume to start over")
-        return state
-
-    def save(self, state: dict):
-        if self.path is not None and self.writes:
-            atomic_torch_save({'version': CHECKPOINT_VERSION,
-                               'fingerprint': self.fingerprint, **state},
-                              self.path)
 
 
 class EpochLogger:
@@ -703,6 +445,72 @@ def score_epoch(score: SplitScorer, model: nn.Module, primary: str,
     return rec
 
 
+
+def open_log(at: RunProgress, log_file: Optional[os.PathLike],
+             verbose: bool, progress: bool, epochs: int,
+             desc: str) -> EpochLogger:
+    r"""The :class:`EpochLogger` of a run at :obj:`at` (a line says when it
+    resumed from a checkpoint)."""
+    logger = EpochLogger(log_file, verbose, progress, epochs,
+                         at.next_epoch - 1, desc)
+    if at.resumed_from is not None:
+        logger.line(f'resumed from the checkpoint after epoch '
+                    f'{at.resumed_from - 1}')
+    return logger
+
+
+def _prepared_model(model_fn: Callable[[], nn.Module], seed: int,
+                    device: torch.device, method: str, pad, compile,
+                    run: Optional[DistributedRun]):
+    # fit's model (built right after seeding), the module that trains
+    # (DDP's wrapper in a distributed run) and the trainable parameters.
+    seed_everything(seed)
+    model = model_fn().to(device)
+    _check_static_options(model, method, pad, compile)
+    trained_model = model if run is None else run.prepare(model)
+    if compile is not None:
+        # Automatic dynamic shapes: the first shape is compiled static, a
+        # second one recompiles with symbolic sizes (padded batches come in a
+        # few shapes; with 'reduce-overhead' each gets its own CUDA graph).
+        compile_model(model, compile)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return model, trained_model, params
+
+
+def _joined(ddp: bool, device: torch.device, method: str, loader: Any,
+            pad, compile) -> Tuple[Optional[DistributedRun], torch.device]:
+    # With ddp: the process group this process joins, and its device.
+    if not ddp:
+        return None, device
+    check_ddp_options(method, loader, pad, compile)
+    run = DistributedRun.join(device)
+    return run, run.device
+
+
+def _run_loaders(factory: LoaderFactory, loader: Any, pad,
+                 run: Optional[DistributedRun], splits, cfg: TrainConfig,
+                 seed: int, device: torch.device
+                 ) -> Tuple[Any, torch.Generator, SplitScorer]:
+    # fit's training loader, the generator that shuffles it (re-seeded from
+    # (seed, epoch) every epoch) and the split scorer.
+    generator = torch.Generator()
+
+    def make_loader(split, **kwargs):
+        out = factory(split, device=device, **kwargs)
+        if pad is not None:
+            out = PaddedLoader(out, *pad)
+        return out
+
+    train_loader = (make_loader if run is None else run.loader_factory(
+        loader, train=True))(splits.train, batch_size=cfg.batch_size,
+                             shuffle=True, generator=generator)
+    score = SplitScorer(
+        make_loader if run is None else run.loader_factory(loader,
+                                                           train=False),
+        splits, cfg.eval_batch_size or cfg.batch_size, seed, device)
+    return train_loader, generator, score
+
+
 def fit(model_fn: Callable[[], nn.Module], splits, method: str,
         cfg: TrainConfig, *, seed: int = 0, device: Any = 'cpu',
         loader: Any = 'pyg', pad: Optional[Sequence[int]] = None,
@@ -770,128 +578,66 @@ def fit(model_fn: Callable[[], nn.Module], splits, method: str,
     objective = METHODS[method].objective
     own = method_hyperparameters(method, hyperparameters or {})
     crit = Criterion(cfg.loss)
-    run = None
-    if ddp:
-        check_ddp_options(method, loader, pad, compile)
-        run = DistributedRun.join(device)
-        device = run.device
-        if not run.is_main:  # rank 0 writes
-            log_file, verbose, progress = None, False, False
+    run, device = _joined(ddp, device, method, loader, pad, compile)
+    if run is not None and not run.is_main:  # rank 0 writes
+        log_file, verbose, progress = None, False, False
     checkpointer = Checkpointer(checkpoint, checkpoint_fingerprint(
         method, seed, cfg, run_id, compare_eval_modes,
         hyperparameters=hyperparameters),
         writes=run is None or run.is_main)
 
-    seed_everything(seed)
-    model = model_fn().to(device)
-    _check_static_options(model, method, pad, compile)
-    trained_model = model if run is None else run.prepare(model)
-    if compile is not None:
-        # Automatic dynamic shapes: the first shape is compiled static, a
-        # second one recompiles with symbolic sizes (padded batches come in a
-        # few shapes; with 'reduce-overhead' each gets its own CUDA graph).
-        compile_model(model, compile)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = fused_adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = (torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-                 if cfg.lr_step else None)
-    tracker = BestTracker(cfg.patience, cfg.warmup)
-    history: List[dict] = []
-    best_state: Optional[Dict[str, Tensor]] = None
-    start_epoch, elapsed, skipped, resumed_from = 1, 0.0, 0, None
-
+    model, trained_model, params = _prepared_model(
+        model_fn, seed, device, method, pad, compile, run)
+    at = RunProgress(cfg)
     state = checkpointer.load() if resume else None
-    if state is not None:
-        model.load_state_dict(state['model'])
-        optimizer.load_state_dict(state['optimizer'])
-        if scheduler is not None:
-            scheduler.load_state_dict(state['scheduler'])
-        tracker.load_state_dict(state['tracker'])
-        history, best_state = state['history'], state['best_state']
-        elapsed, skipped = state['elapsed'], state['skipped_batches']
-        start_epoch = resumed_from = state['epoch'] + 1
+    if at.resume(state, model):
         _set_rng_state(state['rng'])
+    optimizer, scheduler = optimizer_and_scheduler(
+        fused_adam, params, cfg, at.optimizer_state, at.scheduler_state)
     if run is not None:
-        run.check_resumed_epoch(start_epoch)
-
-    def make_loader(split, **kwargs):
-        out = factory(split, device=device, **kwargs)
-        if pad is not None:
-            out = PaddedLoader(out, *pad)
-        return out
-
-    generator = torch.Generator()  # re-seeded from (seed, epoch) each epoch
-    train_loader = (make_loader if run is None else run.loader_factory(
-        loader, train=True))(splits.train, batch_size=cfg.batch_size,
-                             shuffle=True, generator=generator)
-    score = SplitScorer(
-        make_loader if run is None else run.loader_factory(loader,
-                                                           train=False),
-        splits, cfg.eval_batch_size or cfg.batch_size, seed, device)
-    logger = EpochLogger(log_file, verbose, progress, cfg.epochs,
-                         start_epoch - 1, f'{method} seed {seed}')
-    if resumed_from is not None:
-        logger.line(f'resumed from the checkpoint after epoch '
-                    f'{resumed_from - 1}')
-
-    epoch = start_epoch
+        run.check_resumed_epoch(at.next_epoch)
+    train_loader, generator, score = _run_loaders(
+        factory, loader, pad, run, splits, cfg, seed, device)
+    logger = open_log(at, log_file, verbose, progress, cfg.epochs,
+                      f'{method} seed {seed}')
     try:
-        while epoch <= cfg.epochs and not tracker.stopped:
-            tic = time.perf_counter()
+        while at.next_epoch <= cfg.epochs and not at.tracker.stopped:
+            epoch, tic = at.next_epoch, time.perf_counter()
             generator.manual_seed(epoch_seed(seed, epoch))
             if run is not None:
                 run.reseed(seed, epoch)
-            ctx = StepContext(epoch, own)
             trained, skips = train_epoch(
-                trained_model, train_loader, objective, crit, ctx, optimizer,
-                params, cfg, device, splits.metric, splits.name,
-                mark_steps=compile is not None, run=run)
-            skipped += skips
-            if scheduler is not None:
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-            else:
-                lr = optimizer.param_groups[0]['lr']
-            # Scoring never draws from training's stream: what it draws
-            # (and whether --compare-evals scores more) leaves the next
-            # epoch's dropout masks as they were.
+                trained_model, train_loader, objective, crit,
+                StepContext(epoch, own), optimizer, params, cfg, device,
+                splits.metric, splits.name, mark_steps=compile is not None,
+                run=run)
+            at.skipped += skips
+            lr = step_scheduler(optimizer, scheduler)
+            # Scoring never draws from training's stream: what it draws (and
+            # --compare-evals) leaves the next epoch's dropout masks as is.
             with own_rng(device):
                 scores = score_epoch(score, model, cfg.eval_mode,
                                      compare_eval_modes)
             rec = {'epoch': epoch, 'lr': lr, **trained, **scores}
             rec['time_s'] = time.perf_counter() - tic
-            elapsed += rec['time_s']
-            history.append(rec)
-            if tracker.update(epoch, rec['val'], rec):
-                best_state = _state_copy(model)
-            logger.epoch(rec, cfg.epochs, splits.metric, tracker.best_val)
-            checkpointer.save({
-                'epoch': epoch, 'model': model.state_dict(),
-                'optimizer': optimizer.state_dict(),
-                'scheduler': (scheduler.state_dict()
-                              if scheduler is not None else None),
-                'tracker': tracker.state_dict(), 'history': history,
-                'best_state': best_state, 'elapsed': elapsed,
-                'skipped_batches': skipped, 'rng': _rng_state()})
+            at.record(rec, model)
+            logger.epoch(rec, cfg.epochs, splits.metric, at.tracker.best_val)
+            checkpointer.save(at.checkpoint(
+                epoch, model, optimizer.state_dict(),
+                scheduler.state_dict() if scheduler is not None else None,
+                _rng_state()))
             for cb in callbacks:
                 cb(epoch, rec)
-            epoch += 1
     finally:
         logger.close()
+    return at.result(model, sum(p.numel() for p in params))
 
-    best, selected = tracker.best_record, tracker.best_epoch
-    if best is None and history:
-        # No finite validation score at all (e.g. ROC-AUC on a one-class
-        # subset): report the last epoch, and its model, rather than nothing.
-        best, selected = history[-1], history[-1]['epoch']
-        best_state = _state_copy(model)
-    best = best or {}
-    return FitResult(
-        history=history, selected_epoch=selected,
-        val=best.get('val', float('nan')),
-        test=dict(best.get('test', {})), epochs_run=len(history),
-        stopped_early=tracker.stopped, wall_time_s=elapsed,
-        skipped_batches=skipped,
-        num_parameters=sum(p.numel() for p in params),
-        resumed_from=resumed_from, best_state=best_state)
+
+__all__ = ['fit', 'TrainConfig', 'EVAL_MODES', 'COMPILE_MODES', 'FitResult',
+           'BestTracker', 'Checkpointer', 'CHECKPOINT_VERSION', 'RunProgress',
+           'EpochLogger', 'SplitScorer', 'checkpoint_fingerprint',
+           'fingerprint', 'train_record', 'seed_everything', 'epoch_seed',
+           'resolve_device', 'device_name', 'own_rng', 'fused_adam',
+           'predict', 'evaluate', 'batch_dependent', 'eval_mode_of',
+           'select_by_eval_mode', 'compile_model', 'train_step',
+           'train_epoch', 'score_epoch', 'open_log']

@@ -56,7 +56,6 @@ warning, and ``result.extra['seed_batch']`` says which path each result took.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -66,22 +65,23 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.optim.adam import adam as adam_update
 
 from ..methods import (IRM, METHODS, Criterion, DropEdge, DropNode,
                        Hyperparameters, ManifoldMixup, Objective,
                        StepContext, VREx, method_hyperparameters)
 from ..models.build import LinearClassifier
-from .engine import (BestTracker, Checkpointer, EpochLogger, FitResult,
-                     SplitScorer, TrainConfig, _check_static_options,
-                     _state_copy,
-                     checkpoint_fingerprint, epoch_seed, fit, fused_adam,
-                     resolve_device,
-                     score_epoch, seed_everything)
+from .checkpoint import (Checkpointer, FitResult, RunProgress,
+                         checkpoint_fingerprint, optimizer_and_scheduler,
+                         step_scheduler)
+from .config import TrainConfig
+from .engine import (EpochLogger, SplitScorer, _check_static_options,
+                     epoch_seed, fit, open_log, resolve_device, score_epoch,
+                     seed_everything)
 from ..loader import PaddedLoader, as_batch, get_loader_factory
 from .metrics import compute_metric
-from .stacked import (Noise, StackedModel, UnionBatch, union_of,
-                      unsupported_reason)
+from .seed_objectives import (SeedAdam, clip_per_seed, stacked_objective,
+                              stacked_train_step)
+from .stacked import Noise, StackedModel, union_of, unsupported_reason
 
 #: The random streams of :func:`fit_seeds` (every seed's own generators,
 #: re-seeded from ``(seed, epoch)``), named in its checkpoints' fingerprint:
@@ -153,207 +153,16 @@ def noise_seed(seed: int, epoch: int) -> int:
 
 
 # --------------------------------------------------------------------------
-# Objectives over [S, B, ...] logits
-# --------------------------------------------------------------------------
-
-def _per_seed_loss(crit: Criterion, logits: Tensor, y: Tensor):
-    # One call per seed on its own [B, C] logits: the softmax kernels
-    # vectorise across rows when C is small, so over the group's [S * B, C]
-    # a seed's rows would round as their place in the group decides.
-    pairs = [crit.per_sample(logits[s], y[s]) for s in range(logits.size(0))]
-    return (torch.stack([loss for loss, _ in pairs]),
-            torch.stack([weight for _, weight in pairs]))
-
-
-def _env_risks(loss, weight, env, num_envs):
-    onehot = torch.nn.functional.one_hot(env, num_envs).to(loss.dtype)
-    counts = torch.bmm(weight.unsqueeze(1), onehot).squeeze(1)  # [S, E]
-    risks = torch.bmm(loss.unsqueeze(1), onehot).squeeze(1) / \
-        counts.clamp_min(1.0)
-    return risks, counts > 0
-
-
-def stacked_objective(objective: Objective, model: StackedModel,
-                      data: UnionBatch, crit: Criterion, ctx: StepContext,
-                      noise: Noise):
-    r"""``(per-seed losses [S], logits [S, B, out], extras {name: [S]})`` of
-    :obj:`objective` (ERM, IRM or V-REx) for every seed."""
-    if isinstance(objective, ManifoldMixup):
-        return _manifold_mixup(objective, model, data, crit, ctx, noise)
-    if type(objective) in (Objective, DropEdge, DropNode):
-        S, B = data.S, data.B
-        tokens = crit.tokens(data.y.reshape(S * B, *data.y.shape[2:]))
-        logits = model(data, noise, y=tokens.view(S, B))
-        loss, weight = _per_seed_loss(crit, logits, data.y)
-        return loss.sum(1) / weight.sum(1).clamp_min(1.0), logits, {}
-    logits = model(data, noise)
-    S, B = logits.shape[:2]
-    E = objective.num_envs
-    env = data.env  # [S, B]: the dataset's (Colored MNIST), or drawn
-    if env is None:
-        env = noise.randint(E, B, logits.device)
-    lam = objective.hyperparameters_of(ctx).penalty_lambda(ctx.epoch)
-    if isinstance(objective, IRM):
-        scale = torch.ones(S, E, device=logits.device, requires_grad=True)
-        loss, weight = _per_seed_loss(
-            crit, logits * scale.gather(1, env).unsqueeze(-1), data.y)
-        risks, _ = _env_risks(loss, weight, env, E)
-        grad, = torch.autograd.grad(risks.sum(), scale, create_graph=True)
-        penalty = grad.pow(2).mean(1)
-    else:
-        loss, weight = _per_seed_loss(crit, logits, data.y)
-        risks, present = _env_risks(loss, weight, env, E)
-        present = present.to(risks.dtype)
-        n = present.sum(1).clamp_min(1.0)
-        mean = (risks * present).sum(1, keepdim=True) / n.unsqueeze(1)
-        penalty = (((risks - mean) ** 2) * present).sum(1) / n
-    erm = loss.sum(1) / weight.sum(1).clamp_min(1.0)
-    total = erm + lam * penalty
-    if lam > 1.0:
-        total = total / lam
-    return total, logits, {'penalty': penalty}
-
-
-def _manifold_mixup(objective: ManifoldMixup, model: StackedModel,
-                    data: UnionBatch, crit: Criterion, ctx: StepContext,
-                    noise: Noise):
-    # ManifoldMixup per seed: seed s mixes its pooled embeddings with a
-    # permutation of them, lambda ~ Beta(alpha, alpha) and the permutation
-    # drawn from its own generator (torch's Beta takes no generator: a
-    # NumPy generator seeded from it draws lambda).
-    h = model.embed(data, noise)  # [S, B, d]
-    S, B, d = h.shape
-    alpha = objective.hyperparameters_of(ctx).mixup_alpha
-    lams, perms = [], []
-    for gen in noise.generators:
-        state = int(torch.randint(2 ** 62, (), generator=gen,
-                                  device=gen.device))
-        lams.append(float(np.random.default_rng(state).beta(alpha, alpha)))
-        perms.append(torch.randperm(B, generator=gen, device=gen.device))
-    lam = torch.tensor(lams, dtype=h.dtype, device=h.device).view(S, 1, 1)
-    perm = torch.stack(perms).to(h.device)  # [S, B]
-    mixed = h.gather(1, perm.unsqueeze(-1).expand(S, B, d))
-    logits = model.head(lam * h + (1.0 - lam) * mixed)
-    y = data.y
-    y_perm = y.gather(1, perm.view(S, B, *([1] * (y.dim() - 2))).expand_as(y))
-    own, weight = _per_seed_loss(crit, logits, y)
-    other, weight_perm = _per_seed_loss(crit, logits, y_perm)
-    lam = lam.view(S)
-    loss = (lam * own.sum(1) / weight.sum(1).clamp_min(1.0)
-            + (1.0 - lam) * other.sum(1) / weight_perm.sum(1).clamp_min(1.0))
-    return loss, logits, {}
-
-
-class SeedAdam(torch.optim.Adam):
-    r"""Adam over stacked parameters ``[S, ...]`` whose update runs on each
-    seed's slice as a tensor of its own.
-
-    One kernel call over the stacked tensor is elementwise the S Adams, but
-    the fused (vectorised) kernel takes a tensor's last elements through a
-    scalar loop that rounds differently, so a seed's update would depend on
-    its place in the group (a bias of two classes is all tail alone, all
-    vector body as the first seed of ten). Here every seed's slice is its
-    own tensor of the kernel's list, as the seed alone gives it: updates are
-    bitwise those of the seed alone, in any group. The state has
-    :class:`torch.optim.Adam`'s format (``step`` one count for the group,
-    the moments stacked)."""
-    def __init__(self, params, **kwargs):
-        try:
-            super().__init__(params, fused=True, **kwargs)
-            self._fused = True
-        except (RuntimeError, TypeError):  # no fused kernel on this build
-            super().__init__(params, **kwargs)
-            self._fused = False
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if closure is not None:
-            raise ValueError('SeedAdam.step takes no closure')
-        for group in self.param_groups:
-            lists: List[List[Tensor]] = [[], [], [], [], []]
-            counts = []
-            for p in group['params']:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state['step'] = torch.zeros((), dtype=torch.float32,
-                                                device=p.device)
-                    state['exp_avg'] = torch.zeros_like(p)
-                    state['exp_avg_sq'] = torch.zeros_like(p)
-                S = p.size(0)
-                for target, whole in zip(lists[:4], (
-                        p, p.grad, state['exp_avg'], state['exp_avg_sq'])):
-                    target.extend(whole.unbind(0))
-                lists[4].extend(state['step'].clone() for _ in range(S))
-                counts.append(state['step'])
-            if not counts:
-                continue
-            beta1, beta2 = group['betas']
-            adam_update(
-                *lists[:4], [], lists[4], foreach=False,
-                fused=self._fused, amsgrad=False, beta1=beta1, beta2=beta2,
-                lr=group['lr'], weight_decay=group['weight_decay'],
-                eps=group['eps'], maximize=False)
-            for count in counts:
-                count.add_(1)
-
-
-def clip_per_seed(params: Sequence[Tensor], max_norm: float):
-    r""":func:`torch.nn.utils.clip_grad_norm_` for every seed separately
-    (each slice ``p.grad[s]`` is seed ``s``'s gradient)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    S = grads[0].size(0)
-    # [S, P]: each seed's norms contiguous, so that every seed's total is
-    # the same reduction over P values whatever S (over the [P, S] layout a
-    # reduction along P takes another summation order when S > 1).
-    norms = torch.stack([g.reshape(S, -1).norm(dim=1) for g in grads], dim=1)
-    total = norms.norm(dim=1)  # [S]
-    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view((S, ) + (1, ) * (g.dim() - 1)))
-
-
-def stacked_train_step(model: StackedModel, data: UnionBatch,
-                       objective: Objective, crit: Criterion,
-                       ctx: StepContext, noise: Noise,
-                       optimizer: torch.optim.Optimizer,
-                       params: Sequence[Tensor],
-                       clip_grad_norm: Optional[float]):
-    r"""One optimisation step of every seed of :obj:`model` on
-    :obj:`data` (one batch per seed), as
-    :func:`~pyg_hma.train.engine.train_step` is for one model: the per-seed
-    losses of :func:`stacked_objective`, backward, per-seed gradient
-    clipping (:func:`clip_per_seed`) and the optimizer step. Returns
-    ``(losses [S], logits [S, B, out], extras)``."""
-    optimizer.zero_grad(set_to_none=True)
-    loss, logits, extras = stacked_objective(objective, model, data, crit,
-                                             ctx, noise)
-    loss.sum().backward()
-    if clip_grad_norm is not None:
-        clip_per_seed(params, clip_grad_norm)
-    optimizer.step()
-    return loss, logits, extras
-
-
-# --------------------------------------------------------------------------
 # One seed's run inside a group
 # --------------------------------------------------------------------------
 
-class _SeedRun:
+class _SeedRun(RunProgress):
+    # One seed's run inside a group: its progress (RunProgress: tracker,
+    # history, resume, checkpoint, result) and what it trains with.
     def __init__(self, seed: int, model: nn.Module, cfg: TrainConfig):
+        super().__init__(cfg)
         self.seed = seed
         self.model = model  # current weights (unstacked), also for eval
-        self.tracker = BestTracker(cfg.patience, cfg.warmup)
-        self.history: List[dict] = []
-        self.best_state: Optional[Dict[str, Tensor]] = None
-        self.elapsed, self.skipped = 0.0, 0
-        self.resumed_from: Optional[int] = None
-        self.next_epoch = 1
-        self.optimizer_state: Optional[dict] = None
-        self.scheduler_state: Optional[dict] = None
         self.checkpointer: Optional[Checkpointer] = None
         self.logger: Optional[EpochLogger] = None
         self.score: Optional[SplitScorer] = None
@@ -361,24 +170,24 @@ class _SeedRun:
         self.generator = torch.Generator()
         self.noise: Optional[torch.Generator] = None
 
+    def open(self, splits, factory, eval_loader: Callable, cfg: TrainConfig,
+             device: torch.device, logger: EpochLogger):
+        # Its training loader, noise generator, scorer and log.
+        self.loader = factory(splits.train, batch_size=cfg.batch_size,
+                              shuffle=True, device=device,
+                              generator=self.generator)
+        self.noise = torch.Generator(device)
+        self.score = SplitScorer(
+            eval_loader, splits, cfg.eval_batch_size or cfg.batch_size,
+            self.seed, device)
+        self.logger = logger
+
     def done(self, cfg: TrainConfig) -> bool:
         return self.tracker.stopped or self.next_epoch > cfg.epochs
 
-    def result(self, num_parameters: int, group: int) -> FitResult:
-        best, selected = self.tracker.best_record, self.tracker.best_epoch
-        best_state = self.best_state
-        if best is None and self.history:
-            best, selected = self.history[-1], self.history[-1]['epoch']
-            best_state = _state_copy(self.model)
-        best = best or {}
-        return FitResult(
-            history=self.history, selected_epoch=selected,
-            val=best.get('val', float('nan')),
-            test=dict(best.get('test', {})), epochs_run=len(self.history),
-            stopped_early=self.tracker.stopped, wall_time_s=self.elapsed,
-            skipped_batches=self.skipped, num_parameters=num_parameters,
-            resumed_from=self.resumed_from, best_state=best_state,
-            extra={'seed_batch': True, 'seed_batch_group': group})
+    def seed_result(self, num_parameters: int, group: int) -> FitResult:
+        return self.result(self.model, num_parameters,
+                           {'seed_batch': True, 'seed_batch_group': group})
 
 
 def _seed_optimizer_state(full: dict, s: int) -> dict:
@@ -404,6 +213,60 @@ def _stacked_optimizer_state(states: Sequence[dict]) -> dict:
 # --------------------------------------------------------------------------
 # fit_seeds
 # --------------------------------------------------------------------------
+
+def _checked_seeds(seeds: Sequence[int], splits, group_size: Optional[int],
+                   fallback: str):
+    # fit_seeds' seeds (ints) and every seed's splits, checked.
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f'seeds must be distinct and non-empty (got '
+                         f'{seeds})')
+    if group_size is not None and group_size < 1:
+        raise ValueError(f'group_size must be at least 1 (got {group_size})')
+    if fallback not in ('warn', 'silent', 'raise'):
+        raise ValueError(f"fallback must be 'warn', 'silent' or 'raise' "
+                         f"(got '{fallback}')")
+    per_seed = (list(splits) if isinstance(splits, (list, tuple))
+                else [splits] * len(seeds))
+    if len(per_seed) != len(seeds):
+        raise ValueError(f'splits: got {len(per_seed)} for {len(seeds)} '
+                         f'seeds; give one per seed or one for all')
+    if len({len(sp.train) for sp in per_seed}) > 1:
+        raise ValueError('splits: the seeds\' training splits differ in '
+                         'size, so their batches cannot be stacked; train '
+                         'them one by one (fit) instead')
+    return seeds, per_seed
+
+
+def _falling_back(reason: str, fallback: str, num_seeds: int):
+    # fit_seeds cannot batch (`reason`): raise, or warn its caller.
+    if fallback == 'raise':
+        raise NotImplementedError(f'seed batching does not support '
+                                  f'{reason}')
+    if fallback == 'warn':
+        what = ('the seed alone' if num_seeds == 1 else
+                f'the {num_seeds} seeds one by one')
+        warnings.warn(f'fit_seeds: {reason} cannot be seed-batched; '
+                      f'training {what}', stacklevel=3)
+
+
+def _run_files(seeds: List[int], checkpoint_dir: Optional[os.PathLike],
+               log_dir: Optional[os.PathLike],
+               log_files: Optional[Mapping[int, os.PathLike]]):
+    # The checkpoint folder (made) and every seed's log file.
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if log_files is not None and set(log_files) != set(seeds):
+        raise ValueError(f'log_files: give one per seed of {seeds} (got '
+                         f'{sorted(log_files)})')
+    log_path = Path(log_dir) if log_dir is not None else None
+    for folder in (ckpt_dir, log_path):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    log_of = {seed: (Path(log_files[seed]) if log_files is not None
+                     else log_path / f'seed{seed}.log' if log_path
+                     else None) for seed in seeds}
+    return ckpt_dir, log_of
+
 
 def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
               cfg: TrainConfig, *, seeds: Sequence[int],
@@ -465,37 +328,10 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             one process (other backbones, methods) would otherwise pile up
             recompilations until Dynamo's limit sends them back to eager.
     """
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f'seeds must be distinct and non-empty (got '
-                         f'{seeds})')
-    if group_size is not None and group_size < 1:
-        raise ValueError(f'group_size must be at least 1 (got {group_size})')
-    if fallback not in ('warn', 'silent', 'raise'):
-        raise ValueError(f"fallback must be 'warn', 'silent' or 'raise' "
-                         f"(got '{fallback}')")
-    per_seed = (list(splits) if isinstance(splits, (list, tuple))
-                else [splits] * len(seeds))
-    if len(per_seed) != len(seeds):
-        raise ValueError(f'splits: got {len(per_seed)} for {len(seeds)} '
-                         f'seeds; give one per seed or one for all')
-    if len({len(sp.train) for sp in per_seed}) > 1:
-        raise ValueError('splits: the seeds\' training splits differ in '
-                         'size, so their batches cannot be stacked; train '
-                         'them one by one (fit) instead')
+    seeds, per_seed = _checked_seeds(seeds, splits, group_size, fallback)
     device = resolve_device(device) if not isinstance(
         device, torch.device) else device
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if log_files is not None and set(log_files) != set(seeds):
-        raise ValueError(f'log_files: give one per seed of {seeds} (got '
-                         f'{sorted(log_files)})')
-    log_path = Path(log_dir) if log_dir is not None else None
-    for folder in (ckpt_dir, log_path):
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-    log_of = {seed: (Path(log_files[seed]) if log_files is not None
-                     else log_path / f'seed{seed}.log' if log_path
-                     else None) for seed in seeds}
+    ckpt_dir, log_of = _run_files(seeds, checkpoint_dir, log_dir, log_files)
 
     runs: List[_SeedRun] = []
     for seed in seeds:
@@ -504,14 +340,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     _check_static_options(runs[0].model, method, pad, compile)
     reason = seed_batch_support(runs[0].model, method)
     if reason is not None:
-        if fallback == 'raise':
-            raise NotImplementedError(f'seed batching does not support '
-                                      f'{reason}')
-        if fallback == 'warn':
-            what = ('the seed alone' if len(seeds) == 1 else
-                    f'the {len(seeds)} seeds one by one')
-            warnings.warn(f'fit_seeds: {reason} cannot be seed-batched; '
-                          f'training {what}', stacklevel=2)
+        _falling_back(reason, fallback, len(seeds))
         return _fit_each(model_fn, per_seed, method, cfg, seeds, device,
                          loader,
                          ckpt_dir, resume, run_id, log_of, progress,
@@ -539,30 +368,10 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
             checkpoint_fingerprint(method, run.seed, cfg, run_id,
                                    compare_eval_modes, streams,
                                    hyperparameters))
-        state = run.checkpointer.load() if resume else None
-        if state is not None:
-            run.model.load_state_dict(state['model'])
-            run.optimizer_state = state['optimizer']
-            run.scheduler_state = state['scheduler']
-            run.tracker.load_state_dict(state['tracker'])
-            run.history, run.best_state = state['history'], state['best_state']
-            run.elapsed = state['elapsed']
-            run.skipped = state['skipped_batches']
-            run.next_epoch = run.resumed_from = state['epoch'] + 1
-        run.loader = factory(run_splits.train, batch_size=cfg.batch_size,
-                             shuffle=True, device=device,
-                             generator=run.generator)
-        run.noise = torch.Generator(device)
-        run.score = SplitScorer(
-            eval_loader, run_splits,
-            cfg.eval_batch_size or cfg.batch_size, run.seed, device)
-        run.logger = EpochLogger(
-            log_of[run.seed], verbose,
-            progress, cfg.epochs, run.next_epoch - 1,
-            f'{method} seed {run.seed}')
-        if run.resumed_from is not None:
-            run.logger.line(f'resumed from the checkpoint after epoch '
-                            f'{run.resumed_from - 1}')
+        run.resume(run.checkpointer.load() if resume else None, run.model)
+        run.open(run_splits, factory, eval_loader, cfg, device,
+                 open_log(run, log_of[run.seed], verbose, progress,
+                          cfg.epochs, f'{method} seed {run.seed}'))
 
     if group_size is None:
         group_size = seed_group_limit(runs[0].model, per_seed[0].train,
@@ -573,22 +382,8 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
                             method_hyperparameters(method,
                                                    hyperparameters or {}),
                             static, compile)
-    try:
-        while True:
-            active = [r for r in runs if not r.done(cfg)]
-            if not active:
-                break
-            first = min(r.next_epoch for r in active)
-            group = [r for r in active if r.next_epoch == first]
-            group = group[:group_size]  # the rest follow as their own
-            later = [r.next_epoch for r in active if r.next_epoch > first]
-            # Seeds left behind (an interrupted write) catch up first.
-            until = min(later) - 1 if later else cfg.epochs
-            trainer.train(group, until)
-    finally:
-        for run in runs:
-            run.logger.close()
-    return [run.result(num_parameters, group_size) for run in runs]
+    trainer.train_all(runs, group_size)
+    return [run.seed_result(num_parameters, group_size) for run in runs]
 
 
 class _GroupTrainer:
@@ -604,6 +399,25 @@ class _GroupTrainer:
         self.objective = METHODS[method].objective
         self.crit = Criterion(cfg.loss)
 
+    def train_all(self, runs: List[_SeedRun], group_size: int):
+        r"""Trains :obj:`runs` to the end, :obj:`group_size` seeds at a
+        time, and closes their logs."""
+        try:
+            while True:
+                active = [r for r in runs if not r.done(self.cfg)]
+                if not active:
+                    break
+                first = min(r.next_epoch for r in active)
+                group = [r for r in active if r.next_epoch == first]
+                group = group[:group_size]  # the rest follow as their own
+                later = [r.next_epoch for r in active if r.next_epoch > first]
+                # Seeds left behind (an interrupted write) catch up first.
+                until = min(later) - 1 if later else self.cfg.epochs
+                self.train(group, until)
+        finally:
+            for run in runs:
+                run.logger.close()
+
     def train(self, group: List[_SeedRun], until: int):
         r"""Trains :obj:`group` (all at the same epoch) until epoch
         :obj:`until`, or until one of its seeds stops (the caller then
@@ -613,16 +427,11 @@ class _GroupTrainer:
         if self.compile is not None:
             stacked.compile(self.compile)
         params = stacked.parameters()
-        optimizer = SeedAdam(params, lr=cfg.lr,
-                             weight_decay=cfg.weight_decay)
-        scheduler = (torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-                     if cfg.lr_step else None)
-        if group[0].optimizer_state is not None:
-            optimizer.load_state_dict(_stacked_optimizer_state(
-                [r.optimizer_state for r in group]))
-            if scheduler is not None:
-                scheduler.load_state_dict(group[0].scheduler_state)
+        resumed = group[0].optimizer_state is not None
+        optimizer, scheduler = optimizer_and_scheduler(
+            SeedAdam, params, cfg,
+            _stacked_optimizer_state([r.optimizer_state for r in group])
+            if resumed else None, group[0].scheduler_state)
         noise = Noise([r.noise for r in group],
                       static=self.static is not None)
         epoch = group[0].next_epoch
@@ -638,11 +447,7 @@ class _GroupTrainer:
             ctx = StepContext(epoch, self.hyperparameters)
             trained, skips = self._epoch(stacked, group, noise, ctx,
                                          optimizer, params)
-            if scheduler is not None:
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-            else:
-                lr = optimizer.param_groups[0]['lr']
+            lr = step_scheduler(optimizer, scheduler)
             train_time = (time.perf_counter() - tic) / len(group)
             full_opt = optimizer.state_dict()
             sched_state = (scheduler.state_dict() if scheduler is not None
@@ -656,23 +461,14 @@ class _GroupTrainer:
                        **score_epoch(run.score, run.model, cfg.eval_mode,
                                      self.compare)}
                 rec['time_s'] = train_time + time.perf_counter() - tic
-                run.elapsed += rec['time_s']
-                run.history.append(rec)
-                if run.tracker.update(epoch, rec['val'], rec):
-                    run.best_state = _state_copy(run.model)
+                run.record(rec, run.model)
                 run.logger.epoch(rec, cfg.epochs, self.splits.metric,
                                  run.tracker.best_val)
                 run.optimizer_state = _seed_optimizer_state(full_opt, s)
                 run.scheduler_state = sched_state
-                run.next_epoch = epoch + 1
-                run.checkpointer.save({
-                    'epoch': epoch, 'model': run.model.state_dict(),
-                    'optimizer': run.optimizer_state,
-                    'scheduler': sched_state,
-                    'tracker': run.tracker.state_dict(),
-                    'history': run.history, 'best_state': run.best_state,
-                    'elapsed': run.elapsed, 'skipped_batches': run.skipped,
-                    'rng': {'streams': STREAMS}})
+                run.checkpointer.save(run.checkpoint(
+                    epoch, run.model, run.optimizer_state, sched_state,
+                    {'streams': STREAMS}))
                 stopped |= run.tracker.stopped
             for run in group:
                 for cb in self.callbacks:

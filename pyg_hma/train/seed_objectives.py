@@ -1,0 +1,205 @@
+r"""The objectives and the optimisation step of seed-batched training
+(:mod:`pyg_hma.train.seed_batch`), over the ``[S, B, ...]`` logits of a
+:class:`~pyg_hma.train.stacked.StackedModel`: every seed's loss, IRM's and
+V-REx's penalties, Manifold Mixup with every seed's own draws
+(:func:`stacked_objective`), Adam per seed (:class:`SeedAdam`), gradient
+clipping per seed (:func:`clip_per_seed`) and the step itself
+(:func:`stacked_train_step`); re-exported by :mod:`pyg_hma.train.seed_batch`.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.optim.adam import adam as adam_update
+
+from ..methods import (IRM, Criterion, DropEdge, DropNode, ManifoldMixup,
+                       Objective, StepContext)
+from .stacked import Noise, StackedModel, UnionBatch
+
+def _per_seed_loss(crit: Criterion, logits: Tensor, y: Tensor):
+    # One call per seed on its own [B, C] logits: the softmax kernels
+    # vectorise across rows when C is small, so over the group's [S * B, C]
+    # a seed's rows would round as their place in the group decides.
+    pairs = [crit.per_sample(logits[s], y[s]) for s in range(logits.size(0))]
+    return (torch.stack([loss for loss, _ in pairs]),
+            torch.stack([weight for _, weight in pairs]))
+
+
+def _env_risks(loss, weight, env, num_envs):
+    onehot = torch.nn.functional.one_hot(env, num_envs).to(loss.dtype)
+    counts = torch.bmm(weight.unsqueeze(1), onehot).squeeze(1)  # [S, E]
+    risks = torch.bmm(loss.unsqueeze(1), onehot).squeeze(1) / \
+        counts.clamp_min(1.0)
+    return risks, counts > 0
+
+
+def stacked_objective(objective: Objective, model: StackedModel,
+                      data: UnionBatch, crit: Criterion, ctx: StepContext,
+                      noise: Noise):
+    r"""``(per-seed losses [S], logits [S, B, out], extras {name: [S]})`` of
+    :obj:`objective` (ERM, IRM or V-REx) for every seed."""
+    if isinstance(objective, ManifoldMixup):
+        return _manifold_mixup(objective, model, data, crit, ctx, noise)
+    if type(objective) in (Objective, DropEdge, DropNode):
+        S, B = data.S, data.B
+        tokens = crit.tokens(data.y.reshape(S * B, *data.y.shape[2:]))
+        logits = model(data, noise, y=tokens.view(S, B))
+        loss, weight = _per_seed_loss(crit, logits, data.y)
+        return loss.sum(1) / weight.sum(1).clamp_min(1.0), logits, {}
+    logits = model(data, noise)
+    S, B = logits.shape[:2]
+    E = objective.num_envs
+    env = data.env  # [S, B]: the dataset's (Colored MNIST), or drawn
+    if env is None:
+        env = noise.randint(E, B, logits.device)
+    lam = objective.hyperparameters_of(ctx).penalty_lambda(ctx.epoch)
+    if isinstance(objective, IRM):
+        scale = torch.ones(S, E, device=logits.device, requires_grad=True)
+        loss, weight = _per_seed_loss(
+            crit, logits * scale.gather(1, env).unsqueeze(-1), data.y)
+        risks, _ = _env_risks(loss, weight, env, E)
+        grad, = torch.autograd.grad(risks.sum(), scale, create_graph=True)
+        penalty = grad.pow(2).mean(1)
+    else:
+        loss, weight = _per_seed_loss(crit, logits, data.y)
+        risks, present = _env_risks(loss, weight, env, E)
+        present = present.to(risks.dtype)
+        n = present.sum(1).clamp_min(1.0)
+        mean = (risks * present).sum(1, keepdim=True) / n.unsqueeze(1)
+        penalty = (((risks - mean) ** 2) * present).sum(1) / n
+    erm = loss.sum(1) / weight.sum(1).clamp_min(1.0)
+    total = erm + lam * penalty
+    if lam > 1.0:
+        total = total / lam
+    return total, logits, {'penalty': penalty}
+
+
+def _manifold_mixup(objective: ManifoldMixup, model: StackedModel,
+                    data: UnionBatch, crit: Criterion, ctx: StepContext,
+                    noise: Noise):
+    # ManifoldMixup per seed: seed s mixes its pooled embeddings with a
+    # permutation of them, lambda ~ Beta(alpha, alpha) and the permutation
+    # drawn from its own generator (torch's Beta takes no generator: a
+    # NumPy generator seeded from it draws lambda).
+    h = model.embed(data, noise)  # [S, B, d]
+    S, B, d = h.shape
+    alpha = objective.hyperparameters_of(ctx).mixup_alpha
+    lams, perms = [], []
+    for gen in noise.generators:
+        state = int(torch.randint(2 ** 62, (), generator=gen,
+                                  device=gen.device))
+        lams.append(float(np.random.default_rng(state).beta(alpha, alpha)))
+        perms.append(torch.randperm(B, generator=gen, device=gen.device))
+    lam = torch.tensor(lams, dtype=h.dtype, device=h.device).view(S, 1, 1)
+    perm = torch.stack(perms).to(h.device)  # [S, B]
+    mixed = h.gather(1, perm.unsqueeze(-1).expand(S, B, d))
+    logits = model.head(lam * h + (1.0 - lam) * mixed)
+    y = data.y
+    y_perm = y.gather(1, perm.view(S, B, *([1] * (y.dim() - 2))).expand_as(y))
+    own, weight = _per_seed_loss(crit, logits, y)
+    other, weight_perm = _per_seed_loss(crit, logits, y_perm)
+    lam = lam.view(S)
+    loss = (lam * own.sum(1) / weight.sum(1).clamp_min(1.0)
+            + (1.0 - lam) * other.sum(1) / weight_perm.sum(1).clamp_min(1.0))
+    return loss, logits, {}
+
+
+class SeedAdam(torch.optim.Adam):
+    r"""Adam over stacked parameters ``[S, ...]`` whose update runs on each
+    seed's slice as a tensor of its own.
+
+    One kernel call over the stacked tensor is elementwise the S Adams, but
+    the fused (vectorised) kernel takes a tensor's last elements through a
+    scalar loop that rounds differently, so a seed's update would depend on
+    its place in the group (a bias of two classes is all tail alone, all
+    vector body as the first seed of ten). Here every seed's slice is its
+    own tensor of the kernel's list, as the seed alone gives it: updates are
+    bitwise those of the seed alone, in any group. The state has
+    :class:`torch.optim.Adam`'s format (``step`` one count for the group,
+    the moments stacked)."""
+    def __init__(self, params, **kwargs):
+        try:
+            super().__init__(params, fused=True, **kwargs)
+            self._fused = True
+        except (RuntimeError, TypeError):  # no fused kernel on this build
+            super().__init__(params, **kwargs)
+            self._fused = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError('SeedAdam.step takes no closure')
+        for group in self.param_groups:
+            lists: List[List[Tensor]] = [[], [], [], [], []]
+            counts = []
+            for p in group['params']:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state['step'] = torch.zeros((), dtype=torch.float32,
+                                                device=p.device)
+                    state['exp_avg'] = torch.zeros_like(p)
+                    state['exp_avg_sq'] = torch.zeros_like(p)
+                S = p.size(0)
+                for target, whole in zip(lists[:4], (
+                        p, p.grad, state['exp_avg'], state['exp_avg_sq'])):
+                    target.extend(whole.unbind(0))
+                lists[4].extend(state['step'].clone() for _ in range(S))
+                counts.append(state['step'])
+            if not counts:
+                continue
+            beta1, beta2 = group['betas']
+            adam_update(
+                *lists[:4], [], lists[4], foreach=False,
+                fused=self._fused, amsgrad=False, beta1=beta1, beta2=beta2,
+                lr=group['lr'], weight_decay=group['weight_decay'],
+                eps=group['eps'], maximize=False)
+            for count in counts:
+                count.add_(1)
+
+
+def clip_per_seed(params: Sequence[Tensor], max_norm: float):
+    r""":func:`torch.nn.utils.clip_grad_norm_` for every seed separately
+    (each slice ``p.grad[s]`` is seed ``s``'s gradient)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    S = grads[0].size(0)
+    # [S, P]: each seed's norms contiguous, so that every seed's total is
+    # the same reduction over P values whatever S (over the [P, S] layout a
+    # reduction along P takes another summation order when S > 1).
+    norms = torch.stack([g.reshape(S, -1).norm(dim=1) for g in grads], dim=1)
+    total = norms.norm(dim=1)  # [S]
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view((S, ) + (1, ) * (g.dim() - 1)))
+
+
+def stacked_train_step(model: StackedModel, data: UnionBatch,
+                       objective: Objective, crit: Criterion,
+                       ctx: StepContext, noise: Noise,
+                       optimizer: torch.optim.Optimizer,
+                       params: Sequence[Tensor],
+                       clip_grad_norm: Optional[float]):
+    r"""One optimisation step of every seed of :obj:`model` on
+    :obj:`data` (one batch per seed), as
+    :func:`~pyg_hma.train.engine.train_step` is for one model: the per-seed
+    losses of :func:`stacked_objective`, backward, per-seed gradient
+    clipping (:func:`clip_per_seed`) and the optimizer step. Returns
+    ``(losses [S], logits [S, B, out], extras)``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, logits, extras = stacked_objective(objective, model, data, crit,
+                                             ctx, noise)
+    loss.sum().backward()
+    if clip_grad_norm is not None:
+        clip_per_seed(params, clip_grad_norm)
+    optimizer.step()
+    return loss, logits, extras
+
+
+__all__ = ['stacked_objective', 'SeedAdam', 'clip_per_seed',
+           'stacked_train_step']
