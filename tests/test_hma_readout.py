@@ -565,3 +565,27 @@ def test_parameters_and_buffers_walk_equals_torch_lists():
     params, buffers = _parameters_and_buffers(model)
     assert [id(p) for p in params] == [id(p) for p in model.parameters()]
     assert [id(b) for b in buffers] == [id(b) for b in model.buffers()]
+
+
+def test_one_queue_write_for_the_module_and_for_stacked_seeds():
+    # HMAReadout.write and the seed-batched trainer execute one definition
+    # (pyg_hma.nn.queue.write_queue): S queues written at once equal S
+    # modules written one by one, skipped rows counted in both.
+    from pyg_hma.train.stacked_models import write_queues
+    gen = torch.Generator().manual_seed(0)
+    readouts = [HMAReadout(8, 3, memory_size=5, slots_per_class=2,
+                           label_dim=8, check_inputs=False) for _ in range(3)]
+    P = {k: torch.stack([r.state_dict()[k] for r in readouts])
+         for k in readouts[0].state_dict()}
+    for step in range(4):
+        keys = torch.randn(3, 4 + step, 8, generator=gen)
+        keys[0, 1, 2] = float('nan')  # skipped
+        labels = torch.randint(0, 4, (3, 4 + step), generator=gen)  # 3: bad
+        for s, r in enumerate(readouts):
+            r.write(keys[s], labels[s])
+        write_queues(readouts[0], P, '', keys, labels)
+    for s, r in enumerate(readouts):
+        for k, v in r.state_dict().items():
+            if k.startswith('queue') or k == 'num_skipped_writes':
+                assert torch.equal(P[k][s], v), (s, k)
+    assert int(readouts[0].num_skipped_writes) > 0

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .queue import write_queue
 from .utils import (MaskedAttentionBlock, gather_from_all_ranks,
                     gather_rows_with_grad, nonfinite_rows)
 
@@ -575,31 +576,14 @@ class HMAReadout(nn.Module):
             tokens = self.label_emb.weight.detach()[labels.clamp(
                 0, self.num_classes - 1)].to(self.queue_label_tokens.dtype)
             valid = valid & ~nonfinite_rows(tokens)
-        count = valid.sum()
-        pos = valid.cumsum(0) - 1  # position among the valid rows
-        # The newest `size` valid rows; older ones would be overwritten.
-        kept = valid & (pos >= count - size)
-        # Rows not kept go to a spare row `size`, dropped afterwards: indices
-        # stay on the device and kept rows never share a slot. (What lands
-        # in the spare row, possibly a non-finite key, is never read.)
-        index = torch.where(kept, (self.queue_ptr + pos) % size,
-                            torch.full_like(pos, size))
-        spare_keys = torch.cat([self.queue_keys,
-                                self.queue_keys.new_zeros(1, keys.size(1))])
-        spare_keys.index_copy_(0, index, keys)
-        spare_labels = torch.cat([self.queue_labels,
-                                  self.queue_labels.new_full((1, ), -1)])
-        spare_labels.index_copy_(0, index, labels)
-        if tokens is not None:
-            spare_tokens = torch.cat([
-                self.queue_label_tokens,
-                self.queue_label_tokens.new_zeros(1, tokens.size(1))])
-            spare_tokens.index_copy_(0, index, tokens)
-            self.queue_label_tokens.copy_(spare_tokens[:size])
-        self.queue_keys.copy_(spare_keys[:size])
-        self.queue_labels.copy_(spare_labels[:size])
-        self.queue_ptr.copy_((self.queue_ptr + count) % size)
-        self.num_skipped_writes.add_(labels.numel() - count)
+        # One queue of the batched write the seed-batched trainer runs too.
+        extra = [] if tokens is None else [
+            (self.queue_label_tokens.unsqueeze(0), tokens.unsqueeze(0))]
+        count = write_queue(self.queue_keys.unsqueeze(0),
+                            self.queue_labels.unsqueeze(0),
+                            self.queue_ptr.view(1), keys.unsqueeze(0),
+                            labels.unsqueeze(0), valid.unsqueeze(0), extra)
+        self.num_skipped_writes.add_(labels.numel() - count[0])
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               strict, missing_keys, unexpected_keys,

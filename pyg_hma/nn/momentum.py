@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import copy
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def _parameters_and_buffers(module: nn.Module) -> Tuple[list, list]:
@@ -21,6 +21,24 @@ def _parameters_and_buffers(module: nn.Module) -> Tuple[list, list]:
                     seen.add(id(t))
                     out.append(t)
     return params, buffers
+
+
+@torch.no_grad()
+def momentum_step(params: Sequence[Tensor], online_params: Sequence[Tensor],
+                  buffers: Sequence[Tensor], online_buffers: Sequence[Tensor],
+                  momentum: float):
+    r"""One EMA step of a momentum copy's tensors towards the online ones,
+    :math:`\theta_k \leftarrow m\,\theta_k + (1 - m)\,\theta_q`, and the
+    buffers copied (the common prefix, as :func:`zip` pairs them): the one
+    definition :class:`MomentumEncoder` and the seed-batched trainer (whose
+    tensors carry a leading seed dimension) both execute."""
+    if params:
+        # theta_k + (1 - m) (theta_q - theta_k), one fused call.
+        torch._foreach_lerp_(list(params), list(online_params),
+                             1.0 - momentum)
+    n = min(len(buffers), len(online_buffers))
+    if n:
+        torch._foreach_copy_(list(buffers[:n]), list(online_buffers[:n]))
 
 
 class MomentumEncoder(nn.Module):
@@ -58,13 +76,8 @@ class MomentumEncoder(nn.Module):
         if len(params) != len(online_params):
             raise ValueError("MomentumEncoder.update got a module with a "
                              "different set of parameters than its copy")
-        if params:
-            # theta_k + (1 - m) (theta_q - theta_k), one fused call.
-            torch._foreach_lerp_(params, online_params, 1.0 - self.momentum)
-        # zip() semantics (copy the common prefix), in one fused call.
-        n = min(len(buffers), len(online_buffers))
-        if n:
-            torch._foreach_copy_(buffers[:n], online_buffers[:n])
+        momentum_step(params, online_params, buffers, online_buffers,
+                      self.momentum)
 
     @torch.no_grad()
     def copy_from(self, online: nn.Module):

@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from ..models.build import LinearClassifier
 from ..nn import HMAClassifier, HMAReadout
+from ..nn.momentum import momentum_step
 from .stacked_layers import (ImageUnion, Noise, UnionBatch, add_rows,
                              hash32, layer_norm, linear, scale_rows,
                              seed_batch_norm, sum_of_embeddings, union_of)
@@ -194,10 +195,8 @@ class StackedModel:
         if training and y is not None and self._momentum is not None:
             momentum, k_params, q_params, buffers = self._momentum
             with torch.no_grad():
-                torch._foreach_lerp_(k_params, [p.detach() for p in q_params],
-                                     1.0 - momentum)
-                for k_buf, q_buf in buffers:
-                    k_buf.copy_(q_buf)
+                momentum_step(k_params, q_params, [k for k, _ in buffers],
+                              [q for _, q in buffers], momentum)
                 key = self._encoder_forward(
                     m.momentum_encoder.module, P, 'momentum_encoder.module.',
                     data, noise, training)

@@ -19,6 +19,7 @@ from ..models.gnn import GNN, POOLINGS
 from ..models.mnist import IRMMLP, SmallCNN
 from ..models.tu_gin import GMixupGIN
 from ..nn import HMAReadout
+from ..nn.queue import write_queue
 from ..nn.utils import nonfinite_rows
 from .stacked_layers import (ImageUnion, Noise, UnionBatch, add_rows,
                              layer_norm, linear, scale_rows, seed_batch_norm,
@@ -342,28 +343,16 @@ def write_queues(ro: HMAReadout, P: Dict[str, Tensor], pre: str,
     size = ro.memory_size
     if size == 0:
         return
-    qk, ql, ptr = (P[pre + 'queue_keys'], P[pre + 'queue_labels'],
-                   P[pre + 'queue_ptr'])
-    S, B, d = keys.shape
-    keys = keys.to(qk.dtype)
+    S, B, _ = keys.shape
     labels = labels.reshape(S, B).long()
-    valid = (torch.isfinite(keys).all(dim=2) & (labels >= 0)
+    valid = (~nonfinite_rows(keys) & (labels >= 0)
              & (labels < ro.num_classes))
-    count = valid.sum(dim=1)  # [S]
-    pos = valid.cumsum(1) - 1
-    kept = valid & (pos >= (count - size).unsqueeze(1))
-    index = torch.where(kept, (ptr.unsqueeze(1) + pos) % size,
-                        torch.full_like(pos, size))
-    index = (index + torch.arange(S, device=index.device).view(S, 1)
-             * (size + 1)).view(-1)
-    spare_keys = torch.cat([qk, qk.new_zeros(S, 1, d)], dim=1).view(-1, d)
-    spare_keys.index_copy_(0, index, torch.where(
-        kept[..., None], keys, keys.new_zeros(())).view(-1, d))
-    spare_labels = torch.cat([ql, ql.new_full((S, 1), -1)], dim=1).view(-1)
-    spare_labels.index_copy_(0, index, labels.reshape(-1))
-    qk.copy_(spare_keys.view(S, size + 1, d)[:, :size])
-    ql.copy_(spare_labels.view(S, size + 1)[:, :size])
-    ptr.copy_((ptr + count) % size)
+    count = write_queue(P[pre + 'queue_keys'], P[pre + 'queue_labels'],
+                        P[pre + 'queue_ptr'],
+                        keys.to(P[pre + 'queue_keys'].dtype), labels, valid)
+    skipped = P.get(pre + 'num_skipped_writes')
+    if skipped is not None:
+        skipped.add_(B - count)
 
 
 __all__ = ['ENCODERS', 'encoder_forward', 'gnn_forward',
