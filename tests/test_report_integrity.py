@@ -431,3 +431,15 @@ def test_summary_shows_the_committed_study_cell(tmp_path, monkeypatch):
     other = [record('erm', 0, 0.2, config=dict(config, train={'lr': 0.1}),
                     run_fingerprint='o0')]
     assert 'study' not in write_summary(tmp_path / 'o', other, None)
+
+
+def test_methods_are_paired_with_the_erm_rows_of_the_same_code():
+    # Rows of two engine versions never pair across: shared commits first,
+    # else the ERM cell nearest in the history, else every ERM cell.
+    from pyg_hma.study.cells import same_code
+    order = {'old': 0, 'mid': 1, 'new': 2, 'newer': 3}
+    erm = {'e_old': {'old'}, 'e_new': {'new+dirty'}}
+    assert same_code({'old'}, erm, order) == ['e_old']
+    assert same_code({'newer'}, erm, order) == ['e_new']
+    assert same_code({'unknown'}, erm, order) == ['e_new', 'e_old']
+    assert same_code({'newer'}, erm, None) == ['e_new', 'e_old']

@@ -4,7 +4,7 @@ paired by seed."""
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from ..methods import method_label
 from ..train.metrics import scale_for_table
@@ -76,8 +76,36 @@ PAIRED_HEADER = ['Against ERM, paired by seed (mean difference, 95% '
                  '|---|---|---|---|---|---|---|---|']
 
 
+def _newest(commits: set, order: Mapping[str, int]) -> Optional[int]:
+    known = [order[c.split('+')[0]] for c in commits
+             if c.split('+')[0] in order]
+    return max(known) if known else None
+
+
+def same_code(own: set, erm: Dict[str, set],
+              order: Optional[Mapping[str, int]] = None) -> List[str]:
+    r"""The ERM configurations (of :obj:`erm`, ``{config_id: commits}``) to
+    pair a method's rows (trained by the commits :obj:`own`) with: those that
+    share a commit with it; else, with the history's :obj:`order`
+    (:func:`~.provenance.commit_order`), those whose newest commit is
+    nearest its own (a study run spans commits when the code moves under
+    it); else all of them."""
+    shared = [e for e, cs in erm.items() if own & cs]
+    if shared:
+        return sorted(shared)
+    mine = _newest(own, order or {})
+    if mine is not None:
+        gaps = {e: abs(n - mine) for e, cs in erm.items()
+                for n in [_newest(cs, order)] if n is not None}
+        if gaps:
+            return sorted(e for e, g in gaps.items()
+                          if g == min(gaps.values()))
+    return sorted(erm)
+
+
 def comparisons(cells: Dict[tuple, Dict[int, float]],
-                commits: Optional[Dict[tuple, set]] = None) -> List[dict]:
+                commits: Optional[Dict[tuple, set]] = None,
+                order: Optional[Mapping[str, int]] = None) -> List[dict]:
     r"""Every method against ERM of the same table, dataset and backbone
     in :obj:`cells` (:func:`cells_of`), paired by seed. With
     :obj:`commits` (:func:`commits_of`), a method is paired only with the
@@ -101,18 +129,21 @@ def comparisons(cells: Dict[tuple, Dict[int, float]],
                                                        k[1])):
             if method == 'erm':
                 continue
-            own = (commits or {}).get((table, dataset, backbone, method,
-                                       cid), set())
-            same_code = [e for e in erm if own & (commits or {}).get(
-                (table, dataset, backbone, 'erm', e), set())]
-            for erm_cid in same_code or erm:
+            paired = erm
+            if commits:
+                paired = same_code(
+                    commits.get((table, dataset, backbone, method, cid),
+                                set()),
+                    {e: commits.get((table, dataset, backbone, 'erm', e),
+                                    set()) for e in erm}, order)
+            for erm_cid in paired:
                 d = paired_difference(runs[method, cid], runs['erm', erm_cid])
                 if d is None:
                     continue
                 label = method_label(method) + (
                     f' (config {cid})' if configs[method] > 1 else '') + \
                     ' − ERM' + (f' (config {erm_cid})'
-                                if len(same_code or erm) > 1 else '')
+                                if len(paired) > 1 else '')
                 out.append(dict(d, table=table, dataset=dataset,
                                 backbone=backbone, method=method, config=cid,
                                 label=label))

@@ -56,7 +56,7 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
     main = cells_of(rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL)
     # Every paired test of the report, adjusted as one family.
     published = comparisons(main, commits_of(
-        rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL))
+        rows, f'{config}/{DEFAULT_EVAL}', DEFAULT_EVAL), order)
     tuned = comparisons(cells_of(rows, f'tuned/{DEFAULT_EVAL}',
                                  DEFAULT_EVAL)) if sweeps else []
     adjust(published + tuned)
