@@ -84,32 +84,35 @@ def test_ogb_encoders_train_the_same_in_any_group(backbone, method):
     seed3_in_every_group(model_fn, splits, method, cfg)
 
 
-def test_seed_adam_updates_every_seed_as_it_would_alone():
+@pytest.mark.parametrize('size', [2, 64, 70])
+def test_seed_adam_updates_every_seed_as_it_would_alone(size):
     # The fused kernel's scalar tail rounds unlike its vector body: a
     # 2-element bias alone is all tail, as the first seed of ten all body.
-    # SeedAdam hands the kernel each seed's slice as its own tensor.
+    # SeedAdam hands the kernel each seed's slice as its own tensor, or the
+    # stacked tensor whole where every seed's slice is whole vectors (64).
     gen = torch.Generator().manual_seed(0)
-    for trial in range(60):
-        base = torch.randn(2, generator=gen)
-        grads = [torch.randn(2, generator=gen)
+    for trial in range(30):
+        base = torch.randn(size, generator=gen)
+        grads = [torch.randn(size, generator=gen)
                  * 10 ** float(torch.randint(-4, 1, (), generator=gen))
                  for _ in range(4)]
         out = []
-        for S, pos in ((1, 0), (10, 0), (10, 9)):
-            p = torch.randn(S, 2, generator=gen)
+        for S, pos in ((1, 0), (10, 0), (10, 9), (3, 1)):
+            p = torch.randn(S, size, generator=gen)
             p[pos] = base
             p.requires_grad_(True)
             opt = SeedAdam([p], lr=1e-3, weight_decay=1e-4)
             for g in grads:
-                p.grad = torch.randn(S, 2, generator=gen)
+                p.grad = torch.randn(S, size, generator=gen)
                 p.grad[pos] = g
                 opt.step()
             out.append(p.detach()[pos])
-        assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+        for other in out[1:]:
+            assert torch.equal(out[0], other)
     # Its state has torch's Adam format: one step count, stacked moments.
     state = opt.state_dict()['state'][0]
     assert state['step'].dim() == 0 and int(state['step']) == 4
-    assert state['exp_avg'].shape == (10, 2)
+    assert state['exp_avg'].shape == (3, size)
 
 
 def test_a_kill_between_two_seeds_checkpoints_changes_nothing(

@@ -107,6 +107,11 @@ def _manifold_mixup(objective: ManifoldMixup, model: StackedModel,
     return loss, logits, {}
 
 
+#: Elements per seed at which a stacked tensor's seeds all fall on whole
+#: vectors of the fused Adam kernel (64 floats: four 512-bit vectors).
+ALIGNED = 64
+
+
 class SeedAdam(torch.optim.Adam):
     r"""Adam over stacked parameters ``[S, ...]`` whose update runs on each
     seed's slice as a tensor of its own.
@@ -144,11 +149,13 @@ class SeedAdam(torch.optim.Adam):
                                                 device=p.device)
                     state['exp_avg'] = torch.zeros_like(p)
                     state['exp_avg_sq'] = torch.zeros_like(p)
-                S = p.size(0)
+                # A seed's slice of ALIGNED-multiple size is vector body
+                # alone and in any group: the stacked tensor is one entry.
+                parts = (1 if p[0].numel() % ALIGNED == 0 else p.size(0))
                 for target, whole in zip(lists[:4], (
                         p, p.grad, state['exp_avg'], state['exp_avg_sq'])):
-                    target.extend(whole.unbind(0))
-                lists[4].extend(state['step'].clone() for _ in range(S))
+                    target.extend([whole] if parts == 1 else whole.unbind(0))
+                lists[4].extend(state['step'].clone() for _ in range(parts))
                 counts.append(state['step'])
             if not counts:
                 continue

@@ -171,9 +171,8 @@ def _bmm_linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
 
 
 class _RowsLinear(torch.autograd.Function):
-    # The batched linear layer, with the weight's and bias's gradients
-    # reduced over each seed's real rows alone (one GEMM per seed of the
-    # seed's own shape), not over the group's padded N.
+    # The batched linear layer, with the bias's gradient reduced over each
+    # seed's real rows alone, not over the group's padded N.
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, b: Optional[Tensor],
                 rows: List[int]) -> Tensor:
@@ -188,8 +187,7 @@ class _RowsLinear(torch.autograd.Function):
         grad_x = torch.bmm(grad, w) if need_x else None
         grad_w = grad_b = None
         if need_w:
-            grad_w = torch.stack([grad[s, :n].t().mm(x[s, :n])
-                                  for s, n in enumerate(ctx.rows)])
+            grad_w = torch.bmm(grad.transpose(1, 2), x)
         if need_b and ctx.has_bias:
             grad_b = torch.stack([grad[s, :n].sum(0)
                                   for s, n in enumerate(ctx.rows)])
@@ -202,11 +200,13 @@ def linear(x: Tensor, w: Tensor, b: Optional[Tensor],
     ``[S, out, in]``, :obj:`b` ``[S, out]``.
 
     Node features (padded rows): give :obj:`rows`, the real rows per seed (a
-    list), and the gradients of :obj:`w` and :obj:`b` are reduced over each
-    seed's real rows alone. A batched GEMM's reduction over the padded
-    ``N`` splits that dimension by its length, so its float32 rounding
-    would depend on how far the group pads a seed's rows: a seed's run would
-    depend on its group (``tests/test_invariance.py``)."""
+    list), and the gradient of :obj:`b` is reduced over each seed's real
+    rows alone: the sum over the padded ``N`` of ``[S, N, out]`` takes
+    another summation order than a seed's ``[1, n, out]`` alone, so its
+    float32 rounding would depend on the group, and so would the seed's run.
+    The weight's gradient stays one batched GEMM: it accumulates over the
+    rows in order, and the padding rows add exact zeros
+    (``tests/test_invariance.py`` holds both to the last bit)."""
     if rows is None or isinstance(rows, Tensor) or not (
             torch.is_grad_enabled() and w.requires_grad):
         return _bmm_linear(x, w, b)
