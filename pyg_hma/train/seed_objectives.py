@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -120,9 +122,12 @@ class SeedAdam(torch.optim.Adam):
     the fused (vectorised) kernel takes a tensor's last elements through a
     scalar loop that rounds differently, so a seed's update would depend on
     its place in the group (a bias of two classes is all tail alone, all
-    vector body as the first seed of ten). Here every seed's slice is its
-    own tensor of the kernel's list, as the seed alone gives it: updates are
-    bitwise those of the seed alone, in any group. The state has
+    vector body as the first seed of ten). Here a stacked tensor whose
+    seeds' slices are whole vectors (:data:`ALIGNED` elements) goes to the
+    fused kernel whole; the others (biases, norms, embeddings of odd sizes)
+    take Adam's update in correctly rounded elementwise operations only
+    (:func:`_exact_adam`), which no position can change. Updates are bitwise
+    those of the seed alone, in any group. The state has
     :class:`torch.optim.Adam`'s format (``step`` one count for the group,
     the moments stacked)."""
     def __init__(self, params, **kwargs):
@@ -138,7 +143,8 @@ class SeedAdam(torch.optim.Adam):
         if closure is not None:
             raise ValueError('SeedAdam.step takes no closure')
         for group in self.param_groups:
-            lists: List[List[Tensor]] = [[], [], [], [], []]
+            whole: List[List[Tensor]] = [[], [], [], [], []]
+            small: List[List[Tensor]] = [[], [], []]
             counts = []
             for p in group['params']:
                 if p.grad is None:
@@ -149,24 +155,62 @@ class SeedAdam(torch.optim.Adam):
                                                 device=p.device)
                     state['exp_avg'] = torch.zeros_like(p)
                     state['exp_avg_sq'] = torch.zeros_like(p)
-                # A seed's slice of ALIGNED-multiple size is vector body
-                # alone and in any group: the stacked tensor is one entry.
-                parts = (1 if p[0].numel() % ALIGNED == 0 else p.size(0))
-                for target, whole in zip(lists[:4], (
-                        p, p.grad, state['exp_avg'], state['exp_avg_sq'])):
-                    target.extend([whole] if parts == 1 else whole.unbind(0))
-                lists[4].extend(state['step'].clone() for _ in range(parts))
+                moments = (p, p.grad, state['exp_avg'], state['exp_avg_sq'])
+                if p[0].numel() % ALIGNED == 0:
+                    # Every seed's slice is whole vectors of the fused
+                    # kernel, alone and in any group: one entry.
+                    for target, t in zip(whole[:4], moments):
+                        target.append(t)
+                    whole[4].append(state['step'].clone())
+                else:
+                    for target, t in zip(small, (p, state['exp_avg'],
+                                                 state['exp_avg_sq'])):
+                        target.append(t)
                 counts.append(state['step'])
             if not counts:
                 continue
             beta1, beta2 = group['betas']
-            adam_update(
-                *lists[:4], [], lists[4], foreach=False,
-                fused=self._fused, amsgrad=False, beta1=beta1, beta2=beta2,
-                lr=group['lr'], weight_decay=group['weight_decay'],
-                eps=group['eps'], maximize=False)
+            if whole[0]:
+                adam_update(
+                    *whole[:4], [], whole[4], foreach=False,
+                    fused=self._fused, amsgrad=False, beta1=beta1,
+                    beta2=beta2, lr=group['lr'],
+                    weight_decay=group['weight_decay'], eps=group['eps'],
+                    maximize=False)
+            if small[0]:
+                _exact_adam(small[0], [p.grad for p in small[0]], small[1],
+                            small[2], float(counts[0]) + 1, beta1, beta2,
+                            group['lr'], group['weight_decay'], group['eps'])
             for count in counts:
                 count.add_(1)
+
+
+def _exact_adam(params: List[Tensor], grads: List[Tensor],
+                exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor],
+                step: float, beta1: float, beta2: float, lr: float,
+                weight_decay: float, eps: float):
+    # Adam (L2 weight decay, as torch.optim.Adam) in correctly rounded
+    # elementwise operations only (mul, add, sub, div, sqrt: no fused
+    # multiply-add), so that an element's update does not depend on where it
+    # lies in its tensor: the tensors whose seeds' slices are not whole
+    # vectors of the fused kernel (biases, norms, embeddings of odd sizes).
+    if weight_decay:
+        grads = torch._foreach_add(grads, torch._foreach_mul(params,
+                                                             weight_decay))
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, torch._foreach_mul(grads, 1.0 - beta1))
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    squares = torch._foreach_mul(grads, grads)
+    torch._foreach_mul_(squares, 1.0 - beta2)
+    torch._foreach_add_(exp_avg_sqs, squares)
+    correction1 = 1.0 - beta1 ** step
+    correction2 = 1.0 - beta2 ** step
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, math.sqrt(correction2))
+    torch._foreach_add_(denom, eps)
+    update = torch._foreach_div(exp_avgs, denom)
+    torch._foreach_mul_(update, lr / correction1)
+    torch._foreach_sub_(params, update)
 
 
 def clip_per_seed(params: Sequence[Tensor], max_norm: float):
