@@ -170,6 +170,14 @@ def _bmm_linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
     return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
 
+def _row_sums(grad: Tensor) -> Tensor:
+    # Every seed's sum over its rows, [S, 1, d], as a batched GEMM with a
+    # row of ones: it accumulates the rows in order, so the padding rows
+    # (zero gradients) add exact zeros.
+    ones = grad.new_ones(grad.size(0), 1, grad.size(1))
+    return torch.bmm(ones, grad)
+
+
 class _RowsLinear(torch.autograd.Function):
     # The batched linear layer, with the bias's gradient reduced over each
     # seed's real rows alone, not over the group's padded N.
@@ -189,8 +197,7 @@ class _RowsLinear(torch.autograd.Function):
         if need_w:
             grad_w = torch.bmm(grad.transpose(1, 2), x)
         if need_b and ctx.has_bias:
-            grad_b = torch.stack([grad[s, :n].sum(0)
-                                  for s, n in enumerate(ctx.rows)])
+            grad_b = _row_sums(grad).squeeze(1)
         return grad_x, grad_w, grad_b, None
 
 
@@ -261,8 +268,7 @@ class _AddRows(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         grad_row = None
         if ctx.needs_input_grad[1]:
-            grad_row = torch.stack([grad[s, :n].sum(0, keepdim=True)
-                                    for s, n in enumerate(ctx.rows)])
+            grad_row = _row_sums(grad)
         return grad, grad_row, None
 
 
