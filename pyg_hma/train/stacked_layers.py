@@ -206,13 +206,13 @@ def linear(x: Tensor, w: Tensor, b: Optional[Tensor],
     r""":math:`x_s W_s^T + b_s` for :obj:`x` ``[S, N, in]``, :obj:`w`
     ``[S, out, in]``, :obj:`b` ``[S, out]``.
 
-    Node features (padded rows): give :obj:`rows`, the real rows per seed (a
-    list), and the gradient of :obj:`b` is reduced over each seed's real
-    rows alone: the sum over the padded ``N`` of ``[S, N, out]`` takes
-    another summation order than a seed's ``[1, n, out]`` alone, so its
-    float32 rounding would depend on the group, and so would the seed's run.
-    The weight's gradient stays one batched GEMM: it accumulates over the
-    rows in order, and the padding rows add exact zeros
+    Node features (padded rows): give :obj:`rows` (the real rows per seed,
+    a list), and the gradient of :obj:`b` is a batched GEMM with a row of
+    ones rather than autograd's sum over the padded ``N``: that sum of
+    ``[S, N, out]`` takes another summation order than a seed's
+    ``[1, n, out]`` alone, so its float32 rounding, and the seed's run,
+    would depend on the group. A GEMM accumulates the rows in order and the
+    padding rows add exact zeros, as for the weight's gradient
     (``tests/test_invariance.py`` holds both to the last bit)."""
     if rows is None or isinstance(rows, Tensor) or not (
             torch.is_grad_enabled() and w.requires_grad):
