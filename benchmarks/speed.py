@@ -77,6 +77,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn.dense.linear import Linear as PygLinear
 from torch.utils.data import TensorDataset
 
+from pyg_hma.command_line import OneLineParser
 from pyg_hma.data import DatasetSplits, load_dataset
 from pyg_hma.files import atomic_path, folder_problem
 from pyg_hma.loader import PaddedLoader, as_batch, get_loader_factory
@@ -749,7 +750,7 @@ def environment(device) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(  # a usage error is one line, exit status 2
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--dataset', default='ogbg-molhiv', choices=list(PROTOCOLS))

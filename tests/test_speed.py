@@ -59,9 +59,12 @@ def test_bad_arguments_are_refused_before_running(tmp_path):
     a_file = tmp_path / 'notes'
     a_file.write_text('keep')
     for bad in (['--out', str(a_file)], ['--threads', '-1'],
-                ['--seed-batch', '2', '--paths', 'fast', 'static']):
+                ['--seed-batch', '2', '--paths', 'fast', 'static'],
+                ['--methods', 'nope']):
         run = speed('--quick', *SMALL, *bad)
         assert run.returncode == 2, (bad, run.stderr)
+        # One line, no usage dump before it.
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert a_file.read_text() == 'keep'
 
 
