@@ -57,6 +57,21 @@ def test_device():
     return device
 
 
+def molecule_model(backbone, method, dropout=0.0, hma_dropout=0.0,
+                   residual=False):
+    r"""A factory of table 3's model on :func:`molecules` (OGB's atom and
+    bond encoders, one logit for BCE), small: 3 layers of 16, HMA with a
+    memory of 32 and 4 slots per class."""
+    from pyg_hma.models import build_model
+    return lambda: build_model(
+        backbone, method, num_classes=2, out_channels=1,
+        backbone_kwargs=dict(hidden_channels=16, num_layers=3,
+                             dropout=dropout, residual=residual,
+                             atom_encoder=True, bond_encoder=True),
+        hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=8,
+                        dropout=hma_dropout, check_inputs=False))
+
+
 def molecules(num, seed=0):
     r"""Random OGB-like molecules: :obj:`num` graphs of 3-11 atoms with
     integer atom and bond features in OGB's vocabularies and labels

@@ -10,7 +10,7 @@ from pyg_hma.train.seed_batch import SeedAdam, fit_seeds
 
 from pyg_hma.data.registry import DatasetSplits
 
-from conftest import molecules, proteins_subset
+from conftest import molecule_model, molecules, proteins_subset
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -71,14 +71,8 @@ def test_ogb_encoders_train_the_same_in_any_group(backbone, method):
                            val=graphs[64:80], test=graphs[80:],
                            num_features=9, num_classes=2, metric='rocauc')
 
-    def model_fn():
-        return build_model(
-            backbone, method, num_classes=2, out_channels=1,
-            backbone_kwargs=dict(hidden_channels=16, num_layers=3,
-                                 dropout=0.3, residual=True,
-                                 atom_encoder=True, bond_encoder=True),
-            hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=8,
-                            dropout=0.1, check_inputs=False))
+    model_fn = molecule_model(backbone, method, dropout=0.3, hma_dropout=0.1,
+                              residual=True)
     cfg = TrainConfig(epochs=2, batch_size=16, loss='bce',
                       clip_grad_norm=1.0)
     seed3_in_every_group(model_fn, splits, method, cfg)

@@ -16,7 +16,7 @@ from pyg_hma.train.seed_batch import (CPU_GROUP_ELEMENTS, fit_seeds,
 
 from pyg_hma.data.registry import DatasetSplits
 
-from conftest import molecules, proteins_subset
+from conftest import molecule_model, molecules, proteins_subset
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -173,14 +173,7 @@ def test_ogb_encoders_and_virtual_node_equal_sequential_runs(
     splits = molecule_splits
     cfg = TrainConfig(epochs=4, batch_size=32, lr=1e-2, loss='bce')
 
-    def model_fn():
-        return build_model(
-            backbone, method, num_classes=2, out_channels=1,
-            backbone_kwargs=dict(hidden_channels=16, num_layers=3,
-                                 dropout=0.0, residual=residual,
-                                 atom_encoder=True, bond_encoder=True),
-            hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=8,
-                            dropout=0.0, check_inputs=False))
+    model_fn = molecule_model(backbone, method, residual=residual)
     assert seed_batch_support(model_fn(), method) is None
     group_equals_runs(model_fn, splits, method, cfg, tmp_path)
 

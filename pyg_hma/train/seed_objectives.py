@@ -115,8 +115,8 @@ ALIGNED = 64
 
 
 class SeedAdam(torch.optim.Adam):
-    r"""Adam over stacked parameters ``[S, ...]`` whose update runs on each
-    seed's slice as a tensor of its own.
+    r"""Adam over stacked parameters ``[S, ...]`` whose update of a seed
+    does not depend on the other seeds of its group.
 
     One kernel call over the stacked tensor is elementwise the S Adams, but
     the fused (vectorised) kernel takes a tensor's last elements through a

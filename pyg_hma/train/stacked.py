@@ -127,14 +127,15 @@ class StackedModel:
         self._momentum = None
         if isinstance(template, HMAClassifier) and mom is not None:
             online = [n for n, _ in template.encoder.named_parameters()]
+            buffers = [n for n, _ in template.encoder.named_buffers()
+                       if 'encoder.' + n in self.tensors]
             self._momentum = (
                 mom.momentum,
                 [self.tensors['momentum_encoder.module.' + n] for n in online],
                 [self.tensors['encoder.' + n] for n in online],
-                [(self.tensors['momentum_encoder.module.' + n],
-                  self.tensors['encoder.' + n])
-                 for n, _ in template.encoder.named_buffers()
-                 if 'encoder.' + n in self.tensors])
+                [self.tensors['momentum_encoder.module.' + n]
+                 for n in buffers],
+                [self.tensors['encoder.' + n] for n in buffers])
 
     def compile(self, mode: str = 'default'):
         r"""Compiles the training forward (the encoders' and the readout's
@@ -193,10 +194,9 @@ class StackedModel:
             return self.head(h)
         key = None
         if training and y is not None and self._momentum is not None:
-            momentum, k_params, q_params, buffers = self._momentum
+            momentum, *tensors = self._momentum
             with torch.no_grad():
-                momentum_step(k_params, q_params, [k for k, _ in buffers],
-                              [q for _, q in buffers], momentum)
+                momentum_step(*tensors, momentum)
                 key = self._encoder_forward(
                     m.momentum_encoder.module, P, 'momentum_encoder.module.',
                     data, noise, training)

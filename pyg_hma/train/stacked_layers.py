@@ -179,26 +179,25 @@ def _row_sums(grad: Tensor) -> Tensor:
 
 
 class _RowsLinear(torch.autograd.Function):
-    # The batched linear layer, with the bias's gradient reduced over each
-    # seed's real rows alone, not over the group's padded N.
+    # The batched linear layer, with the bias's gradient an in-order GEMM
+    # (_row_sums), not autograd's sum over the padded N.
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, b: Optional[Tensor],
-                rows: List[int]) -> Tensor:
+    def forward(ctx, x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
         ctx.save_for_backward(x, w)
-        ctx.rows, ctx.has_bias = rows, b is not None
+        ctx.has_bias = b is not None
         return _bmm_linear(x, w, b)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, w = ctx.saved_tensors
-        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        need_x, need_w, need_b = ctx.needs_input_grad
         grad_x = torch.bmm(grad, w) if need_x else None
         grad_w = grad_b = None
         if need_w:
             grad_w = torch.bmm(grad.transpose(1, 2), x)
         if need_b and ctx.has_bias:
             grad_b = _row_sums(grad).squeeze(1)
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b
 
 
 def linear(x: Tensor, w: Tensor, b: Optional[Tensor],
@@ -217,7 +216,7 @@ def linear(x: Tensor, w: Tensor, b: Optional[Tensor],
     if rows is None or isinstance(rows, Tensor) or not (
             torch.is_grad_enabled() and w.requires_grad):
         return _bmm_linear(x, w, b)
-    return _RowsLinear.apply(x, w, b, list(rows))
+    return _RowsLinear.apply(x, w, b)
 
 
 class _ScaleRows(torch.autograd.Function):
@@ -249,19 +248,17 @@ def scale_rows(x: Tensor, scale: Tensor, rows) -> Tensor:
     a list of real rows per seed, the gradient of :obj:`scale` is reduced
     over each seed's real rows alone, so that it does not depend on how
     far the group pads them: broadcasting's reduction over the padded
-    ``[N * d]`` rounds differently with ``N``, the one kernel that made a
-    seed's float32 run depend on its group (``tests/test_invariance.py``)."""
+    ``[N * d]`` rounds differently with ``N`` (``tests/test_invariance.py``)."""
     if isinstance(rows, Tensor) or not scale.requires_grad:
         return x * scale.view(-1, 1, 1)
     return _ScaleRows.apply(x, scale, list(rows))
 
 
 class _AddRows(torch.autograd.Function):
-    # x [S, N, d] plus one row per seed [S, 1, d]; the row's gradient summed
-    # over each seed's real rows alone.
+    # x [S, N, d] plus one row per seed [S, 1, d]; the row's gradient an
+    # in-order GEMM (_row_sums), not autograd's sum over the padded N.
     @staticmethod
-    def forward(ctx, x: Tensor, row: Tensor, rows: List[int]) -> Tensor:
-        ctx.rows = rows
+    def forward(ctx, x: Tensor, row: Tensor) -> Tensor:
         return x + row
 
     @staticmethod
@@ -269,17 +266,17 @@ class _AddRows(torch.autograd.Function):
         grad_row = None
         if ctx.needs_input_grad[1]:
             grad_row = _row_sums(grad)
-        return grad, grad_row, None
+        return grad, grad_row
 
 
 def add_rows(x: Tensor, row: Tensor, rows) -> Tensor:
     r""":math:`x_s + r_s` for :obj:`x` ``[S, N, d]`` and one row per seed
-    :obj:`row` ``[S, 1, d]`` (GCN's root embedding), the row's gradient
-    reduced over each seed's real rows (:obj:`rows`, a list) alone, as in
-    :func:`linear`."""
+    :obj:`row` ``[S, 1, d]`` (GCN's root embedding). With :obj:`rows` a list
+    (padded node rows), the row's gradient is an in-order GEMM, as the bias
+    of :func:`linear`."""
     if isinstance(rows, Tensor) or not row.requires_grad:
         return x + row
-    return _AddRows.apply(x, row, list(rows))
+    return _AddRows.apply(x, row)
 
 
 def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
