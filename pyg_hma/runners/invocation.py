@@ -10,7 +10,7 @@ from ..methods import method_label
 from ..train.engine import checkpoint_fingerprint, resolve_device
 from ..train.results import load_paper, write_summary
 from ..train import distributed
-from ..train.seed_batch import STATIC_STREAMS, STREAMS
+from ..train.seed_batch import streams_of
 from .execute import SplitCache, execute, submit_to_ray, units
 from .outputs import (SUPERSEDED, OutputConflictError, OutputFolder,
                       describe_conflicts, describe_unreadable)
@@ -94,8 +94,7 @@ def _checkpoint_fingerprints(job: Job, compare_evals: bool) -> List[str]:
             streams, hyperparameters=job.hyperparameters)
     if job.spec.ddp:
         return [of(None)]
-    static = job.spec.pad is not None or job.spec.compile is not None
-    return [of(None), of(STATIC_STREAMS if static else STREAMS)]
+    return [of(None), of(streams_of(job.spec.pad, job.spec.compile))]
 
 
 def _run_cell(cell: Cell, spec: RunSpec, paper, say: Printer,

@@ -92,6 +92,13 @@ from .stacked import Noise, StackedModel, union_of, unsupported_reason
 STREAMS = 'per-seed'
 STATIC_STREAMS = 'per-seed/static'
 
+
+def streams_of(pad: Optional[Sequence[int]] = None,
+               compile: Optional[str] = None) -> str:
+    r"""The streams :func:`fit_seeds` draws with these options: static
+    shapes (:obj:`pad` or :obj:`compile`) hash their dropout masks."""
+    return STREAMS if pad is None and compile is None else STATIC_STREAMS
+
 #: On a CPU, seeds trained as one model gain while one activation of the
 #: whole group (``[S, nodes per batch, width]``) stays within this many
 #: elements (4 MB in float32); past it the group's tensors leave the
@@ -361,7 +368,7 @@ def fit_seeds(model_fn: Callable[[], nn.Module], splits, method: str,
     static = None
     if pad is not None or compile is not None:
         static = tuple(pad) if pad is not None else (1, 1)
-    streams = STREAMS if static is None else STATIC_STREAMS
+    streams = streams_of(pad, compile)
     for run, run_splits in zip(runs, per_seed):
         run.checkpointer = Checkpointer(
             ckpt_dir / f'seed{run.seed}.ckpt' if ckpt_dir else None,
@@ -468,7 +475,7 @@ class _GroupTrainer:
                 run.scheduler_state = sched_state
                 run.checkpointer.save(run.checkpoint(
                     epoch, run.model, run.optimizer_state, sched_state,
-                    {'streams': STREAMS}))
+                    {'streams': streams_of(self.static, self.compile)}))
                 stopped |= run.tracker.stopped
             for run in group:
                 for cb in self.callbacks:
@@ -548,5 +555,5 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
 
 __all__ = ['fit_seeds', 'seed_batch_support', 'seed_group_limit',
            'CPU_GROUP_ELEMENTS', 'seed_inputs', 'noise_seed',
-           'STREAMS', 'STATIC_STREAMS', 'SeedAdam', 'clip_per_seed', 'stacked_objective',
+           'STREAMS', 'STATIC_STREAMS', 'streams_of', 'SeedAdam', 'clip_per_seed', 'stacked_objective',
            'stacked_train_step']
