@@ -74,7 +74,6 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
-from torch_geometric.nn.dense.linear import Linear as PygLinear
 from torch.utils.data import TensorDataset
 
 from pyg_hma.command_line import OneLineParser
@@ -84,6 +83,7 @@ from pyg_hma.loader import PaddedLoader, as_batch, get_loader_factory
 from pyg_hma.methods import METHODS, Criterion, StepContext
 from pyg_hma.models import BACKBONES, build_model
 from pyg_hma.models.encoders import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
+from pyg_hma.nn import hma_functional, stacked as stacked_layers
 from pyg_hma.runners.cli import parse_pad_steps
 from pyg_hma.train.engine import (COMPILE_MODES, TrainConfig, compile_model,
                                   fused_adam, predict, train_epoch,
@@ -423,39 +423,46 @@ def time_paths(args, bench: Bench, report: dict) -> None:
 
 # The sgemm floor of a step ###################################################
 
-#: The layers whose forward is one GEMM, ``[M, K] x [K, N]``.
-GEMM_LAYERS = (torch.nn.Linear, PygLinear)
+@contextmanager
+def recorded_linears():
+    r"""Records every call of the layers' one linear map
+    (:func:`pyg_hma.nn.stacked.linear`, which every module's forward runs)
+    as ``{weight storage: [input rows, ...]}`` with ``(K, N)`` beside."""
+    calls: Dict[int, list] = {}
+    original = stacked_layers.linear
+
+    def recording(x, w, b, rows=None):
+        entry = calls.setdefault(w.data_ptr(), [w.shape[-1], w.shape[-2],
+                                                []])
+        entry[2].append(x.numel() // x.shape[-1])
+        return original(x, w, b, rows)
+    patched = [m for name, m in list(sys.modules.items())
+               if name.startswith('pyg_hma.')
+               and getattr(m, 'linear', None) is original]
+    for m in patched:
+        m.linear = recording
+    try:
+        yield calls
+    finally:
+        for m in patched:
+            m.linear = original
 
 
 def gemm_floor(trainer: 'Trainer', device, steps: int = 4,
                repeats: int = 10) -> dict:
     r"""The sgemm floor of :obj:`trainer`'s step: the GEMMs of its
-    forward (every linear layer, ``M`` its input rows averaged over
+    forward (every linear map, ``M`` its input rows averaged over
     :obj:`steps` steps), backward counted as twice the forward, at the
-    rate of ``F.linear`` (the layers' own kernel, bias left out) measured
-    on the same shapes with this process's threads: the least time those
-    FLOPs take, whatever else the step does (message passing, the
-    optimizer, the loader)."""
-    layers = [m for m in trainer.model.modules()
-              if isinstance(m, GEMM_LAYERS)]
-    rows: Dict[int, List[int]] = {}
-
-    def hook(module, inputs, _out):
-        x = inputs[0]
-        rows.setdefault(id(module), []).append(x.numel() // x.shape[-1])
-    handles = [m.register_forward_hook(hook) for m in layers]
-    try:
+    rate of ``F.linear`` (bias left out) measured on the same shapes with
+    this process's threads: the least time those FLOPs take, whatever else
+    the step does (message passing, the optimizer, the loader)."""
+    with recorded_linears() as calls:
         for _ in range(steps):
             trainer.step()
-    finally:
-        for h in handles:
-            h.remove()
     shapes: Dict[tuple, float] = {}  # (M, K, N): GEMMs per step
-    for m in layers:
-        if rows.get(id(m)):
-            n_out, k = m.weight.shape
-            shape = (round(statistics.mean(rows[id(m)])), k, n_out)
-            shapes[shape] = shapes.get(shape, 0) + len(rows[id(m)]) / steps
+    for k, n_out, rows in calls.values():
+        shape = (round(statistics.mean(rows)), k, n_out)
+        shapes[shape] = shapes.get(shape, 0) + len(rows) / steps
     seconds, flops = 0.0, 0.0
     table = []
     for (m_rows, k, n_out), count in sorted(shapes.items()):
@@ -636,9 +643,6 @@ def timing_hooks(model, device, times: Dict[str, List[float]]):
     parts = {'encoder forward': model.encoder, 'readout forward': readout,
              'momentum encoder forward': getattr(model, 'momentum_encoder',
                                                  None)}
-    if readout is not None:
-        parts.update({'  rma block forward': readout.rma_block,
-                      '  sma block forward': readout.sma_block})
     handles, starts = [], {}
     for name, module in parts.items():
         if module is None:
@@ -654,29 +658,48 @@ def timing_hooks(model, device, times: Dict[str, List[float]]):
                                               starts[name])
         handles += [module.register_forward_pre_hook(pre),
                     module.register_forward_hook(post)]
-    patched = []
-    for obj, attr, name in ((parts['momentum encoder forward'], 'update',
-                             'momentum update (EMA)'),
-                            (readout, 'write', '  queue write')):
-        if obj is None:
-            continue
 
-        def wrapper(*a, orig=getattr(obj, attr), name=name, **k):
+    def timed_call(orig, name_of):
+        def wrapper(*a, **k):
             sync(device)
             start = time.perf_counter()
             result = orig(*a, **k)
             sync(device)
-            times.setdefault(name, []).append(time.perf_counter() - start)
+            name = name_of(*a)
+            if name is not None:
+                times.setdefault(name, []).append(time.perf_counter() -
+                                                  start)
             return result
+        return wrapper
+    # The readout's blocks and queue write are functions of its one
+    # definition (pyg_hma.nn.hma_functional), not module calls.
+    blocks = {} if readout is None else {
+        id(readout.rma_block): '  rma block forward',
+        id(readout.sma_block): '  sma block forward'}
+    patched = [(hma_functional, 'attention_block',
+                timed_call(hma_functional.attention_block,
+                           lambda block, *a: blocks.get(id(block)))),
+               (hma_functional, 'write_queues',
+                timed_call(hma_functional.write_queues,
+                           lambda *a: '  queue write'))]
+    momentum = parts['momentum encoder forward']
+    if momentum is not None:
+        patched.append((momentum, 'update',
+                        timed_call(momentum.update,
+                                   lambda *a: 'momentum update (EMA)')))
+    originals = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patched]
+    for obj, attr, wrapper in patched:
         setattr(obj, attr, wrapper)
-        patched.append((obj, attr))
     try:
         yield
     finally:
         for h in handles:
             h.remove()
-        for obj, attr in patched:
-            delattr(obj, attr)  # back to the class's method
+        for obj, attr, orig in originals:
+            if obj is momentum:
+                delattr(obj, attr)  # back to the class's method
+            else:
+                setattr(obj, attr, orig)
 
 
 def breakdown(args, bench: Bench) -> dict:

@@ -7,13 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 from torch_geometric.nn import SAGEConv, global_mean_pool
 
 from conftest import runner_module
 from pyg_hma.data import DATASETS, DatasetSpec, DatasetSplits, find_mirror
 from pyg_hma.methods import METHODS, MethodSpec, Objective, method_label
-from pyg_hma.models import BACKBONES, BackboneSpec, build_model
+from pyg_hma.models import BACKBONES, BackboneSpec, StackedEncoder, build_model
+from pyg_hma.nn.stacked import linear
 from pyg_hma.registry import UnknownNameError
 from pyg_hma.study.tables import report_markdown
 from pyg_hma.train.results import find_results
@@ -118,3 +119,59 @@ def test_new_entries_reach_the_runner_and_the_report(registered, tmp_path):
     report = report_markdown([dict(r, quick=False)
                               for r in find_results([tmp_path])])
     assert '| SAGE | ERM+LS |' in report
+
+
+class NodeMLP(StackedEncoder):
+    # docs/extending.md's seed-stackable backbone: its math written once.
+    def __init__(self, in_channels, hidden_channels=32, dropout=0.0):
+        super().__init__()
+        self.lin = nn.Linear(in_channels, hidden_channels)
+        self.dropout, self.out_channels = dropout, hidden_channels
+
+    def forward_stacked(self, P, pre, data, noise, training):
+        S, N, B = data.S, data.size, data.B
+        h = linear(data.x.view(S, N, -1), P[pre + 'lin.weight'],
+                   P[pre + 'lin.bias'], data.rows).relu()
+        if training:
+            h = noise.dropout(h, self.dropout, data.rows)
+        pooled = global_mean_pool(h.reshape(S * N, -1), data.batch,
+                                  S * B + 1)
+        return pooled[:S * B].view(S, B, -1)
+
+
+def test_a_stacked_backbone_is_written_once_and_trains_in_groups():
+    # Its inherited forward is forward_stacked on its own weights; the
+    # seed-batched trainer takes it (no fallback) and a seed trains to the
+    # same bits alone and in a group.
+    from pyg_hma.train import TrainConfig
+    from pyg_hma.train.seed_batch import fit_seeds
+    from pyg_hma.train.stacked import unsupported_reason
+    splits = load_my_graphs('MyGraphs')
+    torch.manual_seed(0)
+    backbone = NodeMLP(8, 16)
+    batch = Batch.from_data_list(splits.train[:5])
+    expected = global_mean_pool(backbone.lin(batch.x).relu(), batch.batch)
+    torch.testing.assert_close(backbone(batch), expected)
+    BACKBONES.register(BackboneSpec('node-mlp', NodeMLP, 'node MLP'))
+    try:
+        model_fn = lambda: build_model(  # noqa: E731
+            'node-mlp', 'hma', num_classes=2, num_features=8,
+            backbone_kwargs=dict(hidden_channels=16, dropout=0.3),
+            hma_kwargs=dict(memory_size=8, check_inputs=False))
+        assert unsupported_reason(model_fn()) is None
+        assert unsupported_reason(build_model(
+            'gcn', 'erm', num_classes=2, num_features=8)) is None
+        cfg = TrainConfig(epochs=2, batch_size=8)
+        alone = fit_seeds(model_fn, splits, 'hma', cfg, seeds=[1],
+                          fallback='raise')[0]
+        grouped = fit_seeds(model_fn, splits, 'hma', cfg, seeds=[0, 1, 2],
+                            group_size=3, fallback='raise')[1]
+    finally:
+        BACKBONES.unregister('node-mlp')
+    assert [h['train_loss'] for h in alone.history] == \
+        [h['train_loss'] for h in grouped.history]
+    for k in alone.best_state:
+        assert torch.equal(alone.best_state[k], grouped.best_state[k]), k
+    from pyg_hma.models import LinearClassifier
+    assert unsupported_reason(LinearClassifier(SAGE(8, 16), 2)) == \
+        'backbone SAGE'

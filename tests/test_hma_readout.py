@@ -571,7 +571,7 @@ def test_one_queue_write_for_the_module_and_for_stacked_seeds():
     # HMAReadout.write and the seed-batched trainer execute one definition
     # (pyg_hma.nn.queue.write_queue): S queues written at once equal S
     # modules written one by one, skipped rows counted in both.
-    from pyg_hma.train.stacked_models import write_queues
+    from pyg_hma.nn.hma_functional import write_queues
     gen = torch.Generator().manual_seed(0)
     readouts = [HMAReadout(8, 3, memory_size=5, slots_per_class=2,
                            label_dim=8, check_inputs=False) for _ in range(3)]

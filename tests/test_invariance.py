@@ -73,10 +73,34 @@ def test_ogb_encoders_train_the_same_in_any_group(backbone, method):
 
     model_fn = molecule_model(backbone, method, dropout=0.3, hma_dropout=0.1,
                               residual=True)
-    cfg = TrainConfig(epochs=2, batch_size=16, loss='bce',
+    cfg = TrainConfig(epochs=2, batch_size=32, loss='bce',
                       clip_grad_norm=1.0)
     seed3_in_every_group(model_fn, splits, method, cfg)
 
+
+
+@pytest.mark.parametrize('backbone,method', [('cnn', 'hma'), ('mlp', 'irm')])
+def test_image_nets_train_the_same_in_any_group(backbone, method):
+    # Colored-MNIST-like images with two environments, float32: the CNN's
+    # per-seed convolutions and its BatchNorm over the seeds' channels.
+    from torch.utils.data import TensorDataset
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 2, 8, 8, generator=gen)
+    y = torch.randint(0, 2, (96, ), generator=gen)
+    env = torch.arange(96) % 2
+    splits = DatasetSplits(
+        name='toy-images', train=TensorDataset(x, y, env),
+        val=TensorDataset(x[:48], y[:48], env[:48]),
+        test=TensorDataset(x[:48], y[:48], env[:48]), num_features=128,
+        num_classes=2, metric='accuracy', task='image')
+    width = dict(mlp=dict(hidden_channels=16), cnn=dict(channels=4))
+    model_fn = lambda: build_model(  # noqa: E731
+        backbone, method, num_classes=2, input_shape=(2, 8, 8),
+        backbone_kwargs=width[backbone],
+        hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=16,
+                        dropout=0.1, check_inputs=False))
+    cfg = TrainConfig(epochs=2, batch_size=16, clip_grad_norm=1.0)
+    seed3_in_every_group(model_fn, splits, method, cfg)
 
 @pytest.mark.parametrize('size', [2, 64, 70])
 def test_seed_adam_updates_every_seed_as_it_would_alone(size):

@@ -10,7 +10,7 @@ from torch_geometric.loader import DataLoader
 from pyg_hma.loader import (DeviceGraphLoader, PaddedLoader, batch_sizes,
                             pad_batch)
 from pyg_hma.models import build_model
-from pyg_hma.models.gnn import masked_batch_norm
+from pyg_hma.nn.stacked import seed_batch_norm, stacked_state
 
 from conftest import molecules
 
@@ -74,6 +74,13 @@ def test_padded_loader_rounds_up_to_few_shapes():
         PaddedLoader(loader.loader, node_step=0)
 
 
+def masked_batch_norm(bn, x, mask):
+    # The BatchNorm a module's own forward runs on a padded batch: the
+    # seed-stacked one as a group of one, its real rows a mask.
+    return seed_batch_norm(x.unsqueeze(0), stacked_state(bn), '', bn,
+                           mask.view(1, -1), bn.training).squeeze(0)
+
+
 @pytest.mark.parametrize('momentum', [0.1, None])
 def test_masked_batch_norm_equals_batch_norm_on_real_rows(momentum):
     x = torch.randn(10, 4)
@@ -84,11 +91,30 @@ def test_masked_batch_norm_equals_batch_norm_on_real_rows(momentum):
         expected = ref(x[:7])
         out = masked_batch_norm(ours, x, mask)
         torch.testing.assert_close(out[:7], expected)
+        assert torch.equal(out[7:], torch.zeros(3, 4))
     torch.testing.assert_close(ours.running_mean, ref.running_mean)
     torch.testing.assert_close(ours.running_var, ref.running_var)
     assert ours.num_batches_tracked == ref.num_batches_tracked == 2
     ours.eval(), ref.eval()
     torch.testing.assert_close(masked_batch_norm(ours, x, mask), ref(x))
+
+
+@pytest.mark.parametrize('momentum', [0.1, None])
+def test_seed_batch_norm_of_listed_rows_equals_batch_norm(momentum):
+    # The unpadded form (real rows a list), as a module on its own runs it.
+    x = torch.randn(2, 9, 4)
+    ref = [nn.BatchNorm1d(4, momentum=momentum) for _ in range(2)]
+    ours = nn.BatchNorm1d(4, momentum=momentum)
+    P = {k: torch.stack([v, v.clone()]) for k, v in
+         stacked_state(ours).items()}
+    P = {k: v.squeeze(1) for k, v in P.items()}
+    for _ in range(3):
+        out = seed_batch_norm(x, P, '', ours, [9, 6], True)
+        torch.testing.assert_close(out[0], ref[0](x[0]))
+        torch.testing.assert_close(out[1, :6], ref[1](x[1, :6]))
+    for s in range(2):
+        torch.testing.assert_close(P['running_mean'][s], ref[s].running_mean)
+        torch.testing.assert_close(P['running_var'][s], ref[s].running_var)
 
 
 CASES = [  # backbone, backbone kwargs, graphs, task

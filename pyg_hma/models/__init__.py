@@ -6,6 +6,7 @@ from .encoders import AtomEncoder, BondEncoder
 from .gnn import GNN, GCNConv, GINConv
 from .mnist import IRMMLP, SmallCNN
 from .tu_gin import GMixupGIN
+from .union import StackedEncoder, UnionBatch
 
 __all__ = [
     'build_model',
@@ -14,6 +15,8 @@ __all__ = [
     'BACKBONES',
     'BackboneSpec',
     'backbone_label',
+    'StackedEncoder',
+    'UnionBatch',
     'GNN',
     'GINConv',
     'GCNConv',

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ..methods import METHODS
 from ..nn import HMAClassifier, HMAReadout, ReferenceHMAReadout
+from ..nn.stacked import linear
 from .backbones import BACKBONES
 # Importing the backbone modules registers their names.
 from . import gnn, mnist, tu_gin  # noqa: F401
@@ -31,7 +32,11 @@ class LinearClassifier(nn.Module):
 
     def forward(self, *args, y: Optional[Tensor] = None, **kwargs) -> Tensor:
         # `y` is accepted (and ignored) so that every model is called alike.
-        return self.head(self.encoder(*args, **kwargs))
+        # The head's map is the one the seed-batched trainer runs per seed
+        # (pyg_hma.nn.stacked.linear), here as a group of one.
+        h = self.encoder(*args, **kwargs)
+        return linear(h.unsqueeze(0), self.head.weight.unsqueeze(0),
+                      self.head.bias.unsqueeze(0)).squeeze(0)
 
 
 def build_backbone(name: str, *, num_features: Optional[int] = None,

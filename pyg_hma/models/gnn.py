@@ -17,218 +17,103 @@ is used, so the models run without ``torch-scatter``. The number of graphs is
 read from ``batch.num_graphs`` (a Python int) rather than from
 ``batch.batch[-1].item()``, so a forward pass does not synchronise with the
 device.
+
+The math is written once, with a leading seed dimension
+(:meth:`GNN.forward_stacked`, :func:`gin_layer`, :func:`gcn_layer`): a
+module's own forward runs it on its weights as a group of one, the
+seed-batched trainer on S stacked copies.
 """
 from __future__ import annotations
 
-import warnings
-import weakref
-from typing import Optional, Tuple
+from types import SimpleNamespace
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import (MessagePassing, global_add_pool,
-                                global_max_pool, global_mean_pool)
-from torch_geometric.utils import degree, scatter
+from torch_geometric.nn import global_add_pool, global_max_pool, \
+    global_mean_pool
+from torch_geometric.utils import scatter
 
-from .encoders import AtomEncoder, BondEncoder
+from ..nn.stacked import (add_rows, linear, scale_rows, seed_batch_norm,
+                          stacked_state, sum_of_embeddings)
 from .backbones import BACKBONES, BackboneSpec
+from .encoders import AtomEncoder, BondEncoder
+from .union import (StackedEncoder, UnionBatch, gcn_norm, graph_batch_info,
+                    neighbour_sum, shared_gcn_norm)
 
 POOLINGS = {'mean': global_mean_pool, 'max': global_max_pool,
             'sum': global_add_pool}
 
 
-def masked_batch_norm(bn: nn.BatchNorm1d, x: Tensor,
-                      mask: Optional[Tensor] = None) -> Tensor:
-    r""":obj:`bn` applied to :obj:`x` with its training statistics computed
-    over the rows where :obj:`mask` is ``True`` only (padded batches, see
-    :mod:`pyg_hma.loader.padding`). The running statistics are updated as
-    :class:`torch.nn.BatchNorm1d` does (unbiased variance); without a mask,
-    or in eval mode, this is ``bn(x)``. Shapes stay static: the count of real
-    rows is a tensor, never read on the host."""
-    if mask is None or not bn.training:
-        return bn(x)
-    # The masked sums are matrix-vector products on purpose: written as
-    # `(x * w).sum(0)`, torch 2.13's Inductor (CPU) fused them with PyG's
-    # scatter into kernels whose backward was wrong (gradients off by up to
-    # 100%; eager and aot_eager right). See docs/performance.md.
-    weight = mask.to(x.dtype)
-    count = weight.sum()
-    mean = (weight @ x) / count
-    centred = x - mean
-    var = (weight @ centred.square()) / count
-    if bn.track_running_stats:
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
-            momentum = (bn.momentum if bn.momentum is not None
-                        else 1.0 / bn.num_batches_tracked)
-            bn.running_mean.lerp_(mean.detach(), momentum)
-            unbiased = var.detach() * count / (count - 1).clamp(min=1.0)
-            bn.running_var.lerp_(unbiased, momentum)
-    out = centred * torch.rsqrt(var + bn.eps)
-    if bn.affine:
-        out = out * bn.weight + bn.bias
-    return out
+def _edge_embedding(conv: nn.Module, P: Dict[str, Tensor], c: str,
+                    data: UnionBatch) -> Optional[Tensor]:
+    # Every edge's bond embedding, in its seed's tables (None: no encoder).
+    if conv.edge_encoder is None:
+        return None
+    return torch.cat(sum_of_embeddings(
+        conv.edge_encoder, P, c + 'edge_encoder.',
+        data.edge_attr.split(data.edge_counts)))
 
 
-def _sequential(modules: nn.Sequential, x: Tensor,
-                mask: Optional[Tensor]) -> Tensor:
-    # `modules(x)`, with each BatchNorm restricted to the rows of `mask`.
-    for module in modules:
-        x = (masked_batch_norm(module, x, mask)
-             if isinstance(module, nn.BatchNorm1d) else module(x))
-    return x
-
-
-def graph_batch_info(data) -> tuple:
-    r"""Returns ``(batch_vector, num_graphs)`` of a PyG batch, or of a single
-    graph (no :obj:`batch` attribute) as a batch of one."""
-    batch = getattr(data, 'batch', None)
-    if batch is None:
-        return data.x.new_zeros(data.x.size(0), dtype=torch.long), 1
-    return batch, int(data.num_graphs)
-
-
-def gcn_norm(edge_index: Tensor, num_nodes: int,
-             dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-    r"""``(deg, norm)`` of OGB's GCN layer: node degrees counted over
-    ``edge_index[0]`` plus one for the self loop (so :math:`\deg \ge 1` and
-    :math:`\deg^{-1/2}` is always finite; OGB's inf check would cost a device
-    sync for nothing), and every edge's :math:`\deg_i^{-1/2}
-    \deg_j^{-1/2}`."""
-    row, col = edge_index
-    deg = degree(row, num_nodes, dtype=dtype) + 1
-    deg_inv_sqrt = deg.pow(-0.5)
-    return deg, deg_inv_sqrt[row] * deg_inv_sqrt[col]
-
-
-# The last batch's `gcn_norm`: (weak reference to its edge_index, the
-# tensor's version counter, num_nodes, dtype, (deg, norm)).
-_last_gcn_norm: Optional[tuple] = None
-
-
-def shared_gcn_norm(edge_index: Tensor, num_nodes: int,
-                    dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-    r""":func:`gcn_norm`, computed once per batch: the result is kept for the
-    last :obj:`edge_index` seen (the same tensor object, unmodified since), so
-    that every layer of a GCN and the momentum copy of the encoder, which
-    runs on the same batch, share it. The values are those
-    :func:`gcn_norm` gives: they depend on the graph only, never on weights,
-    and do not require gradients. Not cached under :func:`torch.compile`
-    (traced inline) or in inference mode (inference tensors cannot be saved
-    for a later backward pass)."""
-    global _last_gcn_norm
-    if (torch.compiler.is_compiling() or torch.is_inference_mode_enabled()
-            or edge_index.is_inference()):
-        return gcn_norm(edge_index, num_nodes, dtype)
-    entry = _last_gcn_norm
-    if entry is not None:
-        ref, version, n, dt, result = entry
-        if (ref() is edge_index and edge_index._version == version
-                and n == num_nodes and dt == dtype):
-            return result
-    result = gcn_norm(edge_index, num_nodes, dtype)
-    _last_gcn_norm = (weakref.ref(edge_index), edge_index._version,
-                      num_nodes, dtype, result)
-    return result
-
-
-def _csr(index: Tensor, other: Tensor, values: Tensor, size: int) -> Tensor:
-    # The CSR matrix with values[e] at (index[e], other[e]); entries of a row
-    # keep their edge order (a stable sort), duplicates stay and add up. An
-    # index already in order (the source nodes of a batch of coalesced
-    # graphs) is its own stable sort: no sort, no gather.
-    if index.numel() < 2 or bool((index[1:] >= index[:-1]).all()):
-        ordered_other, ordered_values = other, values
-    else:  # int32 keys sort about 2x faster, in the same stable order
-        keys = index.to(torch.int32) if size < 2 ** 31 else index
-        order = torch.argsort(keys, stable=True)
-        ordered_other, ordered_values = other[order], values[order]
-    crow = index.new_zeros(size + 1)
-    torch.cumsum(torch.bincount(index, minlength=size), 0, out=crow[1:])
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter('ignore', UserWarning)
-        return torch.sparse_csr_tensor(crow, ordered_other, ordered_values,
-                                       (size, size), check_invariants=False)
-
-
-def adjacency(edge_index: Tensor, num_nodes: int, weight: Optional[Tensor],
-              dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
-    r"""``(A, A^T)`` as CSR matrices, :math:`A_{ij} = \sum_{e: j \to i}
-    w_e` (:math:`w = 1` when :obj:`weight` is ``None``)."""
-    row, col = edge_index
-    if weight is None:
-        weight = torch.ones(row.numel(), dtype=dtype, device=row.device)
-    return (_csr(col, row, weight, num_nodes),
-            _csr(row, col, weight, num_nodes))
-
-
-class _SparseNeighbourSum(torch.autograd.Function):
-    # A @ x, with the gradient A^T @ grad (A is constant).
-    @staticmethod
-    def forward(ctx, x: Tensor, adj: Tensor, adj_t: Tensor) -> Tensor:
-        ctx.adj_t = adj_t
-        return adj @ x
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return ctx.adj_t @ grad, None, None
-
-
-# The last adjacency built: (weak references to its edge_index and weight,
-# the edge_index's version counter, num_nodes, dtype, (A, A^T)).
-_last_adjacency: Optional[tuple] = None
-
-
-def neighbour_sum(x: Tensor, edge_index: Tensor,
-                  weight: Optional[Tensor] = None) -> Tensor:
-    r"""Every node's sum of its in-neighbours' rows,
-    :math:`\mathbf{o}_i = \sum_{j \to i} w_{ji} \mathbf{x}_j` (PyG's
-    ``scatter(w * x[row], col, reduce='sum')``).
-
-    On a CPU, outside :func:`torch.compile`, this is a sparse matrix product
-    with the batch's CSR adjacency (and its transpose for the backward pass),
-    built once per batch: the last one is kept for the same
-    :obj:`edge_index` and :obj:`weight` objects, so every layer and the
-    momentum copy of an encoder reuse it (not kept in inference mode). On 3
-    layers of 32 NCI1-sized graphs that is about 2x cheaper than gathering
-    a row per edge and scattering it back, 6x on IMDB's dense graphs (see
-    ``docs/performance.md``). Each node adds its messages in edge order
-    either way; the float results agree to rounding. Elsewhere (a GPU,
-    compiled graphs, other dtypes, a :obj:`weight` that requires a
-    gradient) PyG's gather and scatter run."""
-    global _last_adjacency
-    num_nodes = x.size(0)
-    if (x.device.type != 'cpu' or torch.compiler.is_compiling()
-            or x.dtype not in (torch.float32, torch.float64)
-            or (weight is not None and weight.requires_grad)):
-        row, col = edge_index
-        msg = x.index_select(0, row)
-        if weight is not None:
-            msg = weight.view(-1, 1) * msg
-        return scatter(msg, col, 0, dim_size=num_nodes, reduce='sum')
-    cache = not (torch.is_inference_mode_enabled()
-                 or edge_index.is_inference())
-    entry = _last_adjacency if cache else None
-    if (entry is not None and entry[0]() is edge_index
-            and (entry[1] is None if weight is None
-                 else entry[1] is not None and entry[1]() is weight)
-            and entry[2:5] == (edge_index._version, num_nodes, x.dtype)):
-        pair = entry[5]
+def gin_layer(conv: 'GINConv', P: Dict[str, Tensor], c: str, h: Tensor,
+              data: UnionBatch, training: bool) -> Tensor:
+    r""":class:`GINConv` :obj:`conv` on node rows :obj:`h` ``[S, N, d]`` of
+    the union :obj:`data`, with the weights ``P[c + name]`` ``[S, ...]``."""
+    S, N, d = h.shape
+    edge_emb = _edge_embedding(conv, P, c, data)
+    if edge_emb is None:  # relu(h[row]) is relu(h)[row]
+        out = data.aggregate(F.relu(h).reshape(S * N, d), 'sum')
     else:
-        pair = adjacency(edge_index, num_nodes, weight, x.dtype)
-        if cache:
-            _last_adjacency = (
-                weakref.ref(edge_index),
-                None if weight is None else weakref.ref(weight),
-                edge_index._version, num_nodes, x.dtype, pair)
-    return _SparseNeighbourSum.apply(x, *pair)
+        row, col = data.edge_index
+        hf = h.reshape(S * N, d).index_select(0, row) + edge_emb
+        out = scatter(F.relu(hf), col, 0, dim_size=S * N, reduce='sum')
+    z = scale_rows(h, 1 + P[c + 'eps'], data.rows) + out.view(S, N, d)
+    z = linear(z, P[c + 'mlp.0.weight'], P[c + 'mlp.0.bias'], data.rows)
+    z = seed_batch_norm(z, P, c + 'mlp.1.', conv.mlp[1], data.rows,
+                        training)
+    z = F.relu(z)
+    return linear(z, P[c + 'mlp.3.weight'], P[c + 'mlp.3.bias'], data.rows)
 
 
-class GINConv(MessagePassing):
+def gcn_layer(conv: 'GCNConv', P: Dict[str, Tensor], c: str, h: Tensor,
+              data: UnionBatch, training: bool) -> Tensor:
+    r""":class:`GCNConv` :obj:`conv` on node rows :obj:`h` ``[S, N, d]`` of
+    the union :obj:`data`, with the weights ``P[c + name]`` ``[S, ...]``."""
+    S, N, d = h.shape
+    edge_emb = _edge_embedding(conv, P, c, data)
+    deg, norm = data.gcn_norm(h.dtype)
+    z = linear(h, P[c + 'linear.weight'], P[c + 'linear.bias'], data.rows)
+    if edge_emb is None:  # relu(z[row]) is relu(z)[row]
+        out = data.aggregate(F.relu(z).reshape(S * N, d), 'gcn')
+    else:
+        row, col = data.edge_index
+        zf = z.reshape(S * N, d).index_select(0, row) + edge_emb
+        msg = norm.view(-1, 1) * F.relu(zf)
+        out = scatter(msg, col, 0, dim_size=S * N, reduce='sum')
+    root = P[c + 'root_emb.weight']  # [S, 1, d]
+    return (out.view(S, N, d) + F.relu(add_rows(z, root, data.rows))
+            / deg.view(S, N, 1))
+
+
+def _one_graph(layer, conv: nn.Module, x: Tensor, edge_index: Tensor,
+               edge_attr: Optional[Tensor], node_mask: Optional[Tensor],
+               norm: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+    # A layer module's own forward: its layer function, as a group of one.
+    data = UnionBatch.of_one(SimpleNamespace(
+        x=x, edge_index=edge_index, edge_attr=edge_attr,
+        node_mask=node_mask))
+    if norm is not None:
+        data._gcn_norm = norm
+    return layer(conv, stacked_state(conv), '', x.unsqueeze(0), data,
+                 conv.training).squeeze(0)
+
+
+class GINConv(nn.Module):
     r"""OGB's GIN layer: :math:`\mathrm{MLP}((1 + \epsilon)\mathbf{x}_i +
     \sum_{j} \mathrm{ReLU}(\mathbf{x}_j + \mathbf{e}_{ji}))`, with
-    :math:`\mathbf{e}_{ji} = 0` when there are no edge features.
+    :math:`\mathbf{e}_{ji} = 0` when there are no edge features. Its math
+    is :func:`gin_layer`, which :class:`GNN` runs.
 
     Args:
         emb_dim (int): node embedding size.
@@ -236,7 +121,7 @@ class GINConv(MessagePassing):
             (default: :obj:`False`)
     """
     def __init__(self, emb_dim: int, bond_encoder: bool = False):
-        super().__init__(aggr='add')
+        super().__init__()
         self.mlp = nn.Sequential(nn.Linear(emb_dim, 2 * emb_dim),
                                  nn.BatchNorm1d(2 * emb_dim), nn.ReLU(),
                                  nn.Linear(2 * emb_dim, emb_dim))
@@ -246,22 +131,16 @@ class GINConv(MessagePassing):
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
                 node_mask: Optional[Tensor] = None) -> Tensor:
-        if self.edge_encoder is None:  # relu(x[row]) is relu(x)[row]
-            out = neighbour_sum(F.relu(x), edge_index)
-        else:
-            out = self.propagate(edge_index, x=x,
-                                 edge_emb=self.edge_encoder(edge_attr))
-        return _sequential(self.mlp, (1 + self.eps) * x + out, node_mask)
-
-    def message(self, x_j: Tensor, edge_emb: Optional[Tensor]) -> Tensor:
-        return F.relu(x_j if edge_emb is None else x_j + edge_emb)
+        return _one_graph(gin_layer, self, x, edge_index, edge_attr,
+                          node_mask)
 
 
-class GCNConv(MessagePassing):
+class GCNConv(nn.Module):
     r"""OGB's GCN layer: symmetric-normalised sum of
     :math:`\mathrm{ReLU}(\mathbf{W}\mathbf{x}_j + \mathbf{e}_{ji})` plus a
     self term :math:`\mathrm{ReLU}(\mathbf{W}\mathbf{x}_i + \mathbf{r}) /
-    \deg_i`, with degrees counted with a self loop.
+    \deg_i`, with degrees counted with a self loop. Its math is
+    :func:`gcn_layer`, which :class:`GNN` runs.
 
     Args:
         emb_dim (int): node embedding size.
@@ -269,7 +148,7 @@ class GCNConv(MessagePassing):
             (default: :obj:`False`)
     """
     def __init__(self, emb_dim: int, bond_encoder: bool = False):
-        super().__init__(aggr='add')
+        super().__init__()
         self.linear = nn.Linear(emb_dim, emb_dim)
         self.root_emb = nn.Embedding(1, emb_dim)
         self.edge_encoder = BondEncoder(emb_dim) if bond_encoder else None
@@ -279,26 +158,13 @@ class GCNConv(MessagePassing):
                 node_mask: Optional[Tensor] = None,
                 norm: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         r""":obj:`norm` is :func:`gcn_norm` of the batch, computed here when
-        not given (:class:`GNN` computes it once for all its layers)."""
-        # `node_mask` is accepted for a uniform call; GCN has no BatchNorm.
-        x = self.linear(x)
-        deg, norm = (gcn_norm(edge_index, x.size(0), x.dtype)
-                     if norm is None else norm)
-        if self.edge_encoder is None:  # relu(x[row]) is relu(x)[row]
-            out = neighbour_sum(F.relu(x), edge_index, norm)
-        else:
-            out = self.propagate(edge_index, x=x,
-                                 edge_emb=self.edge_encoder(edge_attr),
-                                 norm=norm)
-        return out + F.relu(x + self.root_emb.weight) / deg.view(-1, 1)
-
-    def message(self, x_j: Tensor, edge_emb: Optional[Tensor],
-                norm: Tensor) -> Tensor:
-        h = x_j if edge_emb is None else x_j + edge_emb
-        return norm.view(-1, 1) * F.relu(h)
+        not given (shared by every layer reading the same
+        :obj:`edge_index`)."""
+        return _one_graph(gcn_layer, self, x, edge_index, edge_attr,
+                          node_mask, norm)
 
 
-class GNN(nn.Module):
+class GNN(StackedEncoder):
     r"""A GIN or GCN graph encoder as in OGB's molecule example and CIGA,
     mapping a batch of graphs to pooled embeddings :math:`(B, \text{hidden})`.
 
@@ -390,53 +256,87 @@ class GNN(nn.Module):
         if self.virtual_node:
             nn.init.zeros_(self.vn_emb.weight)  # OGB starts it at 0
 
-    def forward(self, data) -> Tensor:
-        x, edge_index = data.x, data.edge_index
-        edge_attr = data.edge_attr if self.uses_edge_attr else None
-        batch, num_graphs = graph_batch_info(data)
-        node_mask = getattr(data, 'node_mask', None)
-        # A padded batch's padding nodes form one more graph (dropped below);
-        # its row is masked out of the virtual node's BatchNorm.
-        # int(): under torch.compile num_graphs can be a symbolic int, and
-        # torch 2.11 fails to trace `SymInt + bool` (seen on an H100: the
-        # last, smaller batch of an epoch crashed the compiled GCN).
-        size = num_graphs + int(node_mask is not None)
-        graph_mask = None
-        if node_mask is not None and self.virtual_node:
-            graph_mask = torch.arange(size, device=x.device) < num_graphs
-        if not self.atom_encoder and not x.is_floating_point():
+    def _node_encoding(self, P: Dict[str, Tensor], pre: str,
+                       data: UnionBatch) -> Tensor:
+        # The node encoder of every seed: [S, N, hidden].
+        S, N = data.S, data.size
+        x = data.x.view(S, N, -1)
+        if self.atom_encoder:
+            # Each seed's real rows (padding rows: feature 0 of every
+            # column).
+            rows = (data.rows if isinstance(data.rows, list) else [N] * S)
+            embedded = sum_of_embeddings(self.node_encoder, P,
+                                         pre + 'node_encoder.',
+                                         [x[s, :n] for s, n in
+                                          enumerate(rows)])
+            if S == 1 and rows[0] == N:
+                return embedded[0].unsqueeze(0)
+            out = x.new_zeros((S, N, embedded[0].size(-1)),
+                              dtype=embedded[0].dtype)
+            for s, (n, part) in enumerate(zip(rows, embedded)):
+                out[s, :n] = part
+            return out
+        if not x.is_floating_point():
             x = x.float()
+        return linear(x, P[pre + 'node_encoder.weight'],
+                      P[pre + 'node_encoder.bias'], data.rows)
 
-        h = self.node_encoder(x)
-        # GCN: degrees and edge weights once per batch, for every layer (and
-        # for the momentum copy of this encoder on the same batch).
-        conv_kwargs = (dict(norm=shared_gcn_norm(edge_index, h.size(0),
-                                                 h.dtype))
-                       if self.conv == 'gcn' else {})
-        vn = (self.vn_emb.weight.expand(size, -1)
-              if self.virtual_node else None)
+    def _virtual_node_update(self, P: Dict[str, Tensor], pre: str, i: int,
+                             vn_in: Tensor, noise, training: bool) -> Tensor:
+        # OGB's virtual-node MLP of layer i on [S, B, d] (Linear, BatchNorm,
+        # ReLU, Linear, BatchNorm, ReLU, dropout), BatchNorm per seed.
+        S, B, _ = vn_in.shape
+        mlp, m = self.vn_mlps[i], f'{pre}vn_mlps.{i}.'
+        rows = [B] * S
+        z = linear(vn_in, P[m + '0.weight'], P[m + '0.bias'])
+        z = F.relu(seed_batch_norm(z, P, m + '1.', mlp[1], rows, training))
+        z = linear(z, P[m + '3.weight'], P[m + '3.bias'])
+        z = F.relu(seed_batch_norm(z, P, m + '4.', mlp[4], rows, training))
+        if training:
+            z = noise.dropout(z, self.dropout)
+        return z
+
+    def forward_stacked(self, P: Dict[str, Tensor], pre: str,
+                        data: UnionBatch, noise, training: bool) -> Tensor:
+        r"""Pooled embeddings ``[S, B, hidden]`` of every seed's batch in
+        the union :obj:`data` (see
+        :class:`~pyg_hma.models.union.StackedEncoder`)."""
+        S, N, B = data.S, data.size, data.B
+        h = self._node_encoding(P, pre, data)
+        d = h.size(-1)
+        layer = gin_layer if self.conv == 'gin' else gcn_layer
+        vn = None
+        if self.virtual_node:
+            vn = P[pre + 'vn_emb.weight'].expand(S, B, d)
         for i in range(self.num_layers):
             if vn is not None:
-                h = h + vn[batch]
+                # Each node receives its graph's virtual node (padding:
+                # zero).
+                vn_rows = torch.cat([vn.reshape(S * B, d), vn.new_zeros(1, d)])
+                h = h + vn_rows.index_select(0, data.batch).view(S, N, d)
             h_in = h
-            h = self.convs[i](h, edge_index, edge_attr, node_mask=node_mask,
-                              **conv_kwargs)
-            h = masked_batch_norm(self.norms[i], h, node_mask)
+            h = layer(self.convs[i], P, f'{pre}convs.{i}.', h, data, training)
+            h = seed_batch_norm(h, P, f'{pre}norms.{i}.', self.norms[i],
+                                data.rows, training)
             if i < self.num_layers - 1:
                 h = F.relu(h)
-            h = F.dropout(h, self.dropout, training=self.training)
+            if training:
+                h = noise.dropout(h, self.dropout, data.rows)
             if self.residual:
                 h = h + h_in
             if vn is not None and i < self.num_layers - 1:
-                # Message from the graph's nodes (input of this layer) to its
+                # Message from the graph's nodes (this layer's input) to its
                 # virtual node, as in OGB.
-                vn_in = global_add_pool(h_in, batch, size) + vn
-                vn_new = F.dropout(_sequential(self.vn_mlps[i], vn_in,
-                                               graph_mask), self.dropout,
-                                   training=self.training)
+                pooled = scatter(h_in.reshape(S * N, d), data.batch, 0,
+                                 dim_size=S * B + 1, reduce='sum')
+                vn_new = self._virtual_node_update(
+                    P, pre, i, pooled[:S * B].view(S, B, d) + vn, noise,
+                    training)
                 vn = vn + vn_new if self.residual else vn_new
-        out = self.pool(h, batch, size)
-        return out[:num_graphs] if size != num_graphs else out
+        size = S * B
+        pooled = POOLINGS[self.pooling](h.reshape(S * N, d), data.batch,
+                                        size + 1)
+        return pooled[:size].view(S, B, d)
 
     def __repr__(self) -> str:
         vn = ', virtual_node=True' if self.virtual_node else ''
@@ -452,3 +352,7 @@ for _name, _label, _fixed in (
         ('gcn-v', 'GCN-v', dict(conv='gcn', virtual_node=True)),
         ('gin-v', 'GIN-v', dict(conv='gin', virtual_node=True))):
     BACKBONES.register(BackboneSpec(_name, GNN, _label, _fixed))
+
+
+__all__ = ['GNN', 'GINConv', 'GCNConv', 'gin_layer', 'gcn_layer', 'POOLINGS',
+           'gcn_norm', 'shared_gcn_norm', 'neighbour_sum', 'graph_batch_info']

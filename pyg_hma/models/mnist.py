@@ -4,12 +4,15 @@ a small CNN. Both take a batch whose :obj:`x` holds images
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Dict, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.stacked import linear
 from .backbones import BACKBONES, BackboneSpec
+from .union import ImageUnion, StackedEncoder
 
 
 def _image_shape(input_shape: Sequence[int]) -> tuple:
@@ -19,7 +22,7 @@ def _image_shape(input_shape: Sequence[int]) -> tuple:
     return shape
 
 
-class IRMMLP(nn.Module):
+class IRMMLP(StackedEncoder):
     r"""IRM's Colored MNIST MLP without its output layer:
     ``flatten -> Linear -> ReLU -> Linear -> ReLU``, Xavier-uniform weights
     and zero biases as in IRM's ``main.py``. The width defaults to the
@@ -47,16 +50,20 @@ class IRMMLP(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, data) -> Tensor:
-        x = data.x.flatten(1).to(self.lin1.weight.dtype)
-        return F.relu(self.lin2(F.relu(self.lin1(x))))
+    def forward_stacked(self, P: Dict[str, Tensor], pre: str,
+                        data: ImageUnion, noise, training: bool) -> Tensor:
+        r"""Embeddings ``[S, B, hidden]`` of every seed's images."""
+        x = data.x.flatten(2).to(P[pre + 'lin1.weight'].dtype)
+        x = F.relu(linear(x, P[pre + 'lin1.weight'], P[pre + 'lin1.bias']))
+        return F.relu(linear(x, P[pre + 'lin2.weight'],
+                             P[pre + 'lin2.bias']))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.input_shape}, '
                 f'{self.hidden_channels})')
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(StackedEncoder):
     r"""Three ``Conv3x3 -> BatchNorm -> ReLU`` blocks (32, 64, 128 channels,
     the first two followed by 2x2 max pooling) and global average pooling.
 
@@ -86,12 +93,62 @@ class SmallCNN(nn.Module):
             if hasattr(module, 'reset_parameters'):
                 module.reset_parameters()
 
-    def forward(self, data) -> Tensor:
-        return self.net(data.x.to(self.net[0].weight.dtype))
+    def forward_stacked(self, P: Dict[str, Tensor], pre: str,
+                        data: ImageUnion, noise, training: bool) -> Tensor:
+        r"""Embeddings ``[S, B, channels]`` of every seed's images. The
+        seeds are channel groups of one batch ``[B, S * C, H, W]``: every
+        seed convolves its own channels with its own filters, and one
+        BatchNorm over the ``S * C`` channels is every seed's BatchNorm
+        (images need no padding)."""
+        S, B = data.S, data.B
+        x = data.x.to(P[pre + 'net.0.weight'].dtype)
+        x = x.transpose(0, 1).reshape(B, S * x.size(2), *x.shape[3:])
+        for i, module in enumerate(self.net):
+            x = _stacked_layer(module, P, f'{pre}net.{i}.', x, S, B,
+                               training)
+        return x
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.input_shape}, '
                 f'{self.out_channels})')
+
+
+def _stacked_layer(module: nn.Module, P: Dict[str, Tensor], m: str,
+                   x: Tensor, S: int, B: int, training: bool) -> Tensor:
+    # One layer of SmallCNN's net on the seeds' channel groups.
+    if isinstance(module, nn.Conv2d):
+        # One convolution per seed on its channels: a grouped convolution
+        # (groups=S) takes another kernel than the seed's own for some
+        # shapes (the first layer's 2 channels, torch 2.13 CPU) and would
+        # make a seed's result depend on its group.
+        w, b = P[m + 'weight'], P[m + 'bias']
+        parts = x.chunk(S, dim=1)
+        return torch.cat([F.conv2d(part, w[s], b[s], module.stride,
+                                   module.padding, module.dilation)
+                          for s, part in enumerate(parts)], dim=1)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if type(module) is not nn.BatchNorm2d and S == 1:
+            return module(x)  # another kind (distributed): its own forward
+        tracked = module.track_running_stats
+        if training and tracked:
+            P[m + 'num_batches_tracked'].add_(1)
+        return F.batch_norm(
+            x, P[m + 'running_mean'].view(-1) if tracked else None,
+            P[m + 'running_var'].view(-1) if tracked else None,
+            P[m + 'weight'].reshape(-1), P[m + 'bias'].reshape(-1),
+            training or not tracked, module.momentum or 0.0, module.eps)
+    if isinstance(module, nn.ReLU):
+        return F.relu(x)
+    if isinstance(module, nn.MaxPool2d):
+        return F.max_pool2d(x, module.kernel_size, module.stride,
+                            module.padding, module.dilation,
+                            ceil_mode=module.ceil_mode)
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return F.adaptive_avg_pool2d(x, module.output_size)
+    if isinstance(module, nn.Flatten):
+        return x.reshape(B, S, -1).transpose(0, 1)  # [S, B, d]
+    raise NotImplementedError(f'SmallCNN: no stacked form of '
+                              f'{type(module).__name__}')
 
 
 BACKBONES.register(BackboneSpec('mlp', IRMMLP, 'MLP', inputs='image'))

@@ -1,15 +1,18 @@
 r"""The GIN of G-Mixup (Han et al., 2022) for the TU in-distribution table."""
 from __future__ import annotations
 
+from typing import Dict
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GINConv, global_mean_pool
 
-from .gnn import graph_batch_info
+from ..nn.stacked import linear, scale_rows, seed_batch_norm
 from .backbones import BACKBONES, BackboneSpec
+from .union import StackedEncoder, UnionBatch
 
 
-class GMixupGIN(nn.Module):
+class GMixupGIN(StackedEncoder):
     r"""G-Mixup's 5-layer GIN (``src/models.py``): each layer is
     ``GINConv(Linear-ReLU-Linear) -> ReLU -> BatchNorm``, then mean pooling
     and ``Linear -> ReLU``. G-Mixup's final ``Linear`` to the classes is the
@@ -53,15 +56,37 @@ class GMixupGIN(nn.Module):
             norm.reset_parameters()
         self.lin.reset_parameters()
 
-    def forward(self, data) -> Tensor:
-        x, edge_index = data.x, data.edge_index
+    def forward_stacked(self, P: Dict[str, Tensor], pre: str,
+                        data: UnionBatch, noise, training: bool) -> Tensor:
+        r"""Embeddings ``[S, B, hidden]`` (after its ``Linear -> ReLU``) of
+        every seed's batch in the union :obj:`data`. Each layer is PyG's
+        ``GINConv`` (the sum of the neighbours' rows plus
+        :math:`(1 + \epsilon)` times the node's own row, then ``Linear ->
+        ReLU -> Linear``), ReLU, and a BatchNorm per seed over its real
+        nodes; then mean pooling per graph."""
+        S, N, B = data.S, data.size, data.B
+        x = data.x
         if not x.is_floating_point():
             x = x.float()
-        batch, num_graphs = graph_batch_info(data)
-        for conv, norm in zip(self.convs, self.norms):
-            x = norm(F.relu(conv(x, edge_index)))
-        x = global_mean_pool(x, batch, num_graphs)
-        return F.relu(self.lin(x))
+        h = x.reshape(S, N, -1)
+        for i in range(self.num_layers):
+            c = f'{pre}convs.{i}.'
+            d = h.size(-1)
+            out = data.aggregate(h.reshape(S * N, d), 'sum')
+            z = out.view(S, N, d) + scale_rows(h, 1 + P[c + 'eps'],
+                                                data.rows)
+            z = F.relu(linear(z, P[c + 'nn.0.weight'], P[c + 'nn.0.bias'],
+                              data.rows))
+            z = linear(z, P[c + 'nn.2.weight'], P[c + 'nn.2.bias'],
+                       data.rows)
+            h = seed_batch_norm(F.relu(z), P, f'{pre}norms.{i}.',
+                                self.norms[i], data.rows, training)
+        d = h.size(-1)
+        size = S * B
+        pooled = global_mean_pool(h.reshape(S * N, d), data.batch, size + 1)
+        pooled = pooled[:size].view(S, B, d)
+        return F.relu(linear(pooled, P[pre + 'lin.weight'],
+                             P[pre + 'lin.bias']))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '

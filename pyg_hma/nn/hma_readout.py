@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .queue import write_queue
-from .utils import (MaskedAttentionBlock, gather_from_all_ranks,
-                    gather_rows_with_grad, nonfinite_rows)
+from .hma_functional import (memory_mask, memory_tokens, readout_forward,
+                             write_queues)
+from .stacked import GLOBAL_NOISE, stacked_state
+from .utils import MaskedAttentionBlock
 
 _HEADS = ('both', 'feature', 'label')
 _INFERENCE = ('batch', 'independent')
@@ -459,32 +460,17 @@ class HMAReadout(nn.Module):
                     raise ValueError(f"HMAReadout got NaN or Inf in its "
                                      f"{name} during training")
 
-    def _label_tokens(self, feats: Tensor, labels: Tensor) -> Tensor:
-        return torch.cat([feats, self.label_emb(labels)], dim=-1)
-
     def memory_tokens(self) -> Tensor:
         r"""The queue as the RMA block reads it: :math:`(M, d + l)` tokens
         :math:`[\mathbf{k}_j \| \mathbf{E}_{y_j}]` (the label part looked
         up now, or the copy made at write time with
         :obj:`queue_stores="label_tokens"`)."""
-        if self.queue_label_tokens is not None:
-            return torch.cat([self.queue_keys, self.queue_label_tokens],
-                             dim=-1)
-        if self.queue_init == 'random':
-            # Unlabelled (random) entries are attended: give them the
-            # "unknown" label.
-            labels = torch.where(self.queue_labels >= 0, self.queue_labels,
-                                 self.num_classes)
-        else:  # empty entries are masked out; any valid row will do
-            labels = self.queue_labels.clamp(min=0)
-        return self._label_tokens(self.queue_keys, labels)
+        return memory_tokens(self, stacked_state(self), '').squeeze(0)
 
     def memory_mask(self) -> Tensor:
         r"""Which queue entries the RMA block attends to, :math:`(M)`: the
         filled ones, or all of them with :obj:`queue_init="random"`."""
-        if self.queue_init == 'random':
-            return torch.ones_like(self.queue_labels, dtype=torch.bool)
-        return self.queue_labels >= 0
+        return memory_mask(self, stacked_state(self), '').squeeze(0)
 
     def forward(self, x: Tensor, y: Optional[Tensor] = None,
                 key: Optional[Tensor] = None) -> Tensor:
@@ -498,45 +484,13 @@ class HMAReadout(nn.Module):
                 :obj:`x.detach()`.
         """
         self._check(x, y, key)
-        batch_size = x.size(0)
-        unknown = self.label_emb.weight[self.num_classes]
-        z = torch.cat([x, unknown.expand(batch_size, -1)], dim=-1)
-        eye = torch.eye(batch_size, dtype=torch.bool, device=x.device)
-
-        if self.rma_block is not None:
-            # Each sample attends over itself (the diagonal) and the filled
-            # queue entries; never over the rest of the batch.
-            memory = self.memory_tokens()
-            filled = self.memory_mask().expand(batch_size, -1)
-            mask = torch.cat([eye, filled], dim=1)
-            z = self.rma_block(torch.cat([z, memory], dim=0), batch_size, mask)
-
-        if self.sma_block is not None:
-            tokens = [z]
-            if self.abd and self.training and self.abd_across_ranks:
-                tokens.append(gather_rows_with_grad(z)[1])
-            if self.slots is not None:
-                tokens.append(self._label_tokens(
-                    self.slots.reshape(-1, self.in_channels),
-                    self.slot_labels))
-            across = self.abd and (self.training
-                                   or self.inference == 'batch')
-            mask = None
-            if not across:  # each sample sees itself and the slots only
-                mask = torch.cat([eye, eye.new_ones(batch_size,
-                                                    self.slot_labels.numel())],
-                                 dim=1)
-            z = self.sma_block(torch.cat(tokens, dim=0), batch_size, mask)
-
-        if self.head == 'feature':
-            z = z[:, :self.in_channels]
-        elif self.head == 'label':
-            z = z[:, self.in_channels:]
-        out = self.lin(z)
-
-        if self.training and y is not None and self.rma:
-            self.write(x.detach() if key is None else key.detach(), y)
-        return out
+        # The readout's one definition (hma_functional), as a group of one.
+        out = readout_forward(
+            self, stacked_state(self), '', x.unsqueeze(0),
+            None if y is None else y.reshape(1, -1),
+            None if key is None else key.unsqueeze(0), GLOBAL_NOISE,
+            self.training)
+        return out.squeeze(0)
 
     @torch.no_grad()
     def write(self, keys: Tensor, labels: Tensor):
@@ -558,32 +512,8 @@ class HMAReadout(nn.Module):
         pointer advances by the number written) and counted in
         :obj:`num_skipped_writes`, as are the rows of a skipped write. This
         runs on the device without a host sync."""
-        if self.memory_size == 0 or self.queue_write == 'never':
-            return
-        keys, labels = gather_from_all_ranks(keys.detach(),
-                                             labels.view(-1).long())
-        keys = keys.to(self.queue_keys.dtype)
-        size = self.memory_size
-        rows = labels.numel()
-        if self.queue_write == 'divisible' and (rows == 0 or size % rows):
-            self.num_skipped_writes.add_(rows)
-            return
-        valid = (~nonfinite_rows(keys) & (labels >= 0)
-                 & (labels < self.num_classes))
-        tokens = None
-        if self.queue_label_tokens is not None:
-            # A snapshot: later changes of the embedding do not reach it.
-            tokens = self.label_emb.weight.detach()[labels.clamp(
-                0, self.num_classes - 1)].to(self.queue_label_tokens.dtype)
-            valid = valid & ~nonfinite_rows(tokens)
-        # One queue of the batched write the seed-batched trainer runs too.
-        extra = [] if tokens is None else [
-            (self.queue_label_tokens.unsqueeze(0), tokens.unsqueeze(0))]
-        count = write_queue(self.queue_keys.unsqueeze(0),
-                            self.queue_labels.unsqueeze(0),
-                            self.queue_ptr.view(1), keys.unsqueeze(0),
-                            labels.unsqueeze(0), valid.unsqueeze(0), extra)
-        self.num_skipped_writes.add_(labels.numel() - count[0])
+        write_queues(self, stacked_state(self), '', keys.unsqueeze(0),
+                     labels.reshape(1, -1))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               strict, missing_keys, unexpected_keys,

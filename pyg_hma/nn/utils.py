@@ -9,6 +9,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .stacked import GLOBAL_NOISE, layer_norm, linear, stacked_state
+
 _ATTENTION_SCALES = ('head', 'token')
 _RESIDUALS = ('identity', 'linear')
 _BLOCK_DEFAULTS = dict(ffn_ratio=2, attention_scale='head',
@@ -129,47 +131,11 @@ class MaskedAttentionBlock(nn.Module):
 
     def forward(self, tokens: Tensor, num_queries: int,
                 mask: Optional[Tensor] = None) -> Tensor:
-        query = tokens[:num_queries]
-        h = self.norm1(tokens)
-        # [1, heads, N, D/heads]: one "batch" whose sequence is the token set.
-        q = self.q_proj(h[:num_queries]).view(1, num_queries, self.heads, -1)
-        if self.norm_kv is not None:
-            h = self.norm_kv(tokens)
-        kv = self.kv_proj(h)
-        poisoned = None
-        if mask is not None:
-            # A masked-out token must not reach a query, but a NaN key or
-            # value would (NaN score, or 0 * NaN = NaN in the weighted sum).
-            # Zero non-finite tokens, then give NaN to exactly the queries
-            # that may attend to one, as unmasked attention would.
-            bad = nonfinite_rows(kv)
-            # Zeroing the non-finite entries (rather than the whole bad row)
-            # gives the same outputs and gradients: a bad row only reaches
-            # masked-out queries (weight 0) and poisoned ones, whose output
-            # is replaced by NaN below (so no gradient flows back from them).
-            kv = kv.nan_to_num(0.0, 0.0, 0.0)
-            poisoned = (mask & bad[None, :]).any(dim=1)
-        k, v = kv.view(1, h.size(0), 2, self.heads, -1).unbind(dim=2)
-        attn_mask = None if mask is None else mask.view(1, 1, *mask.shape)
-        # scale=None is SDPA's own 1 / sqrt(head width).
-        scale = (1.0 / math.sqrt(self.channels)
-                 if self.attention_scale == 'token' else None)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            attn_mask=attn_mask, scale=scale)
-        out = out.transpose(1, 2).reshape(num_queries, self.channels)
-        if poisoned is not None:
-            out = torch.where(poisoned[:, None], out.new_full((), math.nan),
-                              out)
-        if self.out_proj is not None:
-            out = self.out_proj(out)
-        res = query if self.res_proj is None else self.res_proj(query)
-        z = res + F.dropout(out, self.dropout, self.training)
-        hidden = self.ffn[1](self.ffn[0](self.norm2(z)))
-        if self.ffn_hidden_dropout:
-            hidden = F.dropout(hidden, self.dropout, self.training)
-        ffn = self.ffn[2](hidden)
-        return z + F.dropout(ffn, self.dropout, self.training)
+        # The block's one definition, on its weights as a group of one.
+        return attention_block(
+            self, stacked_state(self), '', tokens.unsqueeze(0), num_queries,
+            None if mask is None else mask.unsqueeze(0), GLOBAL_NOISE,
+            self.training).squeeze(0)
 
     def extra_options(self) -> Dict[str, Any]:
         r"""The options that differ from their defaults, by name."""
@@ -187,6 +153,70 @@ class MaskedAttentionBlock(nn.Module):
                         for k, v in self.extra_options().items())
         return (f'{self.__class__.__name__}({self.channels}, '
                 f'heads={self.heads}, dropout={self.dropout}{extra})')
+
+
+def attention_block(block: MaskedAttentionBlock, P: Dict[str, Tensor],
+                    pre: str, tokens: Tensor, num_queries: int,
+                    mask: Optional[Tensor], noise, training: bool) -> Tensor:
+    r"""The math of :class:`MaskedAttentionBlock` :obj:`block` (its options
+    read from it), on weights ``P[pre + name]`` with a leading seed
+    dimension (:mod:`pyg_hma.nn.stacked`): :obj:`tokens` ``[S, T, D]``,
+    :obj:`mask` ``[S, Q, T]`` or ``None``, dropout from :obj:`noise`;
+    returns ``[S, Q, D]``. The block's own forward is this with ``S = 1``."""
+    S, T, D = tokens.shape
+    Q, H = num_queries, block.heads
+    query = tokens[:, :Q]
+    h = layer_norm(tokens, P[pre + 'norm1.weight'], P[pre + 'norm1.bias'],
+                   block.norm_eps)
+    # [S, heads, T, D/heads]: the seed is the batch, its tokens the sequence.
+    q = linear(h[:, :Q], P[pre + 'q_proj.weight'], P[pre + 'q_proj.bias'])
+    q = q.view(S, Q, H, -1)
+    if block.norm_kv is not None:
+        h = layer_norm(tokens, P[pre + 'norm_kv.weight'],
+                       P[pre + 'norm_kv.bias'], block.norm_eps)
+    kv = linear(h, P[pre + 'kv_proj.weight'], P[pre + 'kv_proj.bias'])
+    poisoned = None
+    if mask is not None:
+        # A masked-out token must not reach a query, but a NaN key or value
+        # would (NaN score, or 0 * NaN = NaN in the weighted sum). Zero the
+        # non-finite entries, then give NaN to exactly the queries that may
+        # attend to a bad token, as unmasked attention would. (Zeroing the
+        # entries rather than the whole row gives the same outputs and
+        # gradients: a bad row only reaches masked-out queries, weight 0,
+        # and poisoned ones, whose output is replaced and passes no
+        # gradient back.)
+        bad = nonfinite_rows(kv)  # [S, T]
+        kv = kv.nan_to_num(0.0, 0.0, 0.0)
+        poisoned = (mask & bad[:, None, :]).any(dim=2)  # [S, Q]
+    k, v = kv.view(S, T, 2, H, -1).unbind(dim=2)
+    attn_mask = None if mask is None else mask.view(S, 1, Q, T)
+    # scale=None is SDPA's own 1 / sqrt(head width).
+    scale = (1.0 / math.sqrt(block.channels)
+             if block.attention_scale == 'token' else None)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        attn_mask=attn_mask, scale=scale)
+    out = out.transpose(1, 2).reshape(S, Q, D)
+    if poisoned is not None:
+        out = torch.where(poisoned[..., None], out.new_full((), math.nan),
+                          out)
+    if block.out_proj is not None:
+        out = linear(out, P[pre + 'out_proj.weight'],
+                     P[pre + 'out_proj.bias'])
+    if training:
+        out = noise.dropout(out, block.dropout)
+    res = query if block.res_proj is None else linear(
+        query, P[pre + 'res_proj.weight'], P[pre + 'res_proj.bias'])
+    z = res + out
+    f = layer_norm(z, P[pre + 'norm2.weight'], P[pre + 'norm2.bias'],
+                   block.norm_eps)
+    f = F.gelu(linear(f, P[pre + 'ffn.0.weight'], P[pre + 'ffn.0.bias']))
+    if training and block.ffn_hidden_dropout:
+        f = noise.dropout(f, block.dropout)
+    f = linear(f, P[pre + 'ffn.2.weight'], P[pre + 'ffn.2.bias'])
+    if training:
+        f = noise.dropout(f, block.dropout)
+    return z + f
 
 
 def nonfinite_rows(x: Tensor) -> Tensor:

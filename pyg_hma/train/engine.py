@@ -301,8 +301,9 @@ def compile_model(model: nn.Module, mode: str = 'default',
     Check a compiled padded setup with
     ``tests/test_padding.py::test_static_path_trains_like_eager_on_device``
     (``PYG_HMA_TEST_DEVICE=cuda`` on a GPU): that check found the Inductor
-    fault that ``masked_batch_norm`` now avoids (see its comment and
-    ``docs/performance.md``).
+    fault that the masked BatchNorm of
+    :func:`~pyg_hma.nn.stacked.seed_batch_norm` now avoids (see its comment
+    and ``docs/contributing/performance-history.md``).
     """
     model.compile(mode=mode, dynamic=dynamic)
     return model

@@ -1,54 +1,37 @@
-r"""S copies of one model, trained as one: the layers of seed-batched
-training (:mod:`pyg_hma.train.seed_batch`).
+r"""S copies of one model, trained as one: the model of seed-batched training
+(:mod:`pyg_hma.train.seed_batch`).
 
 Every parameter and buffer of the S models is stacked along a new leading
-*seed* dimension (:class:`StackedModel`); the forward pass is written out
-functionally for the supported modules and keeps the S models apart:
+*seed* dimension (:class:`StackedModel`), and the forward pass runs the
+modules' own math with that dimension: each encoder's
+:meth:`~pyg_hma.models.union.StackedEncoder.forward_stacked` and
+:class:`~pyg_hma.HMAReadout`'s :func:`~pyg_hma.nn.hma_functional.readout_forward`,
+the very functions a module's own ``forward`` runs with ``S = 1``. So the
+seeds stay apart:
 
 * node tensors live in a padded layout ``[S, N_max, d]`` (seed ``s``'s own
-  batch in rows ``:N_s``), so every linear layer is one batched matrix
-  product (``baddbmm``) with per-seed weights;
-* message passing runs once on the disjoint union of the S batches (the
-  edge indices of seed ``s`` are shifted by ``s * N_max``): without edge
-  features as one sparse matrix product per layer (the union's adjacency,
-  built once per batch), with them by PyG's gather and scatter; either way
-  every node sums its messages in edge order, as alone;
+  batch in rows ``:N_s``, :class:`~pyg_hma.models.union.UnionBatch`), so
+  every linear layer is one batched matrix product with per-seed weights;
+* message passing runs once on the disjoint union of the S batches; every
+  node sums its messages in edge order, as alone;
 * BatchNorm statistics (and running statistics) are computed per seed over
   its real nodes only, with the kernel of :class:`torch.nn.BatchNorm1d`;
-* pooled embeddings are ``[S, B, d]`` (all seeds of a group see batches of
-  the same size, as they read the same training split with the same batch
-  size), so HMA's attention blocks run with the seed as the batch
-  dimension, and each seed writes its own queue;
+* pooled embeddings are ``[S, B, d]``, so HMA's attention blocks run with
+  the seed as the batch dimension, and each seed writes its own queue;
 * dropout masks come from one :class:`torch.Generator` per seed and cover
-  that seed's real rows only, so a seed's masks do not depend on the other
-  seeds of its group;
+  that seed's real rows only (:class:`~pyg_hma.nn.stacked.Noise`);
 * with static shapes (``UnionBatch(..., pad=...)``, for ``torch.compile``
   and CUDA graphs) the union is padded to node and edge budgets, BatchNorm
   counts real rows with a mask tensor, and dropout masks are hashed from a
-  per-seed key (:class:`Noise` with ``static=True``), so the compiled
-  forward holds no generator and no host-side sizes.
-
-* OGB's atom and bond encoders (one embedding table per feature column)
-  are stacked per seed: every row looks its features up in its own seed's
-  tables (one ``embedding_bag`` over the concatenated tables, summing the
-  columns);
-* a virtual node is ``[S, B, d]`` (row ``(s, g)``: seed ``s``'s graph
-  ``g``), and the BatchNorms of its MLP are per seed over its ``B`` graphs.
+  per-seed key (``Noise(static=True)``), so the compiled forward holds no
+  generator and no host-side sizes.
 
 Supported: :class:`~pyg_hma.models.build.LinearClassifier` and
-:class:`~pyg_hma.HMAClassifier` (with or without momentum encoder) around a
-:class:`~pyg_hma.models.gnn.GNN` (GCN or GIN, with or without virtual node
-and OGB atom/bond encoders, any pooling, dropout, residual) or G-Mixup's
-GIN (:class:`~pyg_hma.models.tu_gin.GMixupGIN`, table 4), or Colored
-MNIST's :class:`~pyg_hma.models.mnist.IRMMLP` and
-:class:`~pyg_hma.models.mnist.SmallCNN` on image batches
-(:class:`ImageUnion`); :data:`ENCODERS`
-maps each encoder type to its stacked forward.
-:func:`unsupported_reason` says why a model is not.
-
-The union of batches, the functional layers and the random streams live in
-:mod:`pyg_hma.train.stacked_layers`, the stacked forwards of the modules in
-:mod:`pyg_hma.train.stacked_models`; both are re-exported here.
+:class:`~pyg_hma.HMAClassifier` (either readout style, with or without
+momentum encoder) around any
+:class:`~pyg_hma.models.union.StackedEncoder` (the GNNs, G-Mixup's GIN,
+Colored MNIST's MLP and CNN). :func:`unsupported_reason` says why a model is
+not. The layers' names are re-exported here.
 """
 from __future__ import annotations
 
@@ -60,13 +43,11 @@ from torch import Tensor, nn
 from ..models.build import LinearClassifier
 from ..nn import HMAClassifier, HMAReadout
 from ..nn.momentum import momentum_step
-from .stacked_layers import (ImageUnion, Noise, UnionBatch, add_rows,
-                             hash32, layer_norm, linear, scale_rows,
-                             seed_batch_norm, sum_of_embeddings, union_of)
-from .stacked_models import (ENCODERS, attention_block, cnn_forward,
-                             encoder_forward, gmixup_gin_forward,
-                             gnn_forward, mlp_forward, readout_forward,
-                             write_queues)
+from ..models.union import ImageUnion, StackedEncoder, UnionBatch, union_of
+from ..nn.hma_functional import readout_forward, write_queues
+from ..nn.stacked import (Noise, add_rows, hash32, layer_norm, linear,
+                          scale_rows, seed_batch_norm, sum_of_embeddings)
+from ..nn.utils import attention_block
 
 # --------------------------------------------------------------------------
 # Support
@@ -80,13 +61,21 @@ def unsupported_reason(model: nn.Module) -> Optional[str]:
         encoder = model.encoder
     elif isinstance(model, HMAClassifier):
         encoder = model.encoder
-        if type(model.readout) is not HMAReadout:
+        if not isinstance(model.readout, HMAReadout):
             return f'readout {type(model.readout).__name__}'
     else:
         return f'model {type(model).__name__}'
-    if type(encoder) not in ENCODERS:
+    if not isinstance(encoder, StackedEncoder):
         return f'backbone {type(encoder).__name__}'
     return None
+
+
+def encoder_forward(encoder: StackedEncoder, P: Dict[str, Tensor], pre: str,
+                    data, noise: Noise, training: bool) -> Tensor:
+    r""":obj:`encoder`'s math on every seed (its
+    :meth:`~pyg_hma.models.union.StackedEncoder.forward_stacked`): pooled
+    embeddings ``[S, B, d]``."""
+    return encoder.forward_stacked(P, pre, data, noise, training)
 
 
 # --------------------------------------------------------------------------
@@ -204,9 +193,8 @@ class StackedModel:
                                      noise, training)
 
 
-__all__ = ['StackedModel', 'unsupported_reason', 'UnionBatch', 'ImageUnion',
-           'union_of', 'Noise', 'hash32', 'linear', 'add_rows', 'scale_rows',
-           'layer_norm', 'seed_batch_norm', 'sum_of_embeddings', 'ENCODERS',
-           'encoder_forward', 'gnn_forward', 'gmixup_gin_forward',
-           'mlp_forward', 'cnn_forward', 'attention_block',
-           'readout_forward', 'write_queues']
+__all__ = ['StackedModel', 'unsupported_reason', 'encoder_forward',
+           'UnionBatch', 'ImageUnion', 'union_of', 'Noise', 'hash32', 'linear',
+           'add_rows', 'scale_rows', 'layer_norm', 'seed_batch_norm',
+           'sum_of_embeddings', 'attention_block', 'readout_forward',
+           'write_queues']

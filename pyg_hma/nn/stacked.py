@@ -1,163 +1,39 @@
-r"""The functional layers of seed-batched training, with a leading seed
-dimension (:mod:`pyg_hma.train.stacked` explains the layout): the union of
-the S batches of a step (:class:`UnionBatch`, :class:`ImageUnion`),
-per-seed linear maps (:func:`linear`), row-restricted additions and scales,
-layer norm, BatchNorm per seed over its real rows (:func:`seed_batch_norm`),
-OGB's embedding encoders (:func:`sum_of_embeddings`) and the per-seed random
-streams (:class:`Noise`, :func:`hash32`).
+r"""Functional layers with a leading *seed* dimension: the one definition of
+the math of every module of this project that trains.
+
+Every tensor carries a leading seed dimension ``S`` and every parameter
+``P[name]`` is ``[S, ...]``: the seed-batched trainer
+(:mod:`pyg_hma.train.stacked`) stacks S models' parameters, and a module's
+own ``forward`` runs the same functions on its parameters viewed as a group
+of one (:func:`stacked_state`, ``S = 1``) with torch's global random stream
+(:data:`GLOBAL_NOISE`). So a layer's forward is written once.
+
+Here: per-seed linear maps (:func:`linear`), row-restricted additions and
+scales, layer norm, BatchNorm per seed over its real rows
+(:func:`seed_batch_norm`), OGB's embedding encoders
+(:func:`sum_of_embeddings`) and the random streams (:class:`Noise`,
+:func:`hash32`, :class:`GlobalNoise`).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.gnn import gcn_norm, neighbour_sum
 
-# --------------------------------------------------------------------------
-# The union of S batches
-# --------------------------------------------------------------------------
-
-class UnionBatch:
-    r"""S graph batches (one per seed, with the same number of graphs
-    :obj:`B`) in the padded layout of :class:`StackedModel`.
-
-    Attributes: :obj:`x` ``[S * N_max, F]``, :obj:`edge_index` (shifted to
-    padded positions), :obj:`edge_attr` (edge features in the order of
-    :obj:`edge_index`, or ``None``), :obj:`edge_seed` (every edge's seed),
-    :obj:`batch` (graph ``s * B + g``; padding rows in
-    graph ``S * B``), :obj:`y` ``[S, B, ...]``, :obj:`num_nodes` (real
-    nodes per seed, a list), :obj:`size` ``N_max``.
-
-    With :obj:`pad` ``(node_step, edge_step)`` the shapes are static, as
-    :class:`~pyg_hma.loader.PaddedLoader` makes them for one model: ``N_max``
-    is rounded up from the largest batch's nodes plus one to a multiple of
-    ``node_step``, and the union holds ``S`` times the largest batch's
-    edges rounded up to a multiple of ``edge_step``, the extra edges being
-    self loops on the last padding node (edge features zero), so no
-    message reaches a real node; :obj:`rows` is then a mask.
-    """
-    def __init__(self, batches: Sequence,
-                 pad: Optional[Tuple[int, int]] = None):
-        S = len(batches)
-        B = int(batches[0].num_graphs)
-        if any(int(b.num_graphs) != B for b in batches):
-            raise ValueError('seed-batched training needs batches with the '
-                             'same number of graphs for every seed')
-        num_nodes = [int(b.x.size(0)) for b in batches]
-        N = max(num_nodes)
-        self.static = pad is not None
-        if self.static:  # room for one padding node in every seed's rows
-            N = _round_up(N + 1, pad[0])
-        first = batches[0].x
-        device = first.device
-        self.S, self.B, self.size, self.num_nodes = S, B, N, num_nodes
-        starts = np.arange(S) * N
-        # Real node positions in the padded layout, built on the host.
-        pos = np.concatenate([np.arange(n) + s for n, s in
-                              zip(num_nodes, starts)])
-        pos_t = torch.from_numpy(pos).to(device)
-        self.pos = pos_t
-        x = first.new_zeros((S * N, ) + tuple(first.shape[1:]))
-        x.index_copy_(0, pos_t, torch.cat([b.x for b in batches]))
-        self.x = x
-        edges = [int(b.edge_index.size(1)) for b in batches]
-        extra = 0
-        if self.static:  # self loops on the last seed's last padding node
-            # S budgets of the largest batch's edges, as for the nodes: a
-            # step's shape is set by its largest batch, so steps take a
-            # handful of shapes (one CUDA graph each), whatever S.
-            extra = S * _round_up(max(max(edges), 1), pad[1]) - sum(edges)
-        shifts = torch.from_numpy(np.repeat(
-            np.append(starts, starts[-1]), edges + [extra])).to(device)
-        edge_index = [b.edge_index for b in batches]
-        if extra:
-            edge_index.append(batches[0].edge_index.new_full((2, extra),
-                                                             N - 1))
-        self.edge_index = torch.cat(edge_index, dim=1) + shifts
-        self._edge_shifts = shifts
-        #: Every seed's number of edges (the static budget's extra self
-        #: loops counted with the last seed, whose padding node holds them).
-        self.edge_counts = edges[:-1] + [edges[-1] + extra]
-        self.edge_attr = None
-        if getattr(batches[0], 'edge_attr', None) is not None:
-            attr = [b.edge_attr for b in batches]
-            if extra:
-                attr.append(attr[0].new_zeros((extra, ) + attr[0].shape[1:]))
-            self.edge_attr = torch.cat(attr)
-        batch = torch.full((S * N, ), S * B, dtype=torch.long, device=device)
-        graph_shift = np.repeat(np.arange(S) * B, num_nodes)
-        batch.index_copy_(0, pos_t, torch.cat([b.batch for b in batches])
-                          + torch.from_numpy(graph_shift).to(device))
-        self.batch = batch
-        self.y = torch.stack([b.y for b in batches])
-        self.env = None  # graph datasets carry no environments
-        self._gcn_norm = None
-        #: What BatchNorm and dropout read as a seed's real rows: the list
-        #: of real node counts, or with static shapes the mask ``[S, N]``
-        #: (a tensor, so that a compiled step does not specialise on them).
-        self.rows = num_nodes
-        if self.static:
-            counts = torch.tensor(num_nodes, device=device)
-            self.rows = (torch.arange(N, device=device).view(1, N)
-                         < counts.view(S, 1))
-
-    @property
-    def edge_seed(self) -> Tensor:
-        r"""The seed of every edge, ``[E]``."""
-        return self._edge_shifts // self.size
-
-    def gcn_norm(self, dtype) -> Tuple[Tensor, Tensor]:
-        r"""``(deg, norm)`` of OGB's GCN layer (degree with a self loop),
-        computed once per batch."""
-        if torch.compiler.is_compiling():  # no cache inside a graph
-            return gcn_norm(self.edge_index, self.S * self.size, dtype)
-        if self._gcn_norm is None:
-            self._gcn_norm = gcn_norm(self.edge_index, self.S * self.size,
-                                      dtype)
-        return self._gcn_norm
-
-    def aggregate(self, x: Tensor, weighting: str) -> Tensor:
-        r"""The sum over every node's incoming edges of its sources' rows
-        of :obj:`x` ``[S * N_max, d]``, with weight 1
-        (:obj:`weighting="sum"`, GIN) or OGB's GCN normalisation
-        (:obj:`"gcn"`): :func:`~pyg_hma.models.gnn.neighbour_sum` on the
-        union (a sparse matrix product on a CPU, its adjacency built once
-        per batch and reused by every layer and the momentum encoder)."""
-        weight = self.gcn_norm(x.dtype)[1] if weighting == 'gcn' else None
-        return neighbour_sum(x, self.edge_index, weight)
-
-
-class ImageUnion:
-    r"""S batches of images (:class:`~pyg_hma.loader.TensorBatch`, one per
-    seed, with the same batch size :obj:`B`), stacked: :obj:`x`
-    ``[S, B, C, H, W]``, :obj:`y` ``[S, B, ...]``, :obj:`env` ``[S, B]`` (the
-    samples' environments, or ``None``)."""
-    def __init__(self, batches: Sequence):
-        self.S, self.B = len(batches), int(batches[0].num_graphs)
-        if any(int(b.num_graphs) != self.B for b in batches):
-            raise ValueError('seed-batched training needs batches of the '
-                             'same size for every seed')
-        self.x = torch.stack([b.x for b in batches])
-        self.y = torch.stack([b.y for b in batches])
-        self.env = (None if batches[0].env is None else
-                    torch.stack([b.env.view(-1).long() for b in batches]))
-
-
-def union_of(batches: Sequence, pad: Optional[Tuple[int, int]] = None):
-    r"""The S batches of a step as the stacked model reads them: a
-    :class:`UnionBatch` of graph batches (with static shapes when
-    :obj:`pad` is given) or an :class:`ImageUnion` of image batches."""
-    if getattr(batches[0], 'edge_index', None) is None:
-        return ImageUnion(batches)
-    return UnionBatch(batches, pad)
-
-
-def _round_up(value: int, step: int) -> int:
-    return -(-value // step) * step
+def stacked_state(module: nn.Module, prefix: str = '') -> Dict[str, Tensor]:
+    r"""Every parameter and buffer of :obj:`module` (non-persistent buffers
+    included) as a group of one seed: ``{prefix + name: t.unsqueeze(0)}``.
+    The views share storage and autograd history with the module's own
+    tensors, so gradients reach its parameters and in-place updates (BatchNorm
+    statistics, HMA's queue) its buffers."""
+    state = {prefix + n: p.unsqueeze(0) for n, p in module.named_parameters()}
+    state.update({prefix + n: b.unsqueeze(0)
+                  for n, b in module.named_buffers()})
+    return state
 
 
 # --------------------------------------------------------------------------
@@ -165,39 +41,66 @@ def _round_up(value: int, step: int) -> int:
 # --------------------------------------------------------------------------
 
 def _bmm_linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    if w.size(1) == 1 and x.size(0) > 1:
+        # One output column (a BCE head): a batched GEMM of S > 1 takes
+        # another kernel than a seed's own, a matrix-vector product, and
+        # rounds otherwise (torch 2.13, MKL, CPU); so every seed runs its
+        # own, and its logits do not depend on its group.
+        return torch.cat([_bmm_linear(x[s:s + 1], w[s:s + 1],
+                                      None if b is None else b[s:s + 1])
+                          for s in range(x.size(0))])
     if b is None:
         return torch.bmm(x, w.transpose(1, 2))
     return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
 
-def _row_sums(grad: Tensor) -> Tensor:
-    # Every seed's sum over its rows, [S, 1, d], as a batched GEMM with a
-    # row of ones: it accumulates the rows in order, so the padding rows
-    # (zero gradients) add exact zeros.
-    ones = grad.new_ones(grad.size(0), 1, grad.size(1))
-    return torch.bmm(ones, grad)
+def _over_rows(a: Tensor, b: Tensor, rows) -> Tensor:
+    # Every seed's a_s^T b_s over its own real rows only, [S, p, q] from a
+    # [S, N, p] and b [S, N, q]: one GEMM per seed with K = n_s, the very
+    # call the seed makes alone. (Over the group's padded N, K = N_max: the
+    # padding rows add zeros, but MKL's sgemm blocks some K otherwise, e.g.
+    # n_s in 160-376 padded by 40 rounds differently, torch 2.13 on this
+    # CPU.)
+    if rows is None:
+        return torch.bmm(a.transpose(1, 2), b)
+    return torch.cat([torch.bmm(a[s:s + 1, :n].transpose(1, 2),
+                                b[s:s + 1, :n])
+                      for s, n in enumerate(rows)])
+
+
+def _row_sums(grad: Tensor, rows) -> Tensor:
+    # Every seed's sum over its real rows, [S, 1, d], as a GEMM with a row
+    # of ones (in-order accumulation), per seed over its own rows as in
+    # _over_rows.
+    if rows is None:
+        return torch.bmm(grad.new_ones(grad.size(0), 1, grad.size(1)), grad)
+    return torch.cat([torch.bmm(grad.new_ones(1, 1, n), grad[s:s + 1, :n])
+                      for s, n in enumerate(rows)])
 
 
 class _RowsLinear(torch.autograd.Function):
-    # The batched linear layer, with the bias's gradient an in-order GEMM
-    # (_row_sums), not autograd's sum over the padded N.
+    # The batched linear layer, with the gradients of the weight and bias
+    # reduced over each seed's real rows alone (_over_rows), not over the
+    # group's padded N.
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    def forward(ctx, x: Tensor, w: Tensor, b: Optional[Tensor],
+                rows: List[int]) -> Tensor:
         ctx.save_for_backward(x, w)
         ctx.has_bias = b is not None
+        ctx.rows = rows
         return _bmm_linear(x, w, b)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, w = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
         grad_x = torch.bmm(grad, w) if need_x else None
         grad_w = grad_b = None
         if need_w:
-            grad_w = torch.bmm(grad.transpose(1, 2), x)
+            grad_w = _over_rows(grad, x, ctx.rows)
         if need_b and ctx.has_bias:
-            grad_b = _row_sums(grad).squeeze(1)
-        return grad_x, grad_w, grad_b
+            grad_b = _row_sums(grad, ctx.rows).squeeze(1)
+        return grad_x, grad_w, grad_b, None
 
 
 def linear(x: Tensor, w: Tensor, b: Optional[Tensor],
@@ -206,17 +109,18 @@ def linear(x: Tensor, w: Tensor, b: Optional[Tensor],
     ``[S, out, in]``, :obj:`b` ``[S, out]``.
 
     Node features (padded rows): give :obj:`rows` (the real rows per seed,
-    a list), and the gradient of :obj:`b` is a batched GEMM with a row of
-    ones rather than autograd's sum over the padded ``N``: that sum of
-    ``[S, N, out]`` takes another summation order than a seed's
-    ``[1, n, out]`` alone, so its float32 rounding, and the seed's run,
-    would depend on the group. A GEMM accumulates the rows in order and the
-    padding rows add exact zeros, as for the weight's gradient
-    (``tests/test_invariance.py`` holds both to the last bit)."""
+    a list), and the gradients of :obj:`w` and :obj:`b` are one GEMM per
+    seed over its own real rows (for :obj:`b` with a row of ones), the
+    calls the seed makes alone, rather than one over the group's padded
+    ``N``: autograd's sum over ``[S, N, out]`` takes another summation order
+    than a seed's ``[1, n, out]``, and even a GEMM whose padding rows add
+    zeros blocks some ``N`` otherwise, so the seed's float32 run would
+    depend on its group (``tests/test_invariance.py`` holds both to the
+    last bit)."""
     if rows is None or isinstance(rows, Tensor) or not (
             torch.is_grad_enabled() and w.requires_grad):
         return _bmm_linear(x, w, b)
-    return _RowsLinear.apply(x, w, b)
+    return _RowsLinear.apply(x, w, b, list(rows))
 
 
 class _ScaleRows(torch.autograd.Function):
@@ -258,15 +162,16 @@ class _AddRows(torch.autograd.Function):
     # x [S, N, d] plus one row per seed [S, 1, d]; the row's gradient an
     # in-order GEMM (_row_sums), not autograd's sum over the padded N.
     @staticmethod
-    def forward(ctx, x: Tensor, row: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, row: Tensor, rows: List[int]) -> Tensor:
+        ctx.rows = rows
         return x + row
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         grad_row = None
         if ctx.needs_input_grad[1]:
-            grad_row = _row_sums(grad)
-        return grad, grad_row
+            grad_row = _row_sums(grad, ctx.rows)
+        return grad, grad_row, None
 
 
 def add_rows(x: Tensor, row: Tensor, rows) -> Tensor:
@@ -276,7 +181,7 @@ def add_rows(x: Tensor, row: Tensor, rows) -> Tensor:
     of :func:`linear`."""
     if isinstance(rows, Tensor) or not row.requires_grad:
         return x + row
-    return _AddRows.apply(x, row)
+    return _AddRows.apply(x, row, list(rows))
 
 
 def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
@@ -392,6 +297,11 @@ def seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
     gives.) In eval mode the running statistics normalise all seeds at
     once."""
     S, N, C = x.shape
+    if type(bn) is not nn.BatchNorm1d and S == 1 and rows == [N]:
+        # A module's own forward with a BatchNorm of another kind (one whose
+        # statistics span every torch.distributed rank, say): that layer's
+        # forward, on all of its rows.
+        return bn(x.view(N, C)).view(1, N, C)
     if not training:
         mean = P[pre + 'running_mean'].unsqueeze(1)
         var = P[pre + 'running_var'].unsqueeze(1)
@@ -400,9 +310,6 @@ def seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
             out = torch.addcmul(P[pre + 'bias'].unsqueeze(1), out,
                                 P[pre + 'weight'].unsqueeze(1))
         return out
-    if bn.track_running_stats and bn.momentum is None:
-        raise NotImplementedError(
-            'BatchNorm with momentum=None (cumulative average)')
     tracked = bn.track_running_stats
     if tracked:
         P[pre + 'num_batches_tracked'].add_(1)
@@ -416,11 +323,14 @@ def seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
               if bn.affine else ([None] * S, [None] * S))
     pieces = []
     for s, n in enumerate(rows):
+        momentum = 0.0
+        if tracked:  # momentum=None: the cumulative average
+            momentum = (bn.momentum if bn.momentum is not None else
+                        1.0 / float(P[pre + 'num_batches_tracked'][s]))
         pieces.append(F.batch_norm(
             parts[2 * s], P[pre + 'running_mean'][s] if tracked else None,
             P[pre + 'running_var'][s] if tracked else None,
-            affine[0][s], affine[1][s], True,
-            bn.momentum if tracked else 0.0, bn.eps))
+            affine[0][s], affine[1][s], True, momentum, bn.eps))
         if n < N:
             pieces.append(x.new_zeros(N - n, C))
     return torch.cat(pieces).view(S, N, C)
@@ -431,7 +341,7 @@ def _masked_seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
                             tracked: bool) -> Tensor:
     # Training BatchNorm per seed over the rows of `mask` [S, N], with the
     # count of real rows a tensor (static shapes): the statistics are
-    # matrix products, as in `masked_batch_norm` (see its comment). The
+    # matrix products (see the comment below). The
     # moments are taken around a constant shift (the mean, detached): the
     # same values and gradients, and with `var` computed from `x - mean`
     # directly, torch 2.13's Inductor (CPU) fused the backward wrongly
@@ -449,8 +359,12 @@ def _masked_seed_batch_norm(x: Tensor, P: Dict[str, Tensor], pre: str,
     if tracked:
         with torch.no_grad():
             unbiased = var * count / (count - 1).clamp(min=1.0)
-            P[pre + 'running_mean'].lerp_(mean.squeeze(1), bn.momentum)
-            P[pre + 'running_var'].lerp_(unbiased.squeeze(1), bn.momentum)
+            momentum = bn.momentum
+            if momentum is None:  # the cumulative average
+                momentum = (1.0 / P[pre + 'num_batches_tracked']).to(
+                    x.dtype).view(-1, 1)
+            P[pre + 'running_mean'].lerp_(mean.squeeze(1), momentum)
+            P[pre + 'running_var'].lerp_(unbiased.squeeze(1), momentum)
     out = centred * torch.rsqrt(var + bn.eps)
     if bn.affine:
         out = torch.addcmul(P[pre + 'bias'].unsqueeze(1), out,
@@ -482,6 +396,24 @@ def sum_of_embeddings(encoder: nn.Module, P: Dict[str, Tensor], pre: str,
             for s, index in enumerate(parts)]
 
 
-__all__ = ['UnionBatch', 'ImageUnion', 'union_of', 'linear', 'scale_rows',
-           'add_rows', 'layer_norm', 'hash32', 'Noise', 'seed_batch_norm',
+class GlobalNoise:
+    r"""The random stream of a module run on its own (``S = 1``): torch's
+    global generator, as :func:`torch.nn.functional.dropout` draws it."""
+    static = False
+
+    def new_step(self):
+        pass
+
+    def dropout(self, x: Tensor, p: float, rows=None) -> Tensor:
+        return F.dropout(x, p, training=True)
+
+    def randint(self, high: int, size: int, device) -> Tensor:
+        return torch.randint(0, high, (size, ), device=device).unsqueeze(0)
+
+
+#: The one :class:`GlobalNoise` every module's own forward uses.
+GLOBAL_NOISE = GlobalNoise()
+
+__all__ = ['stacked_state', 'linear', 'scale_rows', 'add_rows', 'layer_norm',
+           'hash32', 'Noise', 'GlobalNoise', 'GLOBAL_NOISE', 'seed_batch_norm',
            'sum_of_embeddings']
