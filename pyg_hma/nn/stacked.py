@@ -30,9 +30,13 @@ def stacked_state(module: nn.Module, prefix: str = '') -> Dict[str, Tensor]:
     The views share storage and autograd history with the module's own
     tensors, so gradients reach its parameters and in-place updates (BatchNorm
     statistics, HMA's queue) its buffers."""
-    state = {prefix + n: p.unsqueeze(0) for n, p in module.named_parameters()}
-    state.update({prefix + n: b.unsqueeze(0)
-                  for n, b in module.named_buffers()})
+    state = {}
+    for name, owner in module.named_modules(remove_duplicate=False):
+        pre = prefix + name + '.' if name else prefix
+        for tensors in (owner._parameters, owner._buffers):
+            for key, t in tensors.items():
+                if t is not None:
+                    state[pre + key] = t.unsqueeze(0)
     return state
 
 
@@ -61,21 +65,26 @@ def _over_rows(a: Tensor, b: Tensor, rows) -> Tensor:
     # padding rows add zeros, but MKL's sgemm blocks some K otherwise, e.g.
     # n_s in 160-376 padded by 40 rounds differently, torch 2.13 on this
     # CPU.)
-    if rows is None:
+    if rows is None or (len(rows) == 1 and rows[0] == a.size(1)):
         return torch.bmm(a.transpose(1, 2), b)
-    return torch.cat([torch.bmm(a[s:s + 1, :n].transpose(1, 2),
-                                b[s:s + 1, :n])
-                      for s, n in enumerate(rows)])
+    out = a.new_empty(a.size(0), a.size(2), b.size(2))
+    for s, n in enumerate(rows):
+        torch.bmm(a[s:s + 1, :n].transpose(1, 2), b[s:s + 1, :n],
+                  out=out[s:s + 1])
+    return out
 
 
 def _row_sums(grad: Tensor, rows) -> Tensor:
     # Every seed's sum over its real rows, [S, 1, d], as a GEMM with a row
     # of ones (in-order accumulation), per seed over its own rows as in
     # _over_rows.
-    if rows is None:
+    if rows is None or (len(rows) == 1 and rows[0] == grad.size(1)):
         return torch.bmm(grad.new_ones(grad.size(0), 1, grad.size(1)), grad)
-    return torch.cat([torch.bmm(grad.new_ones(1, 1, n), grad[s:s + 1, :n])
-                      for s, n in enumerate(rows)])
+    out = grad.new_empty(grad.size(0), 1, grad.size(2))
+    for s, n in enumerate(rows):
+        torch.bmm(grad.new_ones(1, 1, n), grad[s:s + 1, :n],
+                  out=out[s:s + 1])
+    return out
 
 
 class _RowsLinear(torch.autograd.Function):
