@@ -72,6 +72,19 @@ def molecule_model(backbone, method, dropout=0.0, hma_dropout=0.0,
                         dropout=hma_dropout, check_inputs=False))
 
 
+def image_model(backbone, method, hma_dropout=0.0):
+    r"""A factory of Colored MNIST's nets on :math:`2 \times 8 \times 8`
+    images, small: the MLP 16 wide, the CNN with 4 channels, HMA with a
+    memory of 32 and 4 slots per class."""
+    from pyg_hma.models import build_model
+    width = dict(mlp=dict(hidden_channels=16), cnn=dict(channels=4))
+    return lambda: build_model(
+        backbone, method, num_classes=2, input_shape=(2, 8, 8),
+        backbone_kwargs=width[backbone],
+        hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=16,
+                        dropout=hma_dropout, check_inputs=False))
+
+
 def molecules(num, seed=0):
     r"""Random OGB-like molecules: :obj:`num` graphs of 3-11 atoms with
     integer atom and bond features in OGB's vocabularies and labels

@@ -10,7 +10,7 @@ from pyg_hma.train.seed_batch import SeedAdam, fit_seeds
 
 from pyg_hma.data.registry import DatasetSplits
 
-from conftest import molecule_model, molecules, proteins_subset
+from conftest import image_model, molecule_model, molecules, proteins_subset
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -93,14 +93,10 @@ def test_image_nets_train_the_same_in_any_group(backbone, method):
         val=TensorDataset(x[:48], y[:48], env[:48]),
         test=TensorDataset(x[:48], y[:48], env[:48]), num_features=128,
         num_classes=2, metric='accuracy', task='image')
-    width = dict(mlp=dict(hidden_channels=16), cnn=dict(channels=4))
-    model_fn = lambda: build_model(  # noqa: E731
-        backbone, method, num_classes=2, input_shape=(2, 8, 8),
-        backbone_kwargs=width[backbone],
-        hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=16,
-                        dropout=0.1, check_inputs=False))
     cfg = TrainConfig(epochs=2, batch_size=16, clip_grad_norm=1.0)
-    seed3_in_every_group(model_fn, splits, method, cfg)
+    seed3_in_every_group(image_model(backbone, method, hma_dropout=0.1),
+                         splits, method, cfg)
+
 
 @pytest.mark.parametrize('size', [2, 64, 70])
 def test_seed_adam_updates_every_seed_as_it_would_alone(size):

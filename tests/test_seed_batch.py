@@ -16,7 +16,7 @@ from pyg_hma.train.seed_batch import (CPU_GROUP_ELEMENTS, fit_seeds,
 
 from pyg_hma.data.registry import DatasetSplits
 
-from conftest import molecule_model, molecules, proteins_subset
+from conftest import image_model, molecule_model, molecules, proteins_subset
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -491,12 +491,7 @@ def image_splits(shape=(2, 8, 8), n=96):
 def test_image_nets_equal_sequential_runs(tmp_path, float64, backbone,
                                           method):
     splits = image_splits()
-    width = dict(mlp=dict(hidden_channels=16), cnn=dict(channels=4))
-    model_fn = lambda: build_model(  # noqa: E731
-        backbone, method, num_classes=2, input_shape=(2, 8, 8),
-        backbone_kwargs=width[backbone],
-        hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=16,
-                        dropout=0.0, check_inputs=False))
+    model_fn = image_model(backbone, method)
     cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, clip_grad_norm=1.0)
     batched = group_equals_runs(model_fn, splits, method, cfg, tmp_path)
     if method == 'irm':
