@@ -23,14 +23,14 @@ def proteins(tmp_path_factory):
     return proteins_subset(tmp_path_factory, 160, 60)
 
 
-def graph_model(splits, conv, method):
+def graph_model(splits, conv, method, **hma):
     return lambda: build_model(
         conv, method, num_classes=splits.num_classes,
         num_features=splits.num_features,
         backbone_kwargs=dict(hidden_channels=32, num_layers=3, dropout=0.3,
                              pooling='mean'),
         hma_kwargs=dict(memory_size=32, slots_per_class=4, label_dim=16,
-                        dropout=0.1, check_inputs=False))
+                        dropout=0.1, check_inputs=False, **hma))
 
 
 def assert_identical(a, b):
@@ -61,6 +61,16 @@ def test_a_seed_trains_the_same_alone_and_in_any_group(proteins, conv,
     cfg = TrainConfig(epochs=2, batch_size=32)
     seed3_in_every_group(graph_model(proteins, conv, method), proteins,
                          method, cfg)
+
+
+def test_the_reference_readout_trains_seed_batched_in_any_group(proteins):
+    # --set hma.style=reference: the released code's readout (its own
+    # attention options, random queue of label tokens, divisible writes)
+    # runs the same stacked math, never falling back to one seed at a time.
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    seed3_in_every_group(graph_model(proteins, 'gcn', 'hma',
+                                     style='reference'),
+                         proteins, 'hma', cfg)
 
 
 @pytest.mark.parametrize('backbone,method', [('gin-v', 'hma'),
