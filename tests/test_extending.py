@@ -175,3 +175,40 @@ def test_a_stacked_backbone_is_written_once_and_trains_in_groups():
     from pyg_hma.models import LinearClassifier
     assert unsupported_reason(LinearClassifier(SAGE(8, 16), 2)) == \
         'backbone SAGE'
+
+
+class StackedLabelSmoothing(LabelSmoothing):
+    # docs/extending.md: the objective's seed-batched form beside its own.
+    def stacked(self, model, data, crit, ctx, noise):
+        S, B = data.S, data.B
+        logits = model(data, noise,
+                       y=crit.tokens(data.y.view(S * B, -1)).view(S, B))
+        loss = torch.stack([F.cross_entropy(logits[s], data.y[s].view(-1),
+                                            label_smoothing=0.1)
+                            for s in range(S)])
+        return loss, logits, {}
+
+
+def test_an_objective_trains_seed_batched_only_with_its_stacked_form():
+    from pyg_hma.methods import IRM, ManifoldMixup, Objective
+    from pyg_hma.train import TrainConfig
+    from pyg_hma.train.seed_batch import fit_seeds
+    assert Objective.stacks() and IRM.stacks() and ManifoldMixup.stacks()
+    assert not LabelSmoothing.stacks()  # only __call__: one at a time
+    assert StackedLabelSmoothing.stacks()
+    METHODS.register(MethodSpec('erm-sls', 'ERM+LS', StackedLabelSmoothing()))
+    try:
+        splits = load_my_graphs('MyGraphs')
+        model_fn = lambda: build_model(  # noqa: E731
+            'gcn', 'erm-sls', num_classes=2, num_features=8,
+            backbone_kwargs=dict(hidden_channels=16, num_layers=2,
+                                 dropout=0.0))
+        cfg = TrainConfig(epochs=2, batch_size=8)
+        grouped = fit_seeds(model_fn, splits, 'erm-sls', cfg, seeds=[0, 1],
+                            group_size=2, fallback='raise')
+        alone = fit_seeds(model_fn, splits, 'erm-sls', cfg, seeds=[1],
+                          fallback='raise')[0]
+    finally:
+        METHODS.unregister('erm-sls')
+    assert [h['train_loss'] for h in alone.history] == \
+        [h['train_loss'] for h in grouped[1].history]

@@ -49,6 +49,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,6 +57,18 @@ from torch import Tensor, nn
 from .._checks import check_field_types
 
 Extras = Dict[str, Tensor]
+
+
+def per_seed_loss(crit: 'Criterion', logits: Tensor,
+                  y: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Every seed's per-sample losses and weights, ``[S, B]`` each, from
+    logits ``[S, B, out]``: one call per seed on its own ``[B, out]``
+    logits (the softmax kernels vectorise across rows when there are few
+    classes, so over the group's ``[S * B, out]`` a seed's rows would round
+    as their place in the group decides)."""
+    pairs = [crit.per_sample(logits[s], y[s]) for s in range(logits.size(0))]
+    return (torch.stack([loss for loss, _ in pairs]),
+            torch.stack([weight for _, weight in pairs]))
 
 
 class Criterion:
@@ -194,6 +207,30 @@ class Objective:
         logits = model(batch, y=crit.tokens(batch.y))
         return crit.mean(logits, batch.y), logits, {}
 
+    def stacked(self, model, data, crit: Criterion, ctx: StepContext,
+                noise) -> Tuple[Tensor, Tensor, Extras]:
+        r"""This objective for every seed of a seed-batched group:
+        :obj:`model` a :class:`~pyg_hma.train.stacked.StackedModel`,
+        :obj:`data` the union of the seeds' (transformed) batches, every
+        draw from :obj:`noise` (the seeds' own streams). Returns the
+        per-seed losses ``[S]``, the logits ``[S, B, out]`` and extras
+        ``{name: [S]}``: for each seed what :meth:`__call__` computes on its
+        own model and batch."""
+        S, B = data.S, data.B
+        tokens = crit.tokens(data.y.reshape(S * B, *data.y.shape[2:]))
+        logits = model(data, noise, y=tokens.view(S, B))
+        loss, weight = per_seed_loss(crit, logits, data.y)
+        return loss.sum(1) / weight.sum(1).clamp_min(1.0), logits, {}
+
+    @classmethod
+    def stacks(cls) -> bool:
+        r"""Whether :meth:`stacked` is this objective's own form (defined
+        where its :meth:`__call__` is, or below): an objective that
+        overrides only :meth:`__call__` trains one seed at a time."""
+        call = next(k for k in cls.__mro__ if '__call__' in vars(k))
+        stacked = next(k for k in cls.__mro__ if 'stacked' in vars(k))
+        return issubclass(stacked, call)
+
 
 class _EnvObjective(Objective):
     num_envs = 2
@@ -219,6 +256,21 @@ class _EnvObjective(Objective):
             loss = loss / lam
         return loss
 
+    def _stacked_environments(self, data, noise, batch_size: int,
+                              device) -> Tensor:
+        # [S, B]: the dataset's (Colored MNIST), or drawn per seed.
+        if data.env is not None:
+            return data.env
+        return noise.randint(self.num_envs, batch_size, device)
+
+    def _stacked_risks(self, loss: Tensor, weight: Tensor, env: Tensor):
+        # Every seed's environment risks [S, E] and which are present.
+        onehot = F.one_hot(env, self.num_envs).to(loss.dtype)
+        counts = torch.bmm(weight.unsqueeze(1), onehot).squeeze(1)
+        risks = torch.bmm(loss.unsqueeze(1), onehot).squeeze(1) / \
+            counts.clamp_min(1.0)
+        return risks, counts > 0
+
 
 class IRM(_EnvObjective):
     name = 'irm'
@@ -238,6 +290,20 @@ class IRM(_EnvObjective):
         erm = loss.sum() / weight.sum().clamp_min(1.0)
         return self._combine(erm, penalty, ctx), logits, {'penalty': penalty}
 
+    def stacked(self, model, data, crit, ctx, noise):
+        logits = model(data, noise)
+        S, B = logits.shape[:2]
+        E = self.num_envs
+        env = self._stacked_environments(data, noise, B, logits.device)
+        scale = torch.ones(S, E, device=logits.device, requires_grad=True)
+        loss, weight = per_seed_loss(
+            crit, logits * scale.gather(1, env).unsqueeze(-1), data.y)
+        risks, _ = self._stacked_risks(loss, weight, env)
+        grad, = torch.autograd.grad(risks.sum(), scale, create_graph=True)
+        penalty = grad.pow(2).mean(1)
+        erm = loss.sum(1) / weight.sum(1).clamp_min(1.0)
+        return self._combine(erm, penalty, ctx), logits, {'penalty': penalty}
+
 
 class VREx(_EnvObjective):
     name = 'vrex'
@@ -252,6 +318,19 @@ class VREx(_EnvObjective):
         penalty = (((risks - mean) ** 2) * present).sum() / \
             present.sum().clamp_min(1.0)
         erm = loss.sum() / weight.sum().clamp_min(1.0)
+        return self._combine(erm, penalty, ctx), logits, {'penalty': penalty}
+
+    def stacked(self, model, data, crit, ctx, noise):
+        logits = model(data, noise)
+        B = logits.size(1)
+        env = self._stacked_environments(data, noise, B, logits.device)
+        loss, weight = per_seed_loss(crit, logits, data.y)
+        risks, present = self._stacked_risks(loss, weight, env)
+        present = present.to(risks.dtype)
+        n = present.sum(1).clamp_min(1.0)
+        mean = (risks * present).sum(1, keepdim=True) / n.unsqueeze(1)
+        penalty = (((risks - mean) ** 2) * present).sum(1) / n
+        erm = loss.sum(1) / weight.sum(1).clamp_min(1.0)
         return self._combine(erm, penalty, ctx), logits, {'penalty': penalty}
 
 
@@ -333,4 +412,34 @@ class ManifoldMixup(Objective):
         y = batch.y
         loss = lam * crit.mean(logits, y) + (1.0 - lam) * crit.mean(
             logits, y.view(h.size(0), -1)[perm].view_as(y))
+        return loss, logits, {}
+
+    def stacked(self, model, data, crit, ctx, noise):
+        # Seed s mixes its pooled embeddings with a permutation of them,
+        # lambda ~ Beta(alpha, alpha) and the permutation drawn from its own
+        # generator (torch's Beta takes no generator: a NumPy generator
+        # seeded from it draws lambda).
+        h = model.embed(data, noise)  # [S, B, d]
+        S, B, d = h.shape
+        alpha = self.hyperparameters_of(ctx).mixup_alpha
+        lams, perms = [], []
+        for gen in noise.generators:
+            state = int(torch.randint(2 ** 62, (), generator=gen,
+                                      device=gen.device))
+            lams.append(float(np.random.default_rng(state).beta(alpha,
+                                                                alpha)))
+            perms.append(torch.randperm(B, generator=gen, device=gen.device))
+        lam = torch.tensor(lams, dtype=h.dtype, device=h.device).view(S, 1, 1)
+        perm = torch.stack(perms).to(h.device)  # [S, B]
+        mixed = h.gather(1, perm.unsqueeze(-1).expand(S, B, d))
+        logits = model.head(lam * h + (1.0 - lam) * mixed)
+        y = data.y
+        y_perm = y.gather(1, perm.view(S, B, *([1] * (y.dim() - 2)))
+                          .expand_as(y))
+        own, weight = per_seed_loss(crit, logits, y)
+        other, weight_perm = per_seed_loss(crit, logits, y_perm)
+        lam = lam.view(S)
+        loss = (lam * own.sum(1) / weight.sum(1).clamp_min(1.0)
+                + (1.0 - lam) * other.sum(1)
+                / weight_perm.sum(1).clamp_min(1.0))
         return loss, logits, {}

@@ -66,9 +66,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..methods import (IRM, METHODS, Criterion, DropEdge, DropNode,
-                       Hyperparameters, ManifoldMixup, Objective,
-                       StepContext, VREx, method_hyperparameters)
+from ..methods import (METHODS, Criterion, Hyperparameters, ManifoldMixup,
+                       Objective, StepContext, method_hyperparameters)
 from ..models.build import LinearClassifier
 from .checkpoint import (Checkpointer, FitResult, RunProgress,
                          checkpoint_fingerprint, optimizer_and_scheduler,
@@ -137,10 +136,10 @@ def seed_batch_support(model: nn.Module, method: str) -> Optional[str]:
     :obj:`model`, else the reason it falls back to :func:`fit` per seed."""
     spec = METHODS[method]
     kind = type(spec.objective)
-    if kind not in (Objective, IRM, VREx, DropEdge, DropNode,
-                    ManifoldMixup):
+    if not kind.stacks():
         return f"method '{method}' ({kind.__name__})"
-    if kind is ManifoldMixup and not isinstance(model, LinearClassifier):
+    if isinstance(spec.objective, ManifoldMixup) and \
+            not isinstance(model, LinearClassifier):
         return f"method '{method}' without a linear head"
     return unsupported_reason(model)
 

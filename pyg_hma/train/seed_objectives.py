@@ -1,9 +1,9 @@
-r"""The objectives and the optimisation step of seed-batched training
+r"""The optimisation step of seed-batched training
 (:mod:`pyg_hma.train.seed_batch`), over the ``[S, B, ...]`` logits of a
-:class:`~pyg_hma.train.stacked.StackedModel`: every seed's loss, IRM's and
-V-REx's penalties, Manifold Mixup with every seed's own draws
-(:func:`stacked_objective`), Adam per seed (:class:`SeedAdam`), gradient
-clipping per seed (:func:`clip_per_seed`) and the step itself
+:class:`~pyg_hma.train.stacked.StackedModel`: the objective's own stacked
+form (:func:`stacked_objective`, i.e. :meth:`Objective.stacked
+<pyg_hma.methods.Objective.stacked>`), Adam per seed (:class:`SeedAdam`),
+gradient clipping per seed (:func:`clip_per_seed`) and the step itself
 (:func:`stacked_train_step`); re-exported by :mod:`pyg_hma.train.seed_batch`.
 """
 from __future__ import annotations
@@ -12,101 +12,21 @@ from typing import List, Optional, Sequence
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.optim.adam import adam as adam_update
 
-from ..methods import (IRM, Criterion, DropEdge, DropNode, ManifoldMixup,
-                       Objective, StepContext)
+from ..methods import Criterion, Objective, StepContext
 from .stacked import Noise, StackedModel, UnionBatch
-
-def _per_seed_loss(crit: Criterion, logits: Tensor, y: Tensor):
-    # One call per seed on its own [B, C] logits: the softmax kernels
-    # vectorise across rows when C is small, so over the group's [S * B, C]
-    # a seed's rows would round as their place in the group decides.
-    pairs = [crit.per_sample(logits[s], y[s]) for s in range(logits.size(0))]
-    return (torch.stack([loss for loss, _ in pairs]),
-            torch.stack([weight for _, weight in pairs]))
-
-
-def _env_risks(loss, weight, env, num_envs):
-    onehot = torch.nn.functional.one_hot(env, num_envs).to(loss.dtype)
-    counts = torch.bmm(weight.unsqueeze(1), onehot).squeeze(1)  # [S, E]
-    risks = torch.bmm(loss.unsqueeze(1), onehot).squeeze(1) / \
-        counts.clamp_min(1.0)
-    return risks, counts > 0
-
 
 def stacked_objective(objective: Objective, model: StackedModel,
                       data: UnionBatch, crit: Criterion, ctx: StepContext,
                       noise: Noise):
     r"""``(per-seed losses [S], logits [S, B, out], extras {name: [S]})`` of
-    :obj:`objective` (ERM, IRM or V-REx) for every seed."""
-    if isinstance(objective, ManifoldMixup):
-        return _manifold_mixup(objective, model, data, crit, ctx, noise)
-    if type(objective) in (Objective, DropEdge, DropNode):
-        S, B = data.S, data.B
-        tokens = crit.tokens(data.y.reshape(S * B, *data.y.shape[2:]))
-        logits = model(data, noise, y=tokens.view(S, B))
-        loss, weight = _per_seed_loss(crit, logits, data.y)
-        return loss.sum(1) / weight.sum(1).clamp_min(1.0), logits, {}
-    logits = model(data, noise)
-    S, B = logits.shape[:2]
-    E = objective.num_envs
-    env = data.env  # [S, B]: the dataset's (Colored MNIST), or drawn
-    if env is None:
-        env = noise.randint(E, B, logits.device)
-    lam = objective.hyperparameters_of(ctx).penalty_lambda(ctx.epoch)
-    if isinstance(objective, IRM):
-        scale = torch.ones(S, E, device=logits.device, requires_grad=True)
-        loss, weight = _per_seed_loss(
-            crit, logits * scale.gather(1, env).unsqueeze(-1), data.y)
-        risks, _ = _env_risks(loss, weight, env, E)
-        grad, = torch.autograd.grad(risks.sum(), scale, create_graph=True)
-        penalty = grad.pow(2).mean(1)
-    else:
-        loss, weight = _per_seed_loss(crit, logits, data.y)
-        risks, present = _env_risks(loss, weight, env, E)
-        present = present.to(risks.dtype)
-        n = present.sum(1).clamp_min(1.0)
-        mean = (risks * present).sum(1, keepdim=True) / n.unsqueeze(1)
-        penalty = (((risks - mean) ** 2) * present).sum(1) / n
-    erm = loss.sum(1) / weight.sum(1).clamp_min(1.0)
-    total = erm + lam * penalty
-    if lam > 1.0:
-        total = total / lam
-    return total, logits, {'penalty': penalty}
-
-
-def _manifold_mixup(objective: ManifoldMixup, model: StackedModel,
-                    data: UnionBatch, crit: Criterion, ctx: StepContext,
-                    noise: Noise):
-    # ManifoldMixup per seed: seed s mixes its pooled embeddings with a
-    # permutation of them, lambda ~ Beta(alpha, alpha) and the permutation
-    # drawn from its own generator (torch's Beta takes no generator: a
-    # NumPy generator seeded from it draws lambda).
-    h = model.embed(data, noise)  # [S, B, d]
-    S, B, d = h.shape
-    alpha = objective.hyperparameters_of(ctx).mixup_alpha
-    lams, perms = [], []
-    for gen in noise.generators:
-        state = int(torch.randint(2 ** 62, (), generator=gen,
-                                  device=gen.device))
-        lams.append(float(np.random.default_rng(state).beta(alpha, alpha)))
-        perms.append(torch.randperm(B, generator=gen, device=gen.device))
-    lam = torch.tensor(lams, dtype=h.dtype, device=h.device).view(S, 1, 1)
-    perm = torch.stack(perms).to(h.device)  # [S, B]
-    mixed = h.gather(1, perm.unsqueeze(-1).expand(S, B, d))
-    logits = model.head(lam * h + (1.0 - lam) * mixed)
-    y = data.y
-    y_perm = y.gather(1, perm.view(S, B, *([1] * (y.dim() - 2))).expand_as(y))
-    own, weight = _per_seed_loss(crit, logits, y)
-    other, weight_perm = _per_seed_loss(crit, logits, y_perm)
-    lam = lam.view(S)
-    loss = (lam * own.sum(1) / weight.sum(1).clamp_min(1.0)
-            + (1.0 - lam) * other.sum(1) / weight_perm.sum(1).clamp_min(1.0))
-    return loss, logits, {}
+    :obj:`objective` for every seed: its own stacked form
+    (:meth:`Objective.stacked <pyg_hma.methods.Objective.stacked>`),
+    reached through the method registry."""
+    return objective.stacked(model, data, crit, ctx, noise)
 
 
 #: Elements per seed at which a stacked tensor's seeds all fall on whole
