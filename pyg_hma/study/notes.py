@@ -42,6 +42,21 @@ SETTING_DIFFERENCES = (
      "three."),
 )
 
+#: Changes of the training engine under committed rows: which rows today's
+#: code reproduces in distribution only (the others to the bit).
+ENGINE_NOTES = (
+    ('One run at a time (`--seed-batch 1`), before 52c09c2',
+     "trained from torch's global random stream; today every run trains "
+     "with its seed's own streams (a group of one), so these rows reproduce "
+     "in distribution only"),
+    ('Seed-batched groups of more than one seed, up to dde91f2',
+     "a seed whose batches held about 160-376 nodes (Graph-SST5's batches; "
+     "the last batches of Graph-Twitter and NCI109; DropNode's thinned "
+     "batches), a one-column (BCE) head or the CNN rounded differently in "
+     "its group than alone (fixed in c9e8586): such rows reproduce in "
+     "distribution; groups of one and the other rows reproduce to the bit"),
+)
+
 #: Why the study has not run a table's cells on this machine, with their
 #: measured cost: per dataset, ``None`` for the table's other datasets.
 NOT_RUN_NOTES = {

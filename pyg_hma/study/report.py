@@ -30,8 +30,8 @@ from .cells import (adjust, cells_of, commits_of, comparisons, num,
                     paper_cell, significance)
 from .figures import write_figures
 from .integrity import check_rows
-from .notes import (NOT_RUN_NOTES, SETTING_DIFFERENCES, not_run_by_reason,
-                    paper_cells_not_run)
+from .notes import (ENGINE_NOTES, NOT_RUN_NOTES, SETTING_DIFFERENCES,
+                    not_run_by_reason, paper_cells_not_run)
 from .provenance import commit_order, provenance_lines
 from .rows import DEFAULT_EVAL, curves_path
 from .sections import eval_section, reference_section
@@ -96,6 +96,11 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
     lines += ['## Differences from the paper\'s setting', '',
               '| affects | difference |', '|---|---|']
     lines += [f'| {where} | {what} |' for where, what in SETTING_DIFFERENCES]
+    lines += ['', '## Reproducing the rows', '',
+              "Each cell's command reproduces its rows with today's code; "
+              'where the engine changed under them, to the distribution '
+              'only:', '', '| rows | what changed |', '|---|---|']
+    lines += [f'| {rows} | {what} |' for rows, what in ENGINE_NOTES]
     return '\n'.join(lines) + '\n'
 
 
