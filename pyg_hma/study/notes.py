@@ -61,14 +61,17 @@ ENGINE_NOTES = (
 #: measured cost: per dataset, ``None`` for the table's other datasets.
 NOT_RUN_NOTES = {
     3: {None: (
-        'needs a GPU: ogbg-molbace with GIN 5x300 costs 269 ms per step and '
-        '10.2 s per epoch on one CPU thread (HMA x1.55), so molbace and '
-        'molbbbp x 4 backbones x ERM, HMA x 10 seeds x 100 epochs is ~57 '
-        'CPU-hours. `benchmarks/table3_gpu.py` (rehearsed on CPU) runs the '
-        'cells seed-batched on a lent GPU within a time budget and resumes '
-        'across calls; estimated 3-6 min per molbace cell and 3.5-8 min per '
-        'molbbbp cell (about 76 device-minutes for both datasets), molhiv '
-        '57-141 min per cell (out of reach of 15-minute loans)')},
+        'not run yet. On the CPU (one thread, seed-batched groups of 3, '
+        'beside one other training process) ogbg-molbace GCN ERM takes '
+        'about 8 minutes per group and 100 epochs (3.7-5.5 s per epoch); '
+        'GIN costs about twice GCN and HMA about 1.5x ERM, so molbace and '
+        'molbbbp x GCN, GIN x ERM, HMA x 10 seeds is roughly 10 CPU-hours: '
+        'the study runs them in background lanes '
+        '(`benchmarks/ogb_mol.py --seeds 10 --resume`). molhiv (about 27x '
+        'molbace per epoch) needs a GPU: `benchmarks/table3_gpu.py` '
+        '(rehearsed on CPU) runs cells seed-batched on a lent GPU within a '
+        'time budget and resumes across calls; molhiv 57-141 min per cell, '
+        'out of reach of 15-minute loans')},
     4: {
         None: ('not run yet (CPU; 8 seeds per cell, 800 epochs; IMDB-BINARY '
                'with the current code, seed-batched, on one core: about 0.3 s '
