@@ -188,6 +188,11 @@ def test_reference_rows_get_their_own_section(results, tmp_path):
     assert cells[5] == '0.150 ± 0.016 (5)'          # reference/order (own)
     # The main table still shows only the published configuration.
     assert '| NCI1 | GCN | HMA | 0.200 ± 0.016 (5)' in text
+    # Every engine change under committed rows is named, with its rows.
+    from pyg_hma.study.notes import ENGINE_NOTES
+    section = text.split('## Reproducing the rows', 1)[1]
+    for rows, what in ENGINE_NOTES:
+        assert f'| {rows} | {what} |' in section
 
 
 def test_curves_and_sweeps_reach_the_report(results, tmp_path):
