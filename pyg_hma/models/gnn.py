@@ -229,7 +229,6 @@ class GNN(StackedEncoder):
         self.pooling = pooling
         self.residual = residual
         self.atom_encoder = atom_encoder
-        self.uses_edge_attr = bond_encoder
 
         self.node_encoder = (AtomEncoder(hidden_channels) if atom_encoder
                              else nn.Linear(in_channels, hidden_channels))
@@ -246,7 +245,6 @@ class GNN(StackedEncoder):
                               nn.Linear(2 * hidden_channels, hidden_channels),
                               nn.BatchNorm1d(hidden_channels), nn.ReLU())
                 for _ in range(num_layers - 1))
-        self.pool = POOLINGS[pooling]
         self.reset_parameters()
 
     def reset_parameters(self):

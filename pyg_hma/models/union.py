@@ -181,7 +181,7 @@ class UnionBatch:
     Attributes: :obj:`x` ``[S * N_max, F]``, :obj:`edge_index` (shifted to
     padded positions), :obj:`edge_attr` (edge features in the order of
     :obj:`edge_index`, or ``None``), :obj:`batch` (graph ``s * B + g``; padding rows in
-    graph ``S * B``), :obj:`y` ``[S, B, ...]``, :obj:`num_nodes` (real
+    graph ``S * B``), :obj:`y` ``[S, B, ...]``, :obj:`rows` (the real
     nodes per seed, a list), :obj:`size` ``N_max``.
 
     With :obj:`pad` ``(node_step, edge_step)`` the shapes are static, as
@@ -201,12 +201,12 @@ class UnionBatch:
                              'same number of graphs for every seed')
         num_nodes = [int(b.x.size(0)) for b in batches]
         N = max(num_nodes)
-        self.static = pad is not None
-        if self.static:  # room for one padding node in every seed's rows
+        static = pad is not None
+        if static:  # room for one padding node in every seed's rows
             N = _round_up(N + 1, pad[0])
         first = batches[0].x
         device = first.device
-        self.S, self.B, self.size, self.num_nodes = S, B, N, num_nodes
+        self.S, self.B, self.size = S, B, N
         starts = np.arange(S) * N
         # Real node positions in the padded layout, built on the host.
         pos = np.concatenate([np.arange(n) + s for n, s in
@@ -217,7 +217,7 @@ class UnionBatch:
         self.x = x
         edges = [int(b.edge_index.size(1)) for b in batches]
         extra = 0
-        if self.static:  # self loops on the last seed's last padding node
+        if static:  # self loops on the last seed's last padding node
             # S budgets of the largest batch's edges, as for the nodes: a
             # step's shape is set by its largest batch, so steps take a
             # handful of shapes (one CUDA graph each), whatever S.
@@ -250,7 +250,7 @@ class UnionBatch:
         #: of real node counts, or with static shapes the mask ``[S, N]``
         #: (a tensor, so that a compiled step does not specialise on them).
         self.rows = num_nodes
-        if self.static:
+        if static:
             counts = torch.tensor(num_nodes, device=device)
             self.rows = (torch.arange(N, device=device).view(1, N)
                          < counts.view(S, 1))
@@ -267,7 +267,7 @@ class UnionBatch:
         batch, B = graph_batch_info(data)
         x, edge_index = data.x, data.edge_index
         N = x.size(0)
-        self.S, self.B, self.size, self.num_nodes = 1, B, N, [N]
+        self.S, self.B, self.size = 1, B, N
         self.x, self.edge_index, self.batch = x, edge_index, batch
         self.edge_counts = [int(edge_index.size(1))]
         self.edge_attr = getattr(data, 'edge_attr', None)
@@ -276,7 +276,6 @@ class UnionBatch:
         self.env = None
         self._gcn_norm = None
         mask = getattr(data, 'node_mask', None)
-        self.static = mask is not None
         self.rows = [N] if mask is None else mask.view(1, N)
         return self
 

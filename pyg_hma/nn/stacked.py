@@ -77,7 +77,8 @@ def _over_rows(a: Tensor, b: Tensor, rows) -> Tensor:
 def _row_sums(grad: Tensor, rows) -> Tensor:
     # Every seed's sum over its real rows, [S, 1, d], as a GEMM with a row
     # of ones (in-order accumulation), per seed over its own rows as in
-    # _over_rows.
+    # _over_rows. Not _over_rows of a column of ones: its transposed view
+    # takes another kernel for some sizes, and the sums would change.
     if rows is None or (len(rows) == 1 and rows[0] == grad.size(1)):
         return torch.bmm(grad.new_ones(grad.size(0), 1, grad.size(1)), grad)
     out = grad.new_empty(grad.size(0), 1, grad.size(2))

@@ -78,8 +78,7 @@ from .engine import (EpochLogger, SplitScorer, _check_static_options,
                      seed_everything)
 from ..loader import PaddedLoader, as_batch, get_loader_factory
 from .metrics import compute_metric
-from .seed_objectives import (SeedAdam, clip_per_seed, stacked_objective,
-                              stacked_train_step)
+from .seed_objectives import SeedAdam, clip_per_seed, stacked_train_step
 from .stacked import Noise, StackedModel, union_of, unsupported_reason
 
 #: The random streams of :func:`fit_seeds` (every seed's own generators,
@@ -554,5 +553,5 @@ def _fit_each(model_fn, per_seed, method, cfg, seeds, device, loader,
 
 __all__ = ['fit_seeds', 'seed_batch_support', 'seed_group_limit',
            'CPU_GROUP_ELEMENTS', 'seed_inputs', 'noise_seed',
-           'STREAMS', 'STATIC_STREAMS', 'streams_of', 'SeedAdam', 'clip_per_seed', 'stacked_objective',
+           'STREAMS', 'STATIC_STREAMS', 'streams_of', 'SeedAdam', 'clip_per_seed',
            'stacked_train_step']

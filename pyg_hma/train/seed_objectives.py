@@ -1,8 +1,8 @@
 r"""The optimisation step of seed-batched training
 (:mod:`pyg_hma.train.seed_batch`), over the ``[S, B, ...]`` logits of a
 :class:`~pyg_hma.train.stacked.StackedModel`: the objective's own stacked
-form (:func:`stacked_objective`, i.e. :meth:`Objective.stacked
-<pyg_hma.methods.Objective.stacked>`), Adam per seed (:class:`SeedAdam`),
+form (:meth:`Objective.stacked <pyg_hma.methods.Objective.stacked>`,
+reached through the method registry), Adam per seed (:class:`SeedAdam`),
 gradient clipping per seed (:func:`clip_per_seed`) and the step itself
 (:func:`stacked_train_step`); re-exported by :mod:`pyg_hma.train.seed_batch`.
 """
@@ -18,16 +18,6 @@ from torch.optim.adam import adam as adam_update
 
 from ..methods import Criterion, Objective, StepContext
 from .stacked import Noise, StackedModel, UnionBatch
-
-def stacked_objective(objective: Objective, model: StackedModel,
-                      data: UnionBatch, crit: Criterion, ctx: StepContext,
-                      noise: Noise):
-    r"""``(per-seed losses [S], logits [S, B, out], extras {name: [S]})`` of
-    :obj:`objective` for every seed: its own stacked form
-    (:meth:`Objective.stacked <pyg_hma.methods.Objective.stacked>`),
-    reached through the method registry."""
-    return objective.stacked(model, data, crit, ctx, noise)
-
 
 #: Elements per seed at which a stacked tensor's seeds all fall on whole
 #: vectors of the fused Adam kernel (64 floats: four 512-bit vectors).
@@ -159,12 +149,12 @@ def stacked_train_step(model: StackedModel, data: UnionBatch,
     r"""One optimisation step of every seed of :obj:`model` on
     :obj:`data` (one batch per seed), as
     :func:`~pyg_hma.train.engine.train_step` is for one model: the per-seed
-    losses of :func:`stacked_objective`, backward, per-seed gradient
+    losses of :meth:`Objective.stacked
+    <pyg_hma.methods.Objective.stacked>`, backward, per-seed gradient
     clipping (:func:`clip_per_seed`) and the optimizer step. Returns
     ``(losses [S], logits [S, B, out], extras)``."""
     optimizer.zero_grad(set_to_none=True)
-    loss, logits, extras = stacked_objective(objective, model, data, crit,
-                                             ctx, noise)
+    loss, logits, extras = objective.stacked(model, data, crit, ctx, noise)
     loss.sum().backward()
     if clip_grad_norm is not None:
         clip_per_seed(params, clip_grad_norm)
@@ -172,5 +162,5 @@ def stacked_train_step(model: StackedModel, data: UnionBatch,
     return loss, logits, extras
 
 
-__all__ = ['stacked_objective', 'SeedAdam', 'clip_per_seed',
+__all__ = ['SeedAdam', 'clip_per_seed',
            'stacked_train_step']
