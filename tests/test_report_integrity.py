@@ -443,3 +443,96 @@ def test_methods_are_paired_with_the_erm_rows_of_the_same_code():
     assert same_code({'newer'}, erm, order) == ['e_new']
     assert same_code({'unknown'}, erm, order) == ['e_new', 'e_old']
     assert same_code({'newer'}, erm, None) == ['e_new', 'e_old']
+
+
+# --------------------------------------------------------------------------
+# Engine versions
+
+
+def test_a_newer_engine_run_of_a_committed_seed_is_its_own_cell(tmp_path):
+    # The same configuration and seeds trained again by a newer engine
+    # (same fingerprints, other scores): collected beside the committed
+    # rows, never replacing them, and reported as its own cell (never
+    # averaged with the older one); the same engine with other scores
+    # still stops collect.
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    for seed, (e, h) in enumerate(zip(ERM, HMA)):
+        write_json(old / f'erm/seed{seed}.json', record('erm', seed, e,
+                                                        engine=2))
+        write_json(old / f'hma/seed{seed}.json', record('hma', seed, h,
+                                                        engine=2))
+        write_json(new / f'erm/seed{seed}.json',
+                   record('erm', seed, e + 0.05, engine=3))
+        write_json(new / f'hma/seed{seed}.json',
+                   record('hma', seed, h - 0.05, engine=3))
+    runs = tmp_path / 'paper/runs.csv'
+    collect([old], runs)
+    before = read_runs(runs)
+    assert collect([new], runs) == (len(before), 0)
+    after = read_runs(runs)
+    assert [r for r in after if r['engine'] == '2'] == before
+    text = report_markdown(after, None)
+    assert '| NCI1 | GCN | ERM (config ' in text
+    erm = table_rows(text, '| NCI1 | GCN | ERM (')
+    assert [row.split(' | ')[2].endswith(f', engine {e})')
+            for row, e in zip(erm, (2, 3))] == [True, True]
+    assert [row.split(' | ')[3] for row in erm] == [
+        '0.150 ± 0.016 (5)', '0.200 ± 0.016 (5)']
+    # Each engine's HMA is paired with its own engine's ERM: 5 pairs each.
+    paired = table_rows(text, '| NCI1 | GCN | HMA (config ')
+    assert sorted(row.split(' | ')[3].split(' [')[0] for row in paired
+                  if ' − ERM' in row) == ['+0.050', '-0.050']
+    clash = tmp_path / 'clash'
+    write_json(clash / 'erm/seed0.json', record('erm', 0, 0.5, engine=3))
+    with pytest.raises(IntegrityError, match='other values'):
+        collect([clash], runs)
+    assert read_runs(runs) == after
+
+
+def test_the_engine_of_a_result_without_one_comes_from_its_commit(
+        tmp_path):
+    # Results from before the field was recorded: the commit's place in
+    # the history decides; an unknown commit stops collect in one line.
+    from pyg_hma.study.rows import engine_of_result
+    from pyg_hma.train.results import (ENGINE_VERSION, ENGINE_VERSIONS,
+                                       engine_of_commit)
+    history = subprocess.run(['git', '-C', str(ROOT), 'rev-list', 'HEAD'],
+                             capture_output=True, text=True)
+    commits = history.stdout.split()
+    if history.returncode or ENGINE_VERSIONS[1][1] not in commits:
+        pytest.skip('needs the git history of this checkout')
+    for version, first, _ in ENGINE_VERSIONS[1:]:
+        assert engine_of_commit(first, str(ROOT)) == version
+        parent = subprocess.run(['git', '-C', str(ROOT), 'rev-parse',
+                                 first + '^'], capture_output=True,
+                                text=True).stdout.strip()
+        assert engine_of_commit(parent + '+dirty', str(ROOT)) == version - 1
+    assert engine_of_commit(commits[0], str(ROOT)) == ENGINE_VERSION
+    rec = record('erm', 0, 0.1, commit=ENGINE_VERSIONS[1][1])
+    del rec['engine']
+    assert engine_of_result(rec, ROOT) == 2
+    assert engine_of_result(dict(rec, engine=3), ROOT) == 3  # recorded
+    folder = tmp_path / 'unknown'
+    write_json(folder / 'erm/seed0.json', dict(rec, commit='f' * 40))
+    res = script('reproduction.py', 'collect', folder, '--runs',
+                 tmp_path / 'runs.csv', cwd=tmp_path)
+    line = one_line_error(res, 'reproduction.py')
+    assert 'records no engine version' in line and 'seed0.json' in line
+    assert not (tmp_path / 'runs.csv').exists()
+
+
+def test_the_summary_shows_the_newest_engine_of_a_study_cell(
+        tmp_path, monkeypatch):
+    config = {'train': {'lr': 0.001}, 'loader': 'device'}
+    study = [record('erm', s, e + shift, config=config, engine=engine,
+                    run_fingerprint=f's{s}')
+             for engine, shift in ((3, 0.05), (2, 0.0))
+             for s, e in enumerate(ERM)]
+    runs = tmp_path / 'runs.csv'
+    write_runs(runs, [row for rec in study for row in rows_of_result(rec)])
+    monkeypatch.setenv('PYG_HMA_RUNS', str(runs))
+    new = [record('erm', 0, 0.2, config=config, run_fingerprint='n0')]
+    md = write_summary(tmp_path / 'out', new, None)
+    row = next(x for x in md.splitlines() if x.startswith('| ERM'))
+    assert '| 0.200 ± 0.016 (5) |' in row  # engine 3 only, not a mix
+    assert 'engine 3: same configuration' in md

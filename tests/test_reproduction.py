@@ -35,7 +35,8 @@ def record(method, seed, test, by_eval_mode=None, **changes):
         'val': test + 0.3, 'test': {'test': test}, 'selected_epoch': 7,
         'epochs_run': 12, 'wall_time_s': 10.0, 'device': 'cpu',
         'device_name': 'cpu (test)', 'run_fingerprint': f'{method}-{seed}',
-        'commit': 'abc', 'quick': False, 'by_eval_mode': by_eval_mode,
+        'commit': 'abc', 'engine': 3, 'quick': False,
+        'by_eval_mode': by_eval_mode,
         'config': {'train': {'lr': 0.001}}}
     rec.update(changes)
     return rec
@@ -190,9 +191,15 @@ def test_reference_rows_get_their_own_section(results, tmp_path):
     assert '| NCI1 | GCN | HMA | 0.200 ± 0.016 (5)' in text
     # Every engine change under committed rows is named, with its rows.
     from pyg_hma.study.notes import ENGINE_NOTES
+    from pyg_hma.train.results import ENGINE_VERSION, ENGINE_VERSIONS
     section = text.split('## Reproducing the rows', 1)[1]
-    for rows, what in ENGINE_NOTES:
-        assert f'| {rows} | {what} |' in section
+    for version, first, what in ENGINE_VERSIONS:
+        assert f'| {version} | ' + (f'`{first[:7]}`' if first else '-') \
+            + f' | {what} | ' in section
+    # Every version before today's says how its rows reproduce today.
+    assert set(ENGINE_NOTES) == set(range(1, ENGINE_VERSION))
+    for what in ENGINE_NOTES.values():
+        assert what in section
 
 
 def test_curves_and_sweeps_reach_the_report(results, tmp_path):

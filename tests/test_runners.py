@@ -11,7 +11,8 @@ import torch
 from pyg_hma.data import find_mirror
 from pyg_hma.runners.cli import parse_seeds
 from pyg_hma.study.tables import report_markdown
-from pyg_hma.train.results import find_results, load_paper, paper_number
+from pyg_hma.train.results import (ENGINE_VERSION, find_results, load_paper,
+                                   paper_number)
 
 from conftest import runner_module as runner
 
@@ -62,7 +63,7 @@ def quick_results(workdir, data_root):
 
 REQUIRED = ('dataset', 'backbone', 'method', 'seed', 'config', 'versions',
             'history', 'selected_epoch', 'val', 'test', 'wall_time_s',
-            'device', 'metric', 'table')
+            'device', 'metric', 'table', 'engine')
 
 
 @pytest.mark.parametrize('name,dataset,methods,folder', QUICK_RUNS)
@@ -77,6 +78,7 @@ def test_quick_run_writes_one_valid_json_per_seed(quick_results, name,
                 (dataset, method, seed)
             assert rec['quick'] is True
             assert rec['versions']['torch'] == torch.__version__
+            assert rec['engine'] == ENGINE_VERSION
             hist = rec['history']
             assert len(hist) == rec['epochs_run'] >= 1
             assert [h['epoch'] for h in hist] == list(

@@ -16,8 +16,8 @@ from ..models import BACKBONES, backbone_label
 from ..registry import UnknownNameError
 from ..train import distributed
 from ..train.engine import TrainConfig, fingerprint, train_record
-from ..train.results import (package_versions, read_result, read_runs,
-                             source_commit)
+from ..train.results import (ENGINE_VERSION, package_versions,
+                             read_result, read_runs, source_commit)
 from .protocol import DatasetProtocol
 from .spec import RunSpec
 
@@ -187,7 +187,8 @@ def plan(spec: RunSpec, runner: str,
                         meta=dict(runner=runner, table=proto.table,
                                   backbone_label=bb_label,
                                   paper_backbone=paper_bb, quick=spec.quick,
-                                  versions=versions, commit=commit)))
+                                  versions=versions, commit=commit,
+                                  engine=ENGINE_VERSION)))
             if workers > 1:  # the longer runs first, so none starts last
                 cell.jobs.sort(key=lambda job: not METHODS[job.method]
                                .uses_hma)

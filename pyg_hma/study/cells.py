@@ -30,17 +30,30 @@ def seeds_cell(seeds: Optional[Dict[int, float]], metric: str) -> str:
     return f'{num(mean, metric)} ± {num(std, metric)} ({n})'
 
 
+def cell_key(row: dict) -> tuple:
+    r"""The report cell of a ``runs.csv`` row: ``(table, dataset, backbone,
+    method, run)``, where ``run`` names its configuration and the engine
+    version that trained it (``'9d2a1c04e0, engine 3'``): rows of one
+    configuration trained by two engine versions are two cells, never
+    averaged together."""
+    return (str(row['table']), row['dataset'], row['backbone'],
+            row['method'], f"{row['config_id']}, engine {row['engine']}")
+
+
+def engine_of_cell(run: str) -> str:
+    r"""The engine version in a :func:`cell_key`'s ``run``."""
+    return run.rsplit(', engine ', 1)[-1]
+
+
 def cells_of(rows: Sequence[dict], variant: str, selected_by: str
              ) -> Dict[tuple, Dict[int, float]]:
-    r"""``{(table, dataset, backbone, method, config_id): {seed: test}}``
-    on the paper's scale."""
+    r"""``{cell_key: {seed: test}}`` (:func:`cell_key`) on the paper's
+    scale."""
     out: Dict[tuple, Dict[int, float]] = {}
     for r in rows:
         if r['variant'] != variant or r['selected_by'] != selected_by:
             continue
-        key = (str(r['table']), r['dataset'], r['backbone'], r['method'],
-               r['config_id'])
-        out.setdefault(key, {})[int(r['seed'])] = scale_for_table(
+        out.setdefault(cell_key(r), {})[int(r['seed'])] = scale_for_table(
             r['metric'], float(r['test']))
     return out
 
@@ -53,9 +66,7 @@ def commits_of(rows: Sequence[dict], variant: str, selected_by: str
     for r in rows:
         if r['variant'] != variant or r['selected_by'] != selected_by:
             continue
-        key = (str(r['table']), r['dataset'], r['backbone'], r['method'],
-               r['config_id'])
-        out.setdefault(key, set()).add(str(r.get('commit', '')))
+        out.setdefault(cell_key(r), set()).add(str(r.get('commit', '')))
     return out
 
 
@@ -109,8 +120,9 @@ def comparisons(cells: Dict[tuple, Dict[int, float]],
     r"""Every method against ERM of the same table, dataset and backbone
     in :obj:`cells` (:func:`cells_of`), paired by seed. With
     :obj:`commits` (:func:`commits_of`), a method is paired only with the
-    ERM cells trained by the same code as its own rows, where there is one
-    (pairs across engine versions would mix random streams): one dict per
+    ERM cells of its own engine version and, among them, those trained by
+    the same code as its own rows, where there are such (pairs across
+    engine versions would mix random streams): one dict per
     comparison with :func:`~.stats.paired_difference`'s numbers, the
     ``table``, ``dataset``, ``backbone``, ``method`` and a ``label``
     (configurations named where a method has several). Comparisons with
@@ -129,13 +141,15 @@ def comparisons(cells: Dict[tuple, Dict[int, float]],
                                                        k[1])):
             if method == 'erm':
                 continue
-            paired = erm
+            # Pairs never cross engine versions where the same one exists.
+            paired = [e for e in erm
+                      if engine_of_cell(e) == engine_of_cell(cid)] or erm
             if commits:
                 paired = same_code(
                     commits.get((table, dataset, backbone, method, cid),
                                 set()),
                     {e: commits.get((table, dataset, backbone, 'erm', e),
-                                    set()) for e in erm}, order)
+                                    set()) for e in paired}, order)
             for erm_cid in paired:
                 d = paired_difference(runs[method, cid], runs['erm', erm_cid])
                 if d is None:

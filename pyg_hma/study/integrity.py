@@ -16,9 +16,10 @@ from ..train.results import (ROW_KEY, RUNS_COLUMNS, RunsFileError,
                              config_id)
 
 #: What identifies a seed of a report cell: two rows here with different
-#: scores would be averaged (or one silently dropped) by the report.
+#: scores would be averaged (or one silently dropped) by the report. Rows
+#: of another engine version are another cell (:func:`.cells.cell_key`).
 CELL_KEY = ('table', 'dataset', 'backbone', 'method', 'config_id',
-            'variant', 'selected_by', 'seed')
+            'engine', 'variant', 'selected_by', 'seed')
 #: The scores of a row.
 SCORES = ('val', 'test')
 #: Rows named in full in one error line; the rest are counted.

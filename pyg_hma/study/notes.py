@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 from ..methods import METHODS, method_label
+from ..train.results import ENGINE_VERSION, ENGINE_VERSIONS
 
 #: Known differences between this project's setting and the paper's, with
 #: the results they affect (the report lists them beside the tables).
@@ -42,20 +43,36 @@ SETTING_DIFFERENCES = (
      "three."),
 )
 
-#: Changes of the training engine under committed rows: which rows today's
-#: code reproduces in distribution only (the others to the bit).
-ENGINE_NOTES = (
-    ('One run at a time (`--seed-batch 1`), before 52c09c2',
-     "trained from torch's global random stream; today every run trains "
-     "with its seed's own streams (a group of one), so these rows reproduce "
-     "in distribution only"),
-    ('Seed-batched groups of more than one seed, up to dde91f2',
-     "a seed whose batches held about 160-376 nodes (Graph-SST5's batches; "
-     "the last batches of Graph-Twitter and NCI109; DropNode's thinned "
-     "batches), a one-column (BCE) head or the CNN rounded differently in "
-     "its group than alone (fixed in c9e8586): such rows reproduce in "
-     "distribution; groups of one and the other rows reproduce to the bit"),
-)
+#: Per engine version (:data:`~pyg_hma.train.results.ENGINE_VERSIONS`), how
+#: today's code reproduces its committed rows (the current version: to the
+#: bit).
+ENGINE_NOTES = {
+    1: ("rows trained one run at a time (`--seed-batch 1`) took torch's "
+        'global random stream: their commit reproduces them (the command '
+        'says so); today every run trains with its seed\'s own streams, so '
+        'these rows reproduce in distribution only, as do the seed-batched '
+        'groups of this engine'),
+    2: ('groups of one and most groups reproduce to the bit; a seed whose '
+        "batches held about 160-376 nodes (Graph-SST5's batches, the last "
+        'batches of Graph-Twitter and NCI109, DropNode\'s thinned batches), '
+        'a one-column (BCE) head or the CNN rounded differently in its group '
+        'than alone: such rows reproduce in distribution only'),
+}
+
+
+def engine_lines() -> List[str]:
+    r"""The report's table of engine versions: each one's first commit,
+    what changed, and how today's code reproduces its rows."""
+    lines = ['| engine | from | what changed | its rows today |',
+             '|---|---|---|---|']
+    for version, first, what in ENGINE_VERSIONS:
+        today = ENGINE_NOTES.get(version) if version != ENGINE_VERSION \
+            else 'today\'s engine: its cells\' commands reproduce them to ' \
+            'the bit'
+        lines.append(f"| {version} | {f'`{first[:7]}`' if first else '-'} | "
+                     f'{what} | {today} |')
+    return lines
+
 
 #: Why the study has not run a table's cells on this machine, with their
 #: measured cost: per dataset, ``None`` for the table's other datasets.

@@ -32,6 +32,7 @@ from ..runners.protocols import runner_protocols
 from ..runners.spec import RunSpec
 from ..train.engine import fingerprint
 from ..train.results import method_rank
+from .cells import cell_key
 from .sweep_space import seeds_arg
 
 #: Per configuration, the runner options its runs were trained with
@@ -135,22 +136,21 @@ def _backbone_options(proto, label: str) -> List[List[str]]:
 
 
 class Cell(dict):
-    r"""A cell's runs: ``seeds``, ``fingerprints``, ``commits`` and the
-    ``variants`` of its rows."""
+    r"""A cell's runs: ``seeds``, ``fingerprints``, ``commits``, the
+    ``variants`` of its rows and its ``engine`` version."""
 
 
 def cell_runs(rows: Sequence[dict], config: str
               ) -> Dict[tuple, Cell]:
-    r"""``{(table, dataset, backbone, method, config_id): Cell}`` of the
-    rows of :obj:`config` (every eval setting)."""
+    r"""``{cell_key: Cell}`` (:func:`~.cells.cell_key`) of the rows of
+    :obj:`config` (every eval setting)."""
     out: Dict[tuple, Cell] = {}
     for r in rows:
         if r['variant'].split('/', 1)[0] != config:
             continue
-        key = (str(r['table']), r['dataset'], r['backbone'], r['method'],
-               r['config_id'])
-        cell = out.setdefault(key, Cell(seeds=set(), fingerprints={},
-                                        commits=set(), variants=set()))
+        cell = out.setdefault(cell_key(r), Cell(
+            seeds=set(), fingerprints={}, commits=set(), variants=set(),
+            engine=r['engine']))
         cell['seeds'].add(int(r['seed']))
         cell['fingerprints'][int(r['seed'])] = r['fingerprint']
         cell['commits'].add(r['commit'])
@@ -220,8 +220,8 @@ def provenance_lines(rows: Sequence[dict], config: str, tables=None,
             argv = argv + ['--compare-evals']
         i = argv.index('--method')
         group = (key[1], key[2], runner, tuple(argv[:i]),
-                 tuple(argv[i + 2:]), commit_text(cell['commits'], order),
-                 status)
+                 tuple(argv[i + 2:]), commit_text(cell['commits'], order)
+                 + f" (engine {cell['engine']})", status)
         lines.setdefault(group, []).append(key[3])
     out = [f'{title} (`commit`: the code that trained them; the command '
            f'trains the same runs, checked by their fingerprints, with '

@@ -30,7 +30,7 @@ from .cells import (adjust, cells_of, commits_of, comparisons, num,
                     paper_cell, significance)
 from .figures import write_figures
 from .integrity import check_rows
-from .notes import (ENGINE_NOTES, NOT_RUN_NOTES, SETTING_DIFFERENCES,
+from .notes import (NOT_RUN_NOTES, SETTING_DIFFERENCES, engine_lines,
                     not_run_by_reason, paper_cells_not_run)
 from .provenance import commit_order, provenance_lines
 from .rows import DEFAULT_EVAL, curves_path
@@ -99,8 +99,10 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
     lines += ['', '## Reproducing the rows', '',
               "Each cell's command reproduces its rows with today's code; "
               'where the engine changed under them, to the distribution '
-              'only:', '', '| rows | what changed |', '|---|---|']
-    lines += [f'| {rows} | {what} |' for rows, what in ENGINE_NOTES]
+              'only. Every row records the engine version that trained it '
+              '(`engine` in `runs.csv`); rows of one configuration trained '
+              'by two versions are two cells, never averaged together.', '']
+    lines += engine_lines()
     return '\n'.join(lines) + '\n'
 
 

@@ -9,7 +9,7 @@ retraining:
 .. code-block:: text
 
     table,dataset,backbone,method,variant,selected_by,seed,metric,val,test,
-    selected_epoch,epochs,seconds,device,config_id,fingerprint,commit
+    selected_epoch,epochs,seconds,device,config_id,fingerprint,commit,engine
 
 * ``variant`` is ``CONFIG/SCORED_BY``: the configuration (``published``: the
   runners' protocol; ``tuned``: a sweep's best; ``reference``: the released
@@ -24,7 +24,13 @@ retraining:
 * ``config_id`` identifies the run's whole configuration except its seed:
   runs of different configurations are never averaged together.
 
-Rows are identified by ``(fingerprint, seed, variant, selected_by)``
+* ``engine`` is the version of the training engine that produced the row
+  (:data:`~pyg_hma.train.results.ENGINE_VERSIONS`): recorded by the run, or
+  found from its commit for results from before it was recorded. A seed
+  trained again by a newer engine is another row: the report shows each
+  engine's rows as their own cell, never averaged together.
+
+Rows are identified by ``(fingerprint, seed, variant, selected_by, engine)``
 (:data:`~pyg_hma.train.results.ROW_KEY`); collecting again never changes a
 row that is already there. Beside it, ``curves.csv`` keeps the per-epoch
 training loss and validation/test scores of the runs the curves figure
@@ -41,8 +47,9 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ..files import atomic_path
 from ..train.results import (CURVES_COLUMNS, ROW_KEY, RUNS_COLUMNS,
-                             RUNS_CONFIG_ID, config_id, find_results,
-                             in_sweep, method_rank, read_curves, read_runs)
+                             RUNS_CONFIG_ID, config_id, engine_of_commit,
+                             find_results, in_sweep, method_rank,
+                             read_curves, read_runs)
 from .integrity import IntegrityError, check_records, check_rows, same_row
 
 DEFAULT_EVAL = 'independent'
@@ -54,8 +61,28 @@ CURVE_CELLS = (('6', 'NCI1'), ('5', 'Graph-SST5'))
 CURVE_METHODS = ('erm', 'hma')
 
 
-def rows_of_result(rec: dict, config: str = 'published') -> List[dict]:
-    r"""The ``runs.csv`` rows of one result record (a run's JSON)."""
+def engine_of_result(rec: dict, checkout: os.PathLike = '.') -> int:
+    r"""The engine version that trained a result record: its ``engine``
+    field, or for results from before it was recorded, the version of its
+    commit in the git checkout :obj:`checkout`
+    (:func:`~pyg_hma.train.results.engine_of_commit`). Raises
+    :class:`~.integrity.IntegrityError` when neither tells."""
+    if rec.get('engine') is not None:
+        return int(rec['engine'])
+    found = engine_of_commit(rec.get('commit') or '', str(checkout))
+    if found is None:
+        raise IntegrityError(
+            f"{rec.get('_path', 'a result')}: records no engine version and "
+            f"its commit '{rec.get('commit') or ''}' is not in the history "
+            f"of '{checkout}': collect it in the checkout that trained it")
+    return found
+
+
+def rows_of_result(rec: dict, config: str = 'published',
+                   checkout: os.PathLike = '.') -> List[dict]:
+    r"""The ``runs.csv`` rows of one result record (a run's JSON);
+    :obj:`checkout` finds the engine version of a result that does not
+    record it (:func:`engine_of_result`)."""
     if config not in CONFIGS:
         raise ValueError(f"config must be one of {CONFIGS} (got '{config}')")
     primary = rec['primary_test']
@@ -67,7 +94,8 @@ def rows_of_result(rec: dict, config: str = 'published') -> List[dict]:
         epochs=rec['epochs_run'], seconds=round(rec['wall_time_s'], 1),
         config_id=config_id(rec, length=RUNS_CONFIG_ID),
         device=rec.get('device_name') or rec.get('device'),
-        fingerprint=rec['run_fingerprint'], commit=rec.get('commit') or '')
+        fingerprint=rec['run_fingerprint'], commit=rec.get('commit') or '',
+        engine=engine_of_result(rec, checkout))
 
     def row(scored_by, selected_by, val, test, epoch):
         return dict(common, variant=f'{config}/{scored_by}',
@@ -179,7 +207,8 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
                 not in have_curves:
             have_curves.add((rec['run_fingerprint'], str(rec['seed'])))
             new_curves += curve_rows_of_result(rec)
-        for row in rows_of_result(rec, config):
+        for row in rows_of_result(rec, config,
+                                  Path(runs_csv).resolve().parent):
             old = index.get(_key(row))
             if old is None:
                 index[_key(row)] = row

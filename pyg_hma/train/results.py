@@ -20,6 +20,7 @@ paper column is left out and the summary says so.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -73,6 +74,55 @@ def package_versions() -> Dict[str, Optional[str]]:
     out['torch'] = str(torch.__version__)
     out['torch_cuda'] = torch.version.cuda
     return out
+
+
+#: The training engine's versions: ``(version, first commit, what
+#: changed)``. The version goes up when the same configuration and seed
+#: start to give other numbers (the fingerprints name what was asked, not
+#: the code's rounding); every result records the version that trained it
+#: (``engine``), and the study keeps rows of different versions apart.
+ENGINE_VERSIONS = (
+    (1, '', 'the first engine: a run alone took torch\'s global random '
+     'stream; a seed-batched group drew its streams as a group'),
+    (2, '52c09c2ea7623128cfdc95a6c9344a05e920eb0b',
+     "every run takes its seed's own streams: alone = in any group, except "
+     'where a kernel rounded a seed differently in its group'),
+    (3, 'c9e8586f44064ac431132c2ab790cb3933d975b4',
+     'the kernels that rounded a seed differently in its group (batches of '
+     'about 160-376 nodes, a one-column head, the CNN) run per seed'),
+)
+#: The engine version of today's code.
+ENGINE_VERSION = ENGINE_VERSIONS[-1][0]
+
+
+@functools.lru_cache(maxsize=None)
+def engine_of_commit(commit: Optional[str], checkout: str = '.'
+                     ) -> Optional[int]:
+    r"""The engine version (:data:`ENGINE_VERSIONS`) of the code at
+    :obj:`commit` (``+dirty`` ignored): the newest version whose first
+    commit is :obj:`commit` or one of its ancestors in the git checkout
+    :obj:`checkout`; ``None`` when the commit is empty or not in that
+    history (results from before the ``engine`` field was recorded)."""
+    import subprocess
+    sha = (commit or '').split('+')[0]
+    if not sha:
+        return None
+    version = None
+    for number, first, _ in ENGINE_VERSIONS:
+        if not first:
+            version = number
+            continue
+        try:
+            res = subprocess.run(['git', '-C', checkout, 'merge-base',
+                                  '--is-ancestor', first, sha],
+                                 capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if res.returncode == 0:
+            version = number
+        elif res.returncode != 1:  # an unknown commit, or no checkout
+            return None
+    return version
 
 
 def source_commit() -> Optional[str]:
@@ -272,9 +322,10 @@ def config_id(rec: dict, config: Optional[dict] = None,
 RUNS_COLUMNS = ('table', 'dataset', 'backbone', 'method', 'variant',
                 'selected_by', 'seed', 'metric', 'val', 'test',
                 'selected_epoch', 'epochs', 'seconds', 'device',
-                'config_id', 'fingerprint', 'commit')
-#: What identifies a row of ``runs.csv``.
-ROW_KEY = ('fingerprint', 'seed', 'variant', 'selected_by')
+                'config_id', 'fingerprint', 'commit', 'engine')
+#: What identifies a row of ``runs.csv``: a run of another engine version
+#: (:data:`ENGINE_VERSIONS`) is another row.
+ROW_KEY = ('fingerprint', 'seed', 'variant', 'selected_by', 'engine')
 #: Per-epoch curves beside ``runs.csv`` (``curves.csv``): one row per run
 #: and epoch, the run's own eval mode; joined to the runs by
 #: ``(fingerprint, seed)``.
@@ -554,9 +605,12 @@ def study_cells(records: Sequence[dict], runs: Sequence[dict]
     differs from a study cell's only in its random streams (runs of
     earlier code trained one seed at a time) is matched to it, with a note
     saying so; other configurations have no study cell. A configuration
+    trained by several engine versions is shown from the newest one's rows
+    (never averaged across versions), and the note names the version. A configuration
     in several of the study's sets (``published``, ``tuned``, ...) is
     shown from the first of them."""
     by_config: Dict[tuple, Dict[int, float]] = {}
+    newest: Dict[tuple, int] = {}  # per configuration: its newest engine
     sets: List[str] = []
     for row in runs:
         config, _, scored = row['variant'].partition('/')
@@ -564,7 +618,14 @@ def study_cells(records: Sequence[dict], runs: Sequence[dict]
             continue
         if config not in sets:
             sets.append(config)
-        seeds = by_config.setdefault((row['config_id'], scored, config), {})
+        key = (row['config_id'], scored, config)
+        engine = int(row['engine'])
+        if engine < newest.get(key, engine):
+            continue  # an older engine's rows: never mixed with newer ones
+        if engine > newest.get(key, engine):
+            by_config.pop(key, None)
+        newest[key] = engine
+        seeds = by_config.setdefault(key, {})
         try:
             seeds[int(row['seed'])] = scale_for_table(row['metric'],
                                                       float(row['test']))
@@ -588,12 +649,13 @@ def study_cells(records: Sequence[dict], runs: Sequence[dict]
              'otherwise the same configuration'))
             for sets_of in sets)
         for cfg, note, study_set in found:
-            seeds = by_config.get((config_id(rec, cfg, RUNS_CONFIG_ID), mode,
-                                   study_set))
+            found_at = (config_id(rec, cfg, RUNS_CONFIG_ID), mode, study_set)
+            seeds = by_config.get(found_at)
             if seeds:
                 out[key] = (fmt(*mean_std(list(seeds.values())),
                                 rec['metric']) + f' ({len(seeds)})',
-                            f'{study_runs_path()}, `{study_set}`: {note}')
+                            f'{study_runs_path()}, `{study_set}`, engine '
+                            f'{newest[found_at]}: {note}')
                 break
     return out
 
