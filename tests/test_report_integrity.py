@@ -536,3 +536,15 @@ def test_the_summary_shows_the_newest_engine_of_a_study_cell(
     row = next(x for x in md.splitlines() if x.startswith('| ERM'))
     assert '| 0.200 ± 0.016 (5) |' in row  # engine 3 only, not a mix
     assert 'engine 3: same configuration' in md
+
+
+def test_one_collect_takes_two_engines_runs_of_one_seed(tmp_path):
+    # The old and the new engine's result folders in one call: two runs,
+    # not one run with two sets of scores.
+    for engine, shift in ((2, 0.0), (3, 0.05)):
+        write_json(tmp_path / f'e{engine}/erm/seed0.json',
+                   record('erm', 0, 0.1 + shift, engine=engine))
+    runs = tmp_path / 'runs.csv'
+    assert collect([tmp_path / 'e3', tmp_path / 'e2'], runs) == (2, 0)
+    assert sorted((r['engine'], r['test']) for r in read_runs(runs)) == [
+        ('2', '0.1'), ('3', '0.15000000000000002')]

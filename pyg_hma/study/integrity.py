@@ -144,7 +144,7 @@ def check_records(records: Sequence[dict],
     clashes = []
     for rec in records:
         key = (rec.get('table'), rec['dataset'], rec.get('backbone_label'),
-               rec['method'], config_id(rec), rec['seed'])
+               rec['method'], config_id(rec), rec['seed'], rec.get('engine'))
         first = seen.setdefault(key, rec)
         if first is not rec:
             clashes.append(f"{first['_path']} and {rec['_path']} "

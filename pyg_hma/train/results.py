@@ -240,7 +240,8 @@ def find_results(folders: Iterable[os.PathLike],
     Hidden and temporary folders (``.superseded``, ``.NAME.tmp``) are not
     searched. Broken files named like results (``seed*.json``) or marked as
     results go to :obj:`skipped` as ``(path, reason)``; a run found again
-    (same fingerprint) goes to :obj:`duplicates` as ``(path, first path)``
+    (same fingerprint and engine version) goes to :obj:`duplicates` as
+    ``(path, first path)``
     and is counted once. When :obj:`conflicts` is given, a run found again
     with other scores goes there instead of :obj:`duplicates` (which copy
     is right is not this function's to guess). Every other JSON file that
@@ -250,7 +251,7 @@ def find_results(folders: Iterable[os.PathLike],
     fingerprint.
     """
     out: List[dict] = []
-    seen: Dict[str, str] = {}
+    seen: Dict[tuple, str] = {}
     seen_rec: Dict[str, dict] = {}
     for folder in folders:
         folder = Path(folder)
@@ -277,7 +278,9 @@ def find_results(folders: Iterable[os.PathLike],
                 if ignored is not None:
                     ignored.append((str(file), reason))
                 continue
-            first = seen.get(rec['run_fingerprint'])
+            # A run of another engine version is another run.
+            run = (rec['run_fingerprint'], rec.get('engine'))
+            first = seen.get(run)
             if first is not None:
                 if conflicts is not None and \
                         _scores(rec) != _scores(seen_rec[first]):
@@ -285,7 +288,7 @@ def find_results(folders: Iterable[os.PathLike],
                 elif duplicates is not None:
                     duplicates.append((str(file), first))
                 continue
-            seen[rec['run_fingerprint']] = str(file)
+            seen[run] = str(file)
             seen_rec[str(file)] = rec
             rec['_path'] = str(file)
             out.append(rec)
@@ -606,9 +609,9 @@ def study_cells(records: Sequence[dict], runs: Sequence[dict]
     earlier code trained one seed at a time) is matched to it, with a note
     saying so; other configurations have no study cell. A configuration
     trained by several engine versions is shown from the newest one's rows
-    (never averaged across versions), and the note names the version. A configuration
-    in several of the study's sets (``published``, ``tuned``, ...) is
-    shown from the first of them."""
+    (never averaged across versions), and the note names the version. A
+    configuration in several of the study's sets (``published``, ``tuned``,
+    ...) is shown from the first of them."""
     by_config: Dict[tuple, Dict[int, float]] = {}
     newest: Dict[tuple, int] = {}  # per configuration: its newest engine
     sets: List[str] = []
