@@ -180,6 +180,29 @@ def test_resume_refuses_another_configuration(proteins, tmp_path):
             seed=0, checkpoint=ckpt, resume=True)
 
 
+def test_resume_refuses_another_engine_version(proteins, tmp_path):
+    # A checkpoint of an older engine version: finishing the run with
+    # today's code would make one run of two engines.
+    from pyg_hma.files import atomic_torch_save
+    from pyg_hma.train.results import ENGINE_VERSION
+    ckpt = tmp_path / 'run.ckpt'
+    cfg = TrainConfig(epochs=2)
+    fit(gcn(proteins), proteins, 'erm', cfg, seed=0, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    assert state['engine'] == ENGINE_VERSION
+    atomic_torch_save(dict(state, engine=ENGINE_VERSION - 1), ckpt)
+    with pytest.raises(ValueError, match=f'engine version '
+                       f'{ENGINE_VERSION - 1} and this code is version '
+                       f'{ENGINE_VERSION}'):
+        fit(gcn(proteins), proteins, 'erm', cfg, seed=0, checkpoint=ckpt,
+            resume=True)
+    # One from before the engine was recorded resumes.
+    del state['engine']
+    atomic_torch_save(state, ckpt)
+    assert fit(gcn(proteins), proteins, 'erm', cfg, seed=0, checkpoint=ckpt,
+               resume=True).resumed_from == 3
+
+
 def test_same_seed_same_run_and_data_order(proteins):
     cfg = TrainConfig(epochs=2)
     a = fit(gcn(proteins), proteins, 'erm', cfg, seed=1)

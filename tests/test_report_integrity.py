@@ -256,7 +256,8 @@ def result_files(folder, tests, **changes):
                    record('erm', seed, test, **changes))
 
 
-@pytest.mark.parametrize('case', ['nan', 'same-run', 'same-seed'])
+@pytest.mark.parametrize('case', ['nan', 'same-run', 'same-seed',
+                                  'two-engines'])
 def test_benchmarks_report_stops_on_results_that_disagree(tmp_path, case):
     a, b = tmp_path / 'a', tmp_path / 'b'
     result_files(a, [0.1, 0.2, 0.3])
@@ -265,6 +266,8 @@ def test_benchmarks_report_stops_on_results_that_disagree(tmp_path, case):
                                                 run_fingerprint='n4'))
     elif case == 'same-run':  # a copy of a run with other scores
         result_files(b, [0.9])
+    elif case == 'two-engines':  # the run again, by a newer engine
+        result_files(b, [0.9], engine=4)
     else:  # another run of the same configuration and seed
         result_files(b, [0.9], run_fingerprint='other')
     for order in ((a, b), (b, a)):

@@ -129,7 +129,8 @@ def test_skip_committed_leaves_out_runs_with_a_committed_row(
         quick_results, data_root, tmp_path, capsys):
     # A study continued on a fresh machine: its output folder is gone, its
     # committed runs.csv is not. Seed 0 has a row there (matched by the
-    # run's fingerprint), seed 1 does not: only seed 1 trains.
+    # run's fingerprint and today's engine version), seed 1 does not: only
+    # seed 1 trains.
     from pyg_hma.train.results import RUNS_COLUMNS
     rec = json.loads((quick_results['PROTEINS'] / 'erm' / 'seed0.json')
                      .read_text())
@@ -138,7 +139,14 @@ def test_skip_committed_leaves_out_runs_with_a_committed_row(
         w = csv.DictWriter(f, fieldnames=RUNS_COLUMNS)
         w.writeheader()
         w.writerow({**{c: '' for c in RUNS_COLUMNS}, 'seed': 0,
-                    'fingerprint': rec['run_fingerprint']})
+                    'fingerprint': rec['run_fingerprint'],
+                    'engine': ENGINE_VERSION})
+        # Seed 1's row is an older engine's run: today's code trains it.
+        w.writerow({**{c: '' for c in RUNS_COLUMNS}, 'seed': 1,
+                    'fingerprint': json.loads(
+                        (quick_results['PROTEINS'] / 'erm' / 'seed1.json')
+                        .read_text())['run_fingerprint'],
+                    'engine': ENGINE_VERSION - 1})
     out = tmp_path / 'fresh'
     argv = ['--dataset', 'PROTEINS', '--quick', '--method', 'erm',
             '--root', str(data_root), '--out', str(out)]

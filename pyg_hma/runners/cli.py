@@ -232,9 +232,10 @@ def build_parser(runner: str, protocols: Mapping[str, DatasetProtocol],
                    help='skip finished runs and continue interrupted ones '
                    'from their checkpoints')
     p.add_argument('--skip-committed', type=Path, metavar='RUNS_CSV',
-                   help='skip runs that already have a row in RUNS_CSV (the '
-                   "study's results/paper/runs.csv): a study continues on "
-                   'another machine from its committed rows')
+                   help='skip runs that already have a row of this engine '
+                   "version in RUNS_CSV (the study's results/paper/runs.csv): "
+                   'a study continues on another machine from its committed '
+                   'rows')
     p.add_argument('--force', action='store_true',
                    help='move existing results and checkpoints that this '
                    'invocation would replace into OUT/.superseded/TIME/ '

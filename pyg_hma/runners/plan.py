@@ -89,7 +89,9 @@ def plan(spec: RunSpec, runner: str,
     settings = spec.settings
     committed = set()
     if spec.skip_committed is not None:
-        committed = {r['fingerprint'] for r in read_runs(spec.skip_committed)}
+        # Rows of an older engine version are not today's runs of them.
+        committed = {r['fingerprint'] for r in read_runs(spec.skip_committed)
+                     if str(r['engine']) == str(ENGINE_VERSION)}
     if not spec.seed_batch_given and spec.seed_batch == 1 and spec.ddp:
         say(f'[{runner}] note: --ddp trains one run at a time (seed '
             f'batching does not combine with it yet)')

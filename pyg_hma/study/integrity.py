@@ -143,8 +143,10 @@ def check_records(records: Sequence[dict],
     seen: Dict[tuple, dict] = {}
     clashes = []
     for rec in records:
+        # Engine versions included: a report of result files has one cell
+        # per configuration, and two runs of a seed would be averaged.
         key = (rec.get('table'), rec['dataset'], rec.get('backbone_label'),
-               rec['method'], config_id(rec), rec['seed'], rec.get('engine'))
+               rec['method'], config_id(rec), rec['seed'])
         first = seen.setdefault(key, rec)
         if first is not rec:
             clashes.append(f"{first['_path']} and {rec['_path']} "
@@ -154,4 +156,5 @@ def check_records(records: Sequence[dict],
     if clashes:
         raise IntegrityError(
             f'{len(clashes)} pair(s) of runs of one configuration and seed '
-            f'(different fingerprints), never averaged: {_listing(clashes)}')
+            f'(different fingerprints or engine versions), never averaged: '
+            f'{_listing(clashes)}')

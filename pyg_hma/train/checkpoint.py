@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..files import UnreadableFileError, atomic_torch_save, torch_load
 from ..methods import recorded_hyperparameters
 from .config import TrainConfig
+from .results import ENGINE_VERSION
 
 # 3: plain tensors and containers only (loaded with weights_only=True), and
 # the selected model's state (best_state).
@@ -158,7 +159,8 @@ def checkpoint_fingerprint(method: str, seed: int, cfg: 'TrainConfig',
 class Checkpointer:
     r"""The run's checkpoint file: written atomically after every epoch,
     read back with ``weights_only=True`` on resume, and refused when it was
-    written by another run configuration (:obj:`fingerprint`) or format.
+    written by another run configuration (:obj:`fingerprint`), format or
+    engine version (:data:`~pyg_hma.train.results.ENGINE_VERSION`).
 
     Args:
         path: the checkpoint file (``None``: no checkpoints).
@@ -189,12 +191,21 @@ class Checkpointer:
                 f"Checkpoint '{self.path}' was written by a different run "
                 f"configuration (or format); delete it or run without "
                 f"--resume to start over")
+        # Checkpoints from before the engine was recorded carry none.
+        engine = state.get('engine', ENGINE_VERSION)
+        if engine != ENGINE_VERSION:
+            raise ValueError(
+                f"Checkpoint '{self.path}' was written by engine version "
+                f"{engine} and this code is version {ENGINE_VERSION}: the run "
+                f"would mix two engines; finish it with the code of version "
+                f"{engine}, or delete it to start over")
         return state
 
     def save(self, state: dict):
         if self.path is not None and self.writes:
             atomic_torch_save({'version': CHECKPOINT_VERSION,
-                               'fingerprint': self.fingerprint, **state},
+                               'fingerprint': self.fingerprint,
+                               'engine': ENGINE_VERSION, **state},
                               self.path)
 
 
