@@ -511,3 +511,21 @@ def test_default_groups_give_every_worker_a_unit():
     # Every job exactly once, in seed order within its method.
     flat = [j for u in units(jobs, 10, workers=7) for j in u]
     assert flat == jobs
+
+
+def test_resume_says_when_a_kept_run_is_of_another_engine(
+        quick_results, data_root, tmp_path, capsys):
+    import shutil
+    out = tmp_path / 'ood'
+    cell = out / 'PROTEINS' / quick_results['PROTEINS'].name
+    shutil.copytree(quick_results['PROTEINS'], cell)
+    path = cell / 'erm' / 'seed0.json'
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(rec, engine=ENGINE_VERSION - 1)))
+    argv = ['--dataset', 'PROTEINS', '--quick', '--method', 'erm',
+            '--root', str(data_root), '--out', str(out), '--resume']
+    assert runner('ood').main(argv) == 0
+    err = capsys.readouterr().err
+    assert (f'ERM seed 0: finished earlier, kept (engine version '
+            f'{ENGINE_VERSION - 1}; today\'s is {ENGINE_VERSION})') in err
+    assert 'ERM seed 1: finished earlier, kept\n' in err

@@ -175,8 +175,12 @@ def plan(spec: RunSpec, runner: str,
                         if rec is not None and rec.get('run_fingerprint') \
                                 == ident:
                             cell.finished[seed, method] = rec
+                            engine = rec.get('engine', ENGINE_VERSION)
                             say(f'  {method_label(method)} seed {seed}: '
-                                f'finished earlier, kept')
+                                f'finished earlier, kept' + (
+                                    f' (engine version {engine}; today\'s '
+                                    f'is {ENGINE_VERSION})'
+                                    if engine != ENGINE_VERSION else ''))
                             kept.append((stem.with_suffix('.json'), rec))
                             continue
                     cell.jobs.append(Job(
