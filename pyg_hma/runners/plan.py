@@ -87,11 +87,7 @@ def plan(spec: RunSpec, runner: str,
     progress = not spec.quiet and sys.stderr.isatty() and spec.ray is None
     versions, commit = package_versions(), source_commit()
     settings = spec.settings
-    committed = set()
-    if spec.skip_committed is not None:
-        # Rows of an older engine version are not today's runs of them.
-        committed = {r['fingerprint'] for r in read_runs(spec.skip_committed)
-                     if str(r['engine']) == str(ENGINE_VERSION)}
+    committed = _committed_runs(spec.skip_committed)
     if not spec.seed_batch_given and spec.seed_batch == 1 and spec.ddp:
         say(f'[{runner}] note: --ddp trains one run at a time (seed '
             f'batching does not combine with it yet)')
@@ -170,19 +166,12 @@ def plan(spec: RunSpec, runner: str,
                         say(f'  {method_label(method)} seed {seed}: '
                             f'committed in {spec.skip_committed}, skipped')
                         continue
-                    if spec.resume:
-                        rec = read_result(stem.with_suffix('.json'))
-                        if rec is not None and rec.get('run_fingerprint') \
-                                == ident:
-                            cell.finished[seed, method] = rec
-                            engine = rec.get('engine', ENGINE_VERSION)
-                            say(f'  {method_label(method)} seed {seed}: '
-                                f'finished earlier, kept' + (
-                                    f' (engine version {engine}; today\'s '
-                                    f'is {ENGINE_VERSION})'
-                                    if engine != ENGINE_VERSION else ''))
-                            kept.append((stem.with_suffix('.json'), rec))
-                            continue
+                    rec = _kept_run(stem, ident, say) if spec.resume \
+                        else None
+                    if rec is not None:
+                        cell.finished[seed, method] = rec
+                        kept.append((stem.with_suffix('.json'), rec))
+                        continue
                     cell.jobs.append(Job(
                         runner=runner, dataset=dataset, backbone=backbone,
                         bb_kwargs=bb_kwargs, method=method, seed=seed,
@@ -201,6 +190,31 @@ def plan(spec: RunSpec, runner: str,
             cells.append(cell)
     _note_uncompared(runner, kept if spec.compare_evals else [], out_root)
     return cells
+
+
+def _committed_runs(runs_csv: Optional[Path]) -> set:
+    r"""The fingerprints of the runs with a row of today's engine version
+    in :obj:`runs_csv` (``--skip-committed``; empty without one): rows of
+    an older version are not today's runs of them."""
+    if runs_csv is None:
+        return set()
+    return {r['fingerprint'] for r in read_runs(runs_csv)
+            if str(r['engine']) == str(ENGINE_VERSION)}
+
+
+def _kept_run(stem: Path, ident: str, say: Printer) -> Optional[dict]:
+    r"""The finished run at :obj:`stem` that ``--resume`` keeps (the same
+    fingerprint :obj:`ident`), said with its engine version when that is
+    not today's; ``None`` when there is none to keep."""
+    rec = read_result(stem.with_suffix('.json'))
+    if rec is None or rec.get('run_fingerprint') != ident:
+        return None
+    engine = rec.get('engine', ENGINE_VERSION)
+    say(f"  {method_label(rec['method'])} seed {rec['seed']}: finished "
+        f"earlier, kept" + (f" (engine version {engine}; today's is "
+                            f"{ENGINE_VERSION})"
+                            if engine != ENGINE_VERSION else ''))
+    return rec
 
 
 def _note_uncompared(runner: str, kept: List[Tuple[Path, dict]],
