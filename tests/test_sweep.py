@@ -450,7 +450,7 @@ def test_report_and_collect_leave_out_sweep_runs_below_a_folder(tmp_path):
             'selected_epoch': 3, 'epochs_run': 5, 'wall_time_s': 1.0,
             'device': 'cpu', 'device_name': 'cpu', 'quick': False,
             'run_fingerprint': str(path.relative_to(tmp_path)),
-            'commit': 'abc', 'config': {}})
+            'commit': 'abc', 'engine': 3, 'config': {}})
     runs = tmp_path / 'runs.csv'
     collect([tmp_path], runs)  # the plain run only
     assert [r['fingerprint'] for r in read_runs(runs)] == [
