@@ -344,6 +344,24 @@ def test_the_committed_report_regenerates_from_the_committed_rows(tmp_path):
         'run `python benchmarks/reproduction.py report` and commit it')
 
 
+def test_every_committed_row_names_the_engine_of_its_commit():
+    # A row collected with another engine version than its commit's would
+    # be averaged with the wrong cell.
+    from pyg_hma.train.results import ENGINE_VERSIONS, engine_of_commit
+    rows = read_runs(ROOT / 'results/paper/runs.csv')
+    known = engine_of_commit(ENGINE_VERSIONS[-1][1], str(ROOT))
+    if known is None:
+        pytest.skip('needs the git history of this checkout')
+    wrong = sorted({(r['commit'][:7], r['engine'],
+                     engine_of_commit(r['commit'], str(ROOT)))
+                    for r in rows
+                    if engine_of_commit(r['commit'], str(ROOT))
+                    != int(r['engine'])})
+    assert not wrong, f'(commit, row engine, its engine): {wrong}'
+    assert {int(r['engine']) for r in rows} <= {
+        v for v, _, _ in ENGINE_VERSIONS}
+
+
 def test_the_committed_report_names_a_checked_command_for_every_cell():
     text = (ROOT / 'docs/reproduction.md').read_text()
     commands = [x for x in text.splitlines() if x.startswith('- ')
