@@ -18,8 +18,8 @@ carry a leading seed dimension takes one step for all seeds at once (see
 A seed that stops early leaves the group (its result is final) and the
 others continue as a smaller group. On a CPU, seeds whose batches are large
 train in several smaller groups, one after the other
-(:func:`seed_group_limit`): past a few MB per activation a stacked step
-costs more than its seeds' steps alone. Each seed's log says which seeds
+(:func:`seed_group_limit`): past about 1.6 MB per activation a stacked
+step costs more than its seeds' steps alone. Each seed's log says which seeds
 shared its model.
 
 Randomness: :func:`fit` draws dropout masks and IRM/V-REx environments from
@@ -99,14 +99,18 @@ def streams_of(pad: Optional[Sequence[int]] = None,
 
 #: On a CPU, seeds trained as one model gain while one activation of the
 #: whole group (``[S, nodes per batch, width]``) stays within this many
-#: elements (4 MB in float32); past it the group's tensors leave the
-#: caches and a step costs more than S steps alone. Measured per model-step,
-#: batched vs sequential (``benchmarks/speed.py --seed-batch``, one thread,
+#: elements (1.6 MB in float32); past it the group's tensors leave the
+#: caches and a step costs more than S steps alone. Measured per model-step
+#: against one seed alone (``benchmarks/speed.py --seed-batch``, one thread,
 #: ``docs/performance.md``): NCI1 GCN, 0.3 M elements at S = 10: 2.0x;
+#: Graph-SST5 GCN, 0.2 M at S = 4: 1.3x ERM, 1.4x HMA, 0.5 M at S = 10:
+#: 1.05x ERM; ogbg-molbbbp GCN (0.23 M per seed), 0.9 M at S = 4: 0.80x ERM,
+#: 0.91x HMA (in the study's lanes a seed alone took 3.8 s per epoch, 5-5.7
+#: s per seed in a group of 4); ogbg-molbace GIN, 1.0 M at S = 3: 0.9x;
 #: IMDB-BINARY GIN, 1.3 M at S = 8: 1.4x (1.4x at S = 1 too); DD GCN,
 #: 1.2 M at S = 4: 1.0x, 2.9 M at S = 10: 0.86x; REDDIT-BINARY GIN, 14 M
 #: at S = 4: 0.5-0.7x.
-CPU_GROUP_ELEMENTS = 1_000_000
+CPU_GROUP_ELEMENTS = 400_000
 
 
 def seed_group_limit(model: nn.Module, train, batch_size: int,
