@@ -143,7 +143,7 @@ def check_records(records: Sequence[dict],
     seen: Dict[tuple, dict] = {}
     clashes = []
     for rec in records:
-        # Engine versions included: a report of result files has one cell
+        # Across engine versions too: a report of result files has one cell
         # per configuration, and two runs of a seed would be averaged.
         key = (rec.get('table'), rec['dataset'], rec.get('backbone_label'),
                rec['method'], config_id(rec), rec['seed'])
