@@ -259,6 +259,38 @@ def test_curves_and_sweeps_reach_the_report(results, tmp_path):
         report(runs, None)
 
 
+def test_curves_keep_each_engines_run_and_draw_one_engine(results, tmp_path):
+    # The same configuration and seeds trained by two engine versions: each
+    # run keeps its own curves, and the figure draws one version's runs (the
+    # one with the most seeds), never one seed's two runs as one line.
+    from pyg_hma.study.figures import curve_panels
+    from pyg_hma.study.rows import curves_path
+    from pyg_hma.train.results import read_curves, read_runs
+
+    def history(offset):
+        return [dict(epoch=e, train_loss=1.0, val=offset + 0.1 * e,
+                     test={'test': offset + e / 100}) for e in (1, 2, 3)]
+    for seed in range(3):  # engine 2: three seeds, the same fingerprints
+        write_json(results / f'old/seed{seed}.json', record(
+            'erm', seed, ERM[seed] + 0.05, engine=2, history=history(0.5)))
+    for seed, e in enumerate(ERM):
+        write_json(results / f'erm/seed{seed}.json',
+                   record('erm', seed, e, history=history(0.0)))
+    runs = tmp_path / 'paper/runs.csv'
+    collect([results], runs)
+    curves = read_curves(curves_path(runs))
+    assert sorted({(c['seed'], c['engine']) for c in curves}) == sorted(
+        [(str(s), '2') for s in range(3)] + [(str(s), '3') for s in range(5)])
+    panels = curve_panels(read_runs(runs), curves, 'published')
+    test = next(by for title, _, by in panels if title.endswith('test'))
+    assert list(test) == ['ERM, engine 3']
+    seeds = test['ERM, engine 3']
+    assert sorted(seeds) == [0, 1, 2, 3, 4]
+    assert all([e for e, _ in points] == [1, 2, 3]
+               and all(v < 0.5 for _, v in points)
+               for points in seeds.values())
+
+
 def test_sweep_heatmap_axes_run_in_increasing_order():
     # The ERM space lists learning rates as 1e-3, 3e-3, 1e-4, 3e-4; the
     # heatmap's axis runs 1e-4 .. 3e-3, each score in its own place.

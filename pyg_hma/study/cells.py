@@ -45,6 +45,21 @@ def engine_of_cell(run: str) -> str:
     return run.rsplit(', engine ', 1)[-1]
 
 
+def widest(cells: Mapping[tuple, Dict[int, float]],
+           group=lambda key: key[:4]) -> Dict[tuple, tuple]:
+    r"""Per group of :func:`cell_key` keys (by default a table's dataset,
+    backbone and method), the key of the cell with the most seeds, the
+    newest engine version among equals: a cell run in several
+    configurations or engine versions is shown once, by that one."""
+    out: Dict[tuple, tuple] = {}
+    for key, seeds in cells.items():
+        best = out.get(group(key))
+        if best is None or (len(seeds), int(engine_of_cell(key[4]))) > (
+                len(cells[best]), int(engine_of_cell(best[4]))):
+            out[group(key)] = key
+    return out
+
+
 def cells_of(rows: Sequence[dict], variant: str, selected_by: str
              ) -> Dict[tuple, Dict[int, float]]:
     r"""``{cell_key: {seed: test}}`` (:func:`cell_key`) on the paper's

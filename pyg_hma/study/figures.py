@@ -17,7 +17,7 @@ from ..files import atomic_path
 from ..methods import method_label
 from ..train.metrics import METRIC_LABELS, scale_for_table
 from ..train.results import method_rank
-from .cells import cells_of, paper_cell
+from .cells import cell_key, cells_of, paper_cell, widest
 from .rows import CURVE_CELLS, DEFAULT_EVAL, drawn
 from .stats import mean_interval
 from .tables import TABLE_TITLES
@@ -94,8 +94,10 @@ def curves_figure(path: Path,
                 ax.plot([e for e, _ in points], [v for _, v in points],
                         color=color, alpha=0.15, linewidth=0.8)
             epochs, mean = _mean_curve(seeds, max(1, len(seeds) // 2))
+            name, _, engine = method.partition(', ')
             ax.plot(epochs, mean, color=color, linewidth=2,
-                    label=f'{method} (mean of {len(seeds)} seeds)')
+                    label=f'{name} (mean of {len(seeds)} seeds'
+                          + (f', {engine})' if engine else ')'))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel('epoch')
         ax.set_ylabel(ylabel)
@@ -139,16 +141,20 @@ def heatmap_figure(path: Path, grids: Sequence[dict]) -> None:
 
 def curve_panels(rows, curves, config) -> list:
     r"""The curves figure's panels: per drawn cell and split, each
-    method's per-seed curves from ``curves.csv``."""
-    runs = {}
-    for r in rows:
-        if (r['variant'] == f'{config}/{DEFAULT_EVAL}'
-                and r['selected_by'] == DEFAULT_EVAL
-                and drawn(str(r['table']), r['dataset'], r['method'])):
-            runs[r['fingerprint'], str(r['seed'])] = r
+    method's per-seed curves from ``curves.csv``. A method run in several
+    configurations or engine versions shows the runs of one, the one with
+    the most seeds (:func:`~.cells.widest`), and names its engine."""
+    variant = f'{config}/{DEFAULT_EVAL}'
+    shown = [r for r in rows
+             if r['variant'] == variant and r['selected_by'] == DEFAULT_EVAL
+             and drawn(str(r['table']), r['dataset'], r['method'])]
+    chosen = set(widest(cells_of(shown, variant, DEFAULT_EVAL),
+                        group=lambda key: (key[0], key[1], key[3])).values())
+    runs = {(r['fingerprint'], str(r['seed']), str(r['engine'])): r
+            for r in shown if cell_key(r) in chosen}
     series: Dict[tuple, dict] = {}
     for c in curves:
-        run = runs.get((c['fingerprint'], str(c['seed'])))
+        run = runs.get((c['fingerprint'], str(c['seed']), str(c['engine'])))
         if run is None:
             continue
         for split in ('val', 'test'):
@@ -157,7 +163,8 @@ def curve_panels(rows, curves, config) -> list:
             value = scale_for_table(run['metric'], float(c[split]))
             series.setdefault((run['table'], run['dataset'], run['metric'],
                                split), {}).setdefault(
-                method_label(run['method']), {}).setdefault(
+                f"{method_label(run['method'])}, engine {run['engine']}",
+                {}).setdefault(
                 int(run['seed']), []).append((int(c['epoch']), value))
     panels = []
     for (table, dataset, metric, split), by_method in sorted(

@@ -26,8 +26,7 @@ from ..methods import method_label
 from ..train.results import (RunsFileError, method_rank, read_curves,
                              read_runs)
 from .cells import (adjust, cells_of, commits_of, comparisons, num,
-                    paired_lines,
-                    paper_cell, significance)
+                    paired_lines, paper_cell, significance, widest)
 from .figures import write_figures
 from .integrity import check_rows
 from .notes import (NOT_RUN_NOTES, SETTING_DIFFERENCES, engine_lines,
@@ -163,12 +162,7 @@ def _summary_lines(main, paper, tables, comps) -> List[str]:
         cells = {k: v for k, v in main.items() if k[0] == table}
         # A cell trained in several configurations (engine versions) counts
         # once: the configuration with the most seeds decides.
-        widest: Dict[tuple, tuple] = {}
-        for key, seeds in cells.items():
-            best = widest.get(key[1:4])
-            if best is None or len(seeds) > len(cells[best]):
-                widest[key[1:4]] = key
-        cells = {k: cells[k] for k in widest.values()}
+        cells = {k: cells[k] for k in widest(cells).values()}
         counts: Dict[str, int] = {}
         for (_, dataset, backbone, method, _cid), seeds in cells.items():
             cell = paper_cell(paper, table, dataset, backbone, method)

@@ -34,7 +34,7 @@ Rows are identified by ``(fingerprint, seed, variant, selected_by, engine)``
 (:data:`~pyg_hma.train.results.ROW_KEY`); collecting again never changes a
 row that is already there. Beside it, ``curves.csv`` keeps the per-epoch
 training loss and validation/test scores of the runs the curves figure
-draws, and ``sweeps/DATASET-METHOD.json`` the summaries of the study's
+draws (one run is ``(fingerprint, seed, engine)``), and ``sweeps/DATASET-METHOD.json`` the summaries of the study's
 sweeps (:mod:`.tuning`).
 """
 from __future__ import annotations
@@ -114,17 +114,18 @@ def rows_of_result(rec: dict, config: str = 'published',
     return rows
 
 
-def curve_rows_of_result(rec: dict) -> List[dict]:
-    r"""The ``curves.csv`` rows of one result record: per epoch, the
-    training loss and the validation and primary test scores under the
-    run's own eval mode (6 significant digits; empty when not finite)."""
+def curve_rows_of_result(rec: dict, engine: int) -> List[dict]:
+    r"""The ``curves.csv`` rows of one result record (trained by the engine
+    version :obj:`engine`): per epoch, the training loss and the validation
+    and primary test scores under the run's own eval mode (6 significant
+    digits; empty when not finite)."""
     primary = rec['primary_test']
 
     def short(value) -> str:
         return f'{value:.6g}' if isinstance(value, (int, float)) and \
             math.isfinite(value) else ''
     return [dict(fingerprint=rec['run_fingerprint'], seed=rec['seed'],
-                 epoch=h['epoch'], train_loss=short(h.get('train_loss')),
+                 engine=engine, epoch=h['epoch'], train_loss=short(h.get('train_loss')),
                  val=short(h.get('val')),
                  test=short((h.get('test') or {}).get(primary)))
             for h in rec.get('history') or ()]
@@ -143,6 +144,11 @@ def write_csv(path: os.PathLike, columns: Sequence[str], rows) -> None:
                                     lineterminator='\n')
             writer.writeheader()
             writer.writerows({k: r[k] for k in columns} for r in rows)
+
+
+def _run_of(row: dict) -> tuple:
+    r"""The run a ``runs.csv`` or ``curves.csv`` row belongs to."""
+    return row['fingerprint'], str(row['seed']), str(row['engine'])
 
 
 def _key(row: dict) -> tuple:
@@ -198,17 +204,16 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
     added: List[Tuple[str, dict]] = []
     kept = 0
     old_curves = read_curves(curves_path(runs_csv))
-    have_curves = {(r['fingerprint'], str(r['seed'])) for r in old_curves}
+    have_curves = {_run_of(r) for r in old_curves}
     new_curves: List[dict] = []
     for rec in _found([Path(f) for f in folders],
                       [] if skipped is None else skipped):
+        rows = rows_of_result(rec, config, Path(runs_csv).resolve().parent)
         if drawn(str(rec.get('table')), rec['dataset'], rec['method']) \
-                and (rec['run_fingerprint'], str(rec['seed'])) \
-                not in have_curves:
-            have_curves.add((rec['run_fingerprint'], str(rec['seed'])))
-            new_curves += curve_rows_of_result(rec)
-        for row in rows_of_result(rec, config,
-                                  Path(runs_csv).resolve().parent):
+                and _run_of(rows[0]) not in have_curves:
+            have_curves.add(_run_of(rows[0]))
+            new_curves += curve_rows_of_result(rec, rows[0]['engine'])
+        for row in rows:
             old = index.get(_key(row))
             if old is None:
                 index[_key(row)] = row
@@ -235,10 +240,9 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
                                  r['variant'], r['selected_by'],
                                  int(r['seed']), r['fingerprint']))
         write_csv(runs_csv, RUNS_COLUMNS, rows)
-    shown = {(r['fingerprint'], str(r['seed'])) for r in index.values()
+    shown = {_run_of(r) for r in index.values()
              if drawn(str(r['table']), r['dataset'], r['method'])}
-    kept_curves = [c for c in old_curves
-                   if (c['fingerprint'], str(c['seed'])) in shown]
+    kept_curves = [c for c in old_curves if _run_of(c) in shown]
     if new_curves or len(kept_curves) < len(old_curves):
         write_csv(curves_path(runs_csv), CURVES_COLUMNS,
                   kept_curves + new_curves)
