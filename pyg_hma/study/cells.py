@@ -4,7 +4,7 @@ paired by seed."""
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from ..methods import method_label
 from ..train.metrics import scale_for_table
@@ -30,19 +30,23 @@ def seeds_cell(seeds: Optional[Dict[int, float]], metric: str) -> str:
     return f'{num(mean, metric)} ± {num(std, metric)} ({n})'
 
 
+class CellRun(NamedTuple):
+    r"""What a report cell ran: the configuration and the engine version
+    that trained its rows. Shown as ``'9d2a1c04e0, engine 3'``."""
+    config_id: str
+    engine: int
+
+    def __str__(self) -> str:
+        return f'{self.config_id}, engine {self.engine}'
+
+
 def cell_key(row: dict) -> tuple:
     r"""The report cell of a ``runs.csv`` row: ``(table, dataset, backbone,
-    method, run)``, where ``run`` names its configuration and the engine
-    version that trained it (``'9d2a1c04e0, engine 3'``): rows of one
-    configuration trained by two engine versions are two cells, never
-    averaged together."""
+    method, run)``, where ``run`` is its :class:`CellRun` (configuration and
+    engine version): rows of one configuration trained by two engine
+    versions are two cells, never averaged together."""
     return (str(row['table']), row['dataset'], row['backbone'],
-            row['method'], f"{row['config_id']}, engine {row['engine']}")
-
-
-def engine_of_cell(run: str) -> str:
-    r"""The engine version in a :func:`cell_key`'s ``run``."""
-    return run.rsplit(', engine ', 1)[-1]
+            row['method'], CellRun(row['config_id'], int(row['engine'])))
 
 
 def widest(cells: Mapping[tuple, Dict[int, float]],
@@ -54,8 +58,8 @@ def widest(cells: Mapping[tuple, Dict[int, float]],
     out: Dict[tuple, tuple] = {}
     for key, seeds in cells.items():
         best = out.get(group(key))
-        if best is None or (len(seeds), int(engine_of_cell(key[4]))) > (
-                len(cells[best]), int(engine_of_cell(best[4]))):
+        if best is None or (len(seeds), key[4].engine) > (
+                len(cells[best]), best[4].engine):
             out[group(key)] = key
     return out
 
@@ -157,8 +161,7 @@ def comparisons(cells: Dict[tuple, Dict[int, float]],
             if method == 'erm':
                 continue
             # Pairs never cross engine versions where the same one exists.
-            paired = [e for e in erm
-                      if engine_of_cell(e) == engine_of_cell(cid)] or erm
+            paired = [e for e in erm if e.engine == cid.engine] or erm
             if commits:
                 paired = same_code(
                     commits.get((table, dataset, backbone, method, cid),
