@@ -18,7 +18,7 @@ from ..methods import method_label
 from ..train.metrics import METRIC_LABELS, scale_for_table
 from ..train.results import method_rank
 from .cells import cell_key, cells_of, paper_cell, widest
-from .rows import CURVE_CELLS, DEFAULT_EVAL, drawn
+from .rows import CURVE_CELLS, DEFAULT_EVAL, drawn, run_of
 from .stats import mean_interval
 from .tables import TABLE_TITLES
 from .tuning import sweep_grid
@@ -94,10 +94,8 @@ def curves_figure(path: Path,
                 ax.plot([e for e, _ in points], [v for _, v in points],
                         color=color, alpha=0.15, linewidth=0.8)
             epochs, mean = _mean_curve(seeds, max(1, len(seeds) // 2))
-            name, _, engine = method.partition(', ')
             ax.plot(epochs, mean, color=color, linewidth=2,
-                    label=f'{name} (mean of {len(seeds)} seeds'
-                          + (f', {engine})' if engine else ')'))
+                    label=f'{method} (mean of {len(seeds)} seeds)')
         ax.set_title(title, fontsize=9)
         ax.set_xlabel('epoch')
         ax.set_ylabel(ylabel)
@@ -150,11 +148,10 @@ def curve_panels(rows, curves, config) -> list:
              and drawn(str(r['table']), r['dataset'], r['method'])]
     chosen = set(widest(cells_of(shown, variant, DEFAULT_EVAL),
                         group=lambda key: (key[0], key[1], key[3])).values())
-    runs = {(r['fingerprint'], str(r['seed']), str(r['engine'])): r
-            for r in shown if cell_key(r) in chosen}
+    runs = {run_of(r): r for r in shown if cell_key(r) in chosen}
     series: Dict[tuple, dict] = {}
     for c in curves:
-        run = runs.get((c['fingerprint'], str(c['seed']), str(c['engine'])))
+        run = runs.get(run_of(c))
         if run is None:
             continue
         for split in ('val', 'test'):

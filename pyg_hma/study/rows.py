@@ -34,8 +34,8 @@ Rows are identified by ``(fingerprint, seed, variant, selected_by, engine)``
 (:data:`~pyg_hma.train.results.ROW_KEY`); collecting again never changes a
 row that is already there. Beside it, ``curves.csv`` keeps the per-epoch
 training loss and validation/test scores of the runs the curves figure
-draws (one run is ``(fingerprint, seed, engine)``), and ``sweeps/DATASET-METHOD.json`` the summaries of the study's
-sweeps (:mod:`.tuning`).
+draws (a run is :func:`run_of`), and ``sweeps/DATASET-METHOD.json`` the
+summaries of the study's sweeps (:mod:`.tuning`).
 """
 from __future__ import annotations
 
@@ -125,7 +125,8 @@ def curve_rows_of_result(rec: dict, engine: int) -> List[dict]:
         return f'{value:.6g}' if isinstance(value, (int, float)) and \
             math.isfinite(value) else ''
     return [dict(fingerprint=rec['run_fingerprint'], seed=rec['seed'],
-                 engine=engine, epoch=h['epoch'], train_loss=short(h.get('train_loss')),
+                 engine=engine, epoch=h['epoch'],
+                 train_loss=short(h.get('train_loss')),
                  val=short(h.get('val')),
                  test=short((h.get('test') or {}).get(primary)))
             for h in rec.get('history') or ()]
@@ -146,8 +147,9 @@ def write_csv(path: os.PathLike, columns: Sequence[str], rows) -> None:
             writer.writerows({k: r[k] for k in columns} for r in rows)
 
 
-def _run_of(row: dict) -> tuple:
-    r"""The run a ``runs.csv`` or ``curves.csv`` row belongs to."""
+def run_of(row: dict) -> tuple:
+    r"""The run a ``runs.csv`` or ``curves.csv`` row belongs to:
+    ``(fingerprint, seed, engine)``."""
     return row['fingerprint'], str(row['seed']), str(row['engine'])
 
 
@@ -204,14 +206,14 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
     added: List[Tuple[str, dict]] = []
     kept = 0
     old_curves = read_curves(curves_path(runs_csv))
-    have_curves = {_run_of(r) for r in old_curves}
+    have_curves = {run_of(r) for r in old_curves}
     new_curves: List[dict] = []
     for rec in _found([Path(f) for f in folders],
                       [] if skipped is None else skipped):
         rows = rows_of_result(rec, config, Path(runs_csv).resolve().parent)
         if drawn(str(rec.get('table')), rec['dataset'], rec['method']) \
-                and _run_of(rows[0]) not in have_curves:
-            have_curves.add(_run_of(rows[0]))
+                and run_of(rows[0]) not in have_curves:
+            have_curves.add(run_of(rows[0]))
             new_curves += curve_rows_of_result(rec, rows[0]['engine'])
         for row in rows:
             old = index.get(_key(row))
@@ -240,9 +242,9 @@ def collect(folders: Iterable[os.PathLike], runs_csv: os.PathLike,
                                  r['variant'], r['selected_by'],
                                  int(r['seed']), r['fingerprint']))
         write_csv(runs_csv, RUNS_COLUMNS, rows)
-    shown = {_run_of(r) for r in index.values()
+    shown = {run_of(r) for r in index.values()
              if drawn(str(r['table']), r['dataset'], r['method'])}
-    kept_curves = [c for c in old_curves if _run_of(c) in shown]
+    kept_curves = [c for c in old_curves if run_of(c) in shown]
     if new_curves or len(kept_curves) < len(old_curves):
         write_csv(curves_path(runs_csv), CURVES_COLUMNS,
                   kept_curves + new_curves)

@@ -331,9 +331,9 @@ RUNS_COLUMNS = ('table', 'dataset', 'backbone', 'method', 'variant',
 ROW_KEY = ('fingerprint', 'seed', 'variant', 'selected_by', 'engine')
 #: Per-epoch curves beside ``runs.csv`` (``curves.csv``): one row per run
 #: and epoch, the run's own eval mode; joined to the runs by
-#: ``(fingerprint, seed)``.
-CURVES_COLUMNS = ('fingerprint', 'seed', 'engine', 'epoch', 'train_loss', 'val',
-                  'test')
+#: ``(fingerprint, seed, engine)``.
+CURVES_COLUMNS = ('fingerprint', 'seed', 'engine', 'epoch', 'train_loss',
+                  'val', 'test')
 
 
 class RunsFileError(ValueError):
