@@ -14,7 +14,8 @@ copies each sweep's summary (``best.json``, also of an unfinished sweep) to
 copy there, and collects its confirmation runs as ``tuned`` rows.
 ``report`` regenerates the report from the committed CSVs, the sweep
 summaries in ``results/paper/sweeps/`` (copies of sweeps' ``best.json``)
-and the paper's numbers; it trains nothing. Rows that disagree (same key,
+and the paper's numbers, and the README's HMA-against-ERM table (between
+its two marker lines) from the report; it trains nothing. Rows that disagree (same key,
 other values) or a non-finite score stop ``collect``, ``sweeps`` and
 ``report`` with one line naming them (exit status 2), writing nothing. See
 :mod:`pyg_hma.study.rows` for the columns and :mod:`pyg_hma.study.stats`
@@ -63,6 +64,11 @@ def main(argv=None) -> int:
     r.add_argument('--figures', type=Path, default=Path('docs/figures'),
                    help='figure folder (default docs/figures)')
     r.add_argument('--config', choices=CONFIGS, default='published')
+    r.add_argument('--readme', type=Path, default=None,
+                   help="the page whose HMA-against-ERM table the report "
+                   "rewrites, between its two marker lines (default: the "
+                   "README.md above the report's folder, where there is "
+                   "one; the published configuration's report only)")
     args = parser.parse_args(argv)
     skipped = []
     try:
@@ -78,9 +84,15 @@ def main(argv=None) -> int:
                                   skipped)
             print(f'{args.runs}: {added} rows added, {kept} already there')
         else:
+            readme = args.readme or next(
+                (p for p in [args.out.resolve().parent.parent / 'README.md']
+                 if p.is_file()), None)
+            if args.config != 'published':
+                readme = None
             report(args.runs, load_paper(), out=args.out, config=args.config,
-                   figures_dir=args.figures)
-            print(f'wrote {args.out} (figures in {args.figures})')
+                   figures_dir=args.figures, readme=readme)
+            print(f'wrote {args.out} (figures in {args.figures})'
+                  + (f' and the table of {readme}' if readme else ''))
     except RunsFileError as e:  # IntegrityError too: rows that disagree
         print(f'reproduction.py: error: {e}', file=sys.stderr)
         return 2

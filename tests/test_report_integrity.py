@@ -1,7 +1,6 @@
 """The report's integrity: multiple comparisons (Holm), power, rows that
 disagree or are not finite, the code and command of every cell, bad inputs
 on the study's commands, and the study's cell beside a new run's summary."""
-import json
 import math
 import subprocess
 import sys
@@ -10,10 +9,11 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from test_reproduction import ERM, HMA, PAPER, modes, record
+from test_reproduction import ERM, HMA, modes, record
 
 from pyg_hma.study.integrity import IntegrityError
-from pyg_hma.study.report import report_markdown
+from pyg_hma.study.report import (TABLE_BEGIN, TABLE_END, report_markdown,
+                                  with_hma_table)
 from pyg_hma.study.rows import collect, rows_of_result
 from pyg_hma.study.stats import detectable_difference, holm, paired_power
 from pyg_hma.train.results import (RUNS_COLUMNS, read_runs, write_json,
@@ -117,7 +117,8 @@ def test_paired_p_values_are_adjusted_over_the_whole_report(tmp_path):
     collect([tmp_path / 'r'], runs)
     text = report_markdown(read_runs(runs), None)
     rows = table_rows(text, '| ')
-    paired = [r.split(' | ') for r in rows if ' − ERM | ' in r]
+    paired = [r.split(' | ') for r in rows
+              if ' − ERM | ' in r and not r.startswith('| table |')]
     assert len(paired) == 4
     raw = [float(r[4]) for r in paired]
     exact = [stats.ttest_rel([e + d for e, d in zip(ERM, DIFFS)],
@@ -150,6 +151,65 @@ def test_each_paired_comparison_states_its_detectable_difference(tmp_path):
     assert float(cells[7]) == pytest.approx(detectable_difference(5, sd),
                                             abs=1e-3)  # ... beside it
     assert 'detectable (80% power)' in text
+
+
+def test_hma_against_erm_pairs_the_cells_beside_the_papers_difference(
+        tmp_path):
+    four_datasets(tmp_path / 'r')
+    runs = tmp_path / 'runs.csv'
+    collect([tmp_path / 'r'], runs)
+    paper = [dict(table='6', metric='mcc', dataset='NCI1', backbone='',
+                  method=m, mean=v, std='0.01') for m, v in
+             (('ERM', '0.15'), ('HMA', '0.19'))]
+    text = report_markdown(read_runs(runs), paper)
+    rows = {r.split(' | ')[1]: [c.strip() for c in r.split('|')[1:-1]]
+            for r in table_rows(text, '| 6 | ')}
+    assert sorted(rows) == ['DD', 'NCI1', 'NCI109', 'PROTEINS']
+    nci1 = rows['NCI1']
+    hma = [e + d for e, d in zip(ERM, DIFFS)]
+    assert nci1[3] == f'{stats.tmean(ERM):.3f} ± {stats.tstd(ERM):.3f} (5)'
+    assert nci1[4] == f'{stats.tmean(hma):.3f} ± {stats.tstd(hma):.3f} (5)'
+    low, high = stats.t.interval(0.95, 4, loc=0.03, scale=stats.sem(DIFFS))
+    assert nci1[5] == f'+0.030 [{low:+.3f}, {high:+.3f}] (5)'
+    # The paper's +0.040 lies inside [+0.010, +0.050]; 4 tests adjusted
+    # together leave no dataset better.
+    assert nci1[8:] == ['+0.040', 'yes', 'no difference']
+    assert rows['DD'][8:] == ['-', '-', 'no difference']  # no paper number
+
+
+README_PAGE = ('# A page\n\nBefore.\n\n' + TABLE_BEGIN + '\n| stale |\n'
+               + TABLE_END + '\n\nAfter.\n')
+
+
+def test_report_writes_the_readme_table_between_its_markers(tmp_path):
+    four_datasets(tmp_path / 'r')
+    runs = tmp_path / 'runs.csv'
+    collect([tmp_path / 'r'], runs)
+    readme = tmp_path / 'README.md'  # the page above the report's folder
+    readme.write_text(README_PAGE)
+    out = tmp_path / 'docs/reproduction.md'
+    args = ['report', '--runs', runs, '--out', out, '--figures',
+            tmp_path / 'docs/figures']
+    res = script('reproduction.py', *args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    page = readme.read_text()
+    table = table_rows(out.read_text(), '| 6 | ')
+    assert len(table) == 4
+    assert page.startswith('# A page\n\nBefore.\n\n' + TABLE_BEGIN + '\n|')
+    assert page.endswith(table[-1] + '\n' + TABLE_END + '\n\nAfter.\n')
+    assert all(row in page.splitlines() for row in table)
+    assert '| stale |' not in page
+    res = script('reproduction.py', *args, cwd=tmp_path)  # nothing moves
+    assert res.returncode == 0 and readme.read_text() == page
+    # A page without the two lines: one line naming them, nothing written.
+    other = tmp_path / 'other.md'
+    other.write_text('# no place\n')
+    res = script('reproduction.py', 'report', '--runs', runs, '--out',
+                 tmp_path / 'b/r.md', '--readme', other, cwd=tmp_path)
+    line = one_line_error(res, 'reproduction.py')
+    assert str(other) in line and TABLE_BEGIN in line
+    assert not (tmp_path / 'b').exists()
+    assert other.read_text() == '# no place\n'
 
 
 # --------------------------------------------------------------------------
@@ -342,6 +402,11 @@ def test_the_committed_report_regenerates_from_the_committed_rows(tmp_path):
     assert text == (ROOT / 'docs/reproduction.md').read_text(), (
         'docs/reproduction.md is not the report of the committed rows: '
         'run `python benchmarks/reproduction.py report` and commit it')
+    # The README quotes the report's HMA-against-ERM table, as it is.
+    page = (ROOT / 'README.md').read_text()
+    assert with_hma_table(page, text) == page, (
+        "README.md's HMA-against-ERM table is not the report's: run "
+        '`python benchmarks/reproduction.py report` and commit it')
 
 
 def test_every_committed_row_names_the_engine_of_its_commit():

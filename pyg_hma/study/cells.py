@@ -178,7 +178,24 @@ def comparisons(cells: Dict[tuple, Dict[int, float]],
                                 if len(paired) > 1 else '')
                 out.append(dict(d, table=table, dataset=dataset,
                                 backbone=backbone, method=method, config=cid,
-                                label=label))
+                                erm_config=erm_cid, label=label))
+    return out
+
+
+def deciding(comps: Sequence[dict], method: str = 'hma'
+             ) -> Dict[tuple, dict]:
+    r"""Per ``(table, dataset, backbone)``, the comparison of
+    :obj:`method` against ERM with the most pairs (the newest engine
+    version among equals): the one a summary reports."""
+    out: Dict[tuple, dict] = {}
+    for c in comps:
+        if c['method'] != method:
+            continue
+        where = (c['table'], c['dataset'], c['backbone'])
+        best = out.get(where)
+        if best is None or (c['n'], c['config'].engine) > (
+                best['n'], best['config'].engine):
+            out[where] = c
     return out
 
 
@@ -201,6 +218,27 @@ def significance(c: dict) -> str:
     return 'no difference'
 
 
+def paper_gain(paper, table, dataset, backbone, method) -> Optional[float]:
+    r"""The paper's :obj:`method` minus its ERM on one dataset and
+    backbone, or ``None`` where the paper lacks either."""
+    ours = paper_cell(paper, table, dataset, backbone, method)
+    erm = paper_cell(paper, table, dataset, backbone, 'erm')
+    return ours[0] - erm[0] if ours and erm else None
+
+
+def difference_cell(c: dict, metric: str) -> str:
+    r"""``mean [low, high] (pairs)`` of a comparison."""
+    return (f'{num(c["mean"], metric, signed=True)} '
+            f'[{num(c["low"], metric, signed=True)}, '
+            f'{num(c["high"], metric, signed=True)}] ({c["n"]})')
+
+
+def p_cell(p: float) -> str:
+    r"""A p-value to three decimals; below 0.001 as ``<0.001`` (never
+    ``0.000``)."""
+    return '<0.001' if p < 0.0005 else f'{p:.3f}'
+
+
 def paired_rows(comps: Sequence[dict], metric_of, paper) -> List[str]:
     r"""One markdown row per comparison (:func:`comparisons`, adjusted by
     :func:`adjust`)."""
@@ -208,18 +246,48 @@ def paired_rows(comps: Sequence[dict], metric_of, paper) -> List[str]:
     for c in comps:
         table, dataset, backbone = c['table'], c['dataset'], c['backbone']
         metric = metric_of[(table, dataset)]
-        ours_p = paper_cell(paper, table, dataset, backbone, c['method'])
-        erm_p = paper_cell(paper, table, dataset, backbone, 'erm')
-        paper_d = (num(ours_p[0] - erm_p[0], metric, signed=True)
-                   if ours_p and erm_p else '-')
+        gain = paper_gain(paper, table, dataset, backbone, c['method'])
         out.append(
             f'| {dataset} | {backbone} | {c["label"]} | '
-            f'{num(c["mean"], metric, signed=True)} '
-            f'[{num(c["low"], metric, signed=True)}, '
-            f'{num(c["high"], metric, signed=True)}] ({c["n"]}) | '
-            f'{c["p"]:.3f} | {c["p_holm"]:.3f} | {paper_d} | '
+            f'{difference_cell(c, metric)} | '
+            f'{p_cell(c["p"])} | {p_cell(c["p_holm"])} | '
+            f'{num(gain, metric, signed=True)} | '
             f'{num(c["detectable"], metric)} |')
     return out
+
+
+HMA_HEADER = ['| table | dataset | backbone | ERM (n) | HMA (n) | '
+              'HMA − ERM [95% CI] (pairs) | p (Holm) | detectable (80% '
+              'power) | paper\'s HMA − ERM | paper\'s in our CI | HMA is |',
+              '|---|---|---|---|---|---|---|---|---|---|---|']
+
+
+def hma_against_erm(cells: Mapping[tuple, Dict[int, float]],
+                    comps: Sequence[dict], metric_of, paper) -> List[str]:
+    r"""HMA against ERM, one row per paper table, dataset and backbone:
+    the comparison with the most pairs (:func:`deciding`), the two cells
+    it pairs (:obj:`cells`, :func:`cells_of`), the paper's difference and
+    whether our 95% interval holds it, and the verdict by the
+    Holm-adjusted p (:func:`significance`). Header
+    :data:`HMA_HEADER`; no lines without any comparison."""
+    out = []
+    for (table, dataset, backbone), c in sorted(deciding(comps).items()):
+        if not table:
+            continue
+        metric = metric_of[(table, dataset)]
+        gain = paper_gain(paper, table, dataset, backbone, 'hma')
+        erm = cells[table, dataset, backbone, 'erm', c['erm_config']]
+        hma = cells[table, dataset, backbone, 'hma', c['config']]
+        out.append(
+            f'| {table} | {dataset} | {backbone} | '
+            f'{seeds_cell(erm, metric)} | {seeds_cell(hma, metric)} | '
+            f'{difference_cell(c, metric)} | {p_cell(c["p_holm"])} | '
+            f'{num(c["detectable"], metric)} | '
+            f'{num(gain, metric, signed=True)} | '
+            + ('-' if gain is None else
+               'yes' if c['low'] <= gain <= c['high'] else 'no')
+            + f' | {significance(c)} |')
+    return HMA_HEADER + out if out else []
 
 
 def paired_lines(comps: Sequence[dict], metric_of, paper) -> List[str]:

@@ -25,8 +25,9 @@ from ..files import atomic_path
 from ..methods import method_label
 from ..train.results import (RunsFileError, method_rank, read_curves,
                              read_runs)
-from .cells import (adjust, cells_of, commits_of, comparisons, num,
-                    paired_lines, paper_cell, significance, widest)
+from .cells import (HMA_HEADER, adjust, cells_of, commits_of, comparisons,
+                    deciding, hma_against_erm, num, paired_lines, paper_cell,
+                    paper_gain, significance, widest)
 from .figures import write_figures
 from .integrity import check_rows
 from .notes import (NOT_RUN_NOTES, SETTING_DIFFERENCES, engine_lines,
@@ -71,7 +72,7 @@ def report_markdown(rows: Sequence[dict], paper: Optional[List[dict]],
         VERDICT_RULE, '', PAIRED_RULE, '']
     tables = sorted({k[0] for k in main} | {str(t) for t in NOT_RUN_NOTES},
                     key=lambda t: (t == '', t))
-    lines += _summary_lines(main, paper, tables, published)
+    lines += _summary_lines(main, paper, tables, published, metric_of)
     for table in tables:
         lines += _table_section(table, main, metric_of, paper, published,
                                 rows, config, figures, order)
@@ -150,11 +151,19 @@ def _table_section(table, main, metric_of, paper, comps, rows, config,
     return lines
 
 
-def _summary_lines(main, paper, tables, comps) -> List[str]:
+HMA_INTRO = ('HMA against ERM per dataset, paired by seed: the pairing with '
+             'the most seeds (one engine version), the two cells it pairs, '
+             'whether the paper\'s difference lies inside our 95% interval '
+             '(unadjusted) and the verdict by the Holm-adjusted p.')
+
+
+def _summary_lines(main, paper, tables, comps, metric_of) -> List[str]:
     r"""One row per table: how many cells got each verdict, how many of
     the paper's cells were not run, and HMA against ERM paired by seed
     (better / no difference / worse by the Holm-adjusted p of
-    :obj:`comps`) beside the paper's sign."""
+    :obj:`comps`) beside the paper's sign; then HMA against ERM per
+    dataset (:func:`~.cells.hma_against_erm`)."""
+    per_dataset = hma_against_erm(main, comps, metric_of, paper)
     out = []
     for table in tables:
         if not table:
@@ -174,20 +183,13 @@ def _summary_lines(main, paper, tables, comps) -> List[str]:
             paper, table, {(k[1], k[2], k[3]) for k in cells})
         hma = {'better': 0, 'no difference': 0, 'worse': 0}
         paper_better = 0
-        deciding: Dict[tuple, dict] = {}  # per dataset: the most pairs
-        for c in comps:
-            if c['table'] != table or c['method'] != 'hma':
+        for where, c in deciding(comps).items():
+            if where[0] != table:
                 continue
-            best = deciding.get((c['dataset'], c['backbone']))
-            if best is None or c['n'] > best['n']:
-                deciding[c['dataset'], c['backbone']] = c
-        for c in deciding.values():
             hma[significance(c)] += 1
-            ours_p = paper_cell(paper, table, c['dataset'], c['backbone'],
-                                'hma')
-            erm_p = paper_cell(paper, table, c['dataset'], c['backbone'],
-                               'erm')
-            paper_better += bool(ours_p and erm_p and ours_p[0] > erm_p[0])
+            gain = paper_gain(paper, table, c['dataset'], c['backbone'],
+                              'hma')
+            paper_better += bool(gain is not None and gain > 0)
         out.append(
             f'| {TABLE_TITLES.get(int(table), table).rsplit(" (", 1)[0]} | '
             + ' | '.join(str(counts.get(v, 0)) for v in (
@@ -209,18 +211,59 @@ def _summary_lines(main, paper, tables, comps) -> List[str]:
             'counts once, by the one with the most seeds.',
             '', '| table | reproduced | below | above | inconclusive | '
             'not run | HMA − ERM: better / no difference / worse |',
-            '|---|---|---|---|---|---|---|'] + out + ['']
+            '|---|---|---|---|---|---|---|'] + out + [''] + (
+                [HMA_INTRO, ''] + per_dataset + [''] if per_dataset else [])
+
+
+#: The lines of a page (the README) between which :func:`report` writes
+#: the report's HMA-against-ERM table, so that no page quotes numbers the
+#: committed rows no longer give.
+TABLE_BEGIN = ('<!-- HMA against ERM per dataset: written by '
+               '`python benchmarks/reproduction.py report` -->')
+TABLE_END = '<!-- end of the generated table -->'
+
+
+def with_hma_table(page: str, report_text: str, where: str = 'the page'
+                   ) -> str:
+    r""":obj:`page` with the lines between :data:`TABLE_BEGIN` and
+    :data:`TABLE_END` replaced by the HMA-against-ERM table of
+    :obj:`report_text` (:func:`~.cells.hma_against_erm`; none when the
+    report has no comparison). Raises
+    :class:`~pyg_hma.train.results.RunsFileError` when :obj:`page` lacks
+    the two lines."""
+    lines = page.split('\n')
+    if TABLE_BEGIN not in lines or TABLE_END not in lines or \
+            lines.index(TABLE_END) < lines.index(TABLE_BEGIN):
+        raise RunsFileError(
+            f'{where} has no place for the HMA-against-ERM table: put the '
+            f'lines {TABLE_BEGIN!r} and {TABLE_END!r} where it goes')
+    ours = report_text.split('\n')
+    table = []
+    if HMA_HEADER[0] in ours:
+        start = ours.index(HMA_HEADER[0])
+        end = ours.index('', start)
+        table = ours[start:end]
+    begin, end = lines.index(TABLE_BEGIN), lines.index(TABLE_END)
+    return '\n'.join(lines[:begin + 1] + table + lines[end:])
 
 
 def report(runs_csv: os.PathLike, paper: Optional[List[dict]],
            out: Optional[os.PathLike] = None, config: str = 'published',
-           figures_dir: Optional[os.PathLike] = None) -> str:
+           figures_dir: Optional[os.PathLike] = None,
+           readme: Optional[os.PathLike] = None) -> str:
     r"""Builds the report from :obj:`runs_csv`, the curves and sweep
     summaries beside it (and figures into :obj:`figures_dir` when given);
-    writes it to :obj:`out` atomically. Raises
+    writes it to :obj:`out` atomically, and its HMA-against-ERM table into
+    :obj:`readme` between :data:`TABLE_BEGIN` and :data:`TABLE_END`
+    (:func:`with_hma_table`) when given. Raises
     :class:`~pyg_hma.train.results.RunsFileError` (an
     :class:`~.integrity.IntegrityError` for rows that disagree or a
-    non-finite score) before writing anything."""
+    non-finite score, or a :obj:`readme` without the two lines) before
+    writing anything."""
+    page = None
+    if readme is not None:
+        page = Path(readme).read_text()
+        with_hma_table(page, '', where=str(readme))  # its place, first
     rows = read_runs(runs_csv)
     if not rows:
         raise RunsFileError(f"no runs in '{runs_csv}': collect results first "
@@ -240,4 +283,9 @@ def report(runs_csv: os.PathLike, paper: Optional[List[dict]],
     if out is not None:
         with atomic_path(out) as tmp:
             tmp.write_text(text)
+    if page is not None:
+        updated = with_hma_table(page, text, where=str(readme))
+        if updated != page:
+            with atomic_path(readme) as tmp:
+                tmp.write_text(updated)
     return text
