@@ -111,10 +111,21 @@ def four_datasets(folder):
                 run_fingerprint=f'{ds}h{seed}'))
 
 
-def test_paired_p_values_are_adjusted_over_the_whole_report(tmp_path):
+def four_dataset_runs(tmp_path):
+    r"""The runs.csv that :func:`four_datasets`' runs collect into."""
     four_datasets(tmp_path / 'r')
     runs = tmp_path / 'runs.csv'
     collect([tmp_path / 'r'], runs)
+    return runs
+
+
+NCI1_PAPER = [dict(table='6', metric='mcc', dataset='NCI1', backbone='',
+                   method=m, mean=v, std='0.01') for m, v in
+              (('ERM', '0.15'), ('HMA', '0.19'))]
+
+
+def test_paired_p_values_are_adjusted_over_the_whole_report(tmp_path):
+    runs = four_dataset_runs(tmp_path)
     text = report_markdown(read_runs(runs), None)
     rows = table_rows(text, '| ')
     paired = [r.split(' | ') for r in rows
@@ -137,13 +148,8 @@ def test_paired_p_values_are_adjusted_over_the_whole_report(tmp_path):
 
 
 def test_each_paired_comparison_states_its_detectable_difference(tmp_path):
-    four_datasets(tmp_path / 'r')
-    runs = tmp_path / 'runs.csv'
-    collect([tmp_path / 'r'], runs)
-    paper = [dict(table='6', metric='mcc', dataset='NCI1', backbone='',
-                  method=m, mean=v, std='0.01') for m, v in
-             (('ERM', '0.15'), ('HMA', '0.19'))]
-    text = report_markdown(read_runs(runs), paper)
+    runs = four_dataset_runs(tmp_path)
+    text = report_markdown(read_runs(runs), NCI1_PAPER)
     row = next(r for r in table_rows(text, '| NCI1 | GCN | HMA − ERM'))
     cells = [c.strip() for c in row.split('|')[1:-1]]
     sd = stats.tstd(DIFFS)
@@ -155,13 +161,8 @@ def test_each_paired_comparison_states_its_detectable_difference(tmp_path):
 
 def test_hma_against_erm_pairs_the_cells_beside_the_papers_difference(
         tmp_path):
-    four_datasets(tmp_path / 'r')
-    runs = tmp_path / 'runs.csv'
-    collect([tmp_path / 'r'], runs)
-    paper = [dict(table='6', metric='mcc', dataset='NCI1', backbone='',
-                  method=m, mean=v, std='0.01') for m, v in
-             (('ERM', '0.15'), ('HMA', '0.19'))]
-    text = report_markdown(read_runs(runs), paper)
+    runs = four_dataset_runs(tmp_path)
+    text = report_markdown(read_runs(runs), NCI1_PAPER)
     rows = {r.split(' | ')[1]: [c.strip() for c in r.split('|')[1:-1]]
             for r in table_rows(text, '| 6 | ')}
     assert sorted(rows) == ['DD', 'NCI1', 'NCI109', 'PROTEINS']
@@ -182,9 +183,7 @@ README_PAGE = ('# A page\n\nBefore.\n\n' + TABLE_BEGIN + '\n| stale |\n'
 
 
 def test_report_writes_the_readme_table_between_its_markers(tmp_path):
-    four_datasets(tmp_path / 'r')
-    runs = tmp_path / 'runs.csv'
-    collect([tmp_path / 'r'], runs)
+    runs = four_dataset_runs(tmp_path)
     readme = tmp_path / 'README.md'  # the page above the report's folder
     readme.write_text(README_PAGE)
     out = tmp_path / 'docs/reproduction.md'
