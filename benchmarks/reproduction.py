@@ -84,9 +84,8 @@ def main(argv=None) -> int:
                                   skipped)
             print(f'{args.runs}: {added} rows added, {kept} already there')
         else:
-            readme = args.readme or next(
-                (p for p in [args.out.resolve().parent.parent / 'README.md']
-                 if p.is_file()), None)
+            above = args.out.resolve().parent.parent / 'README.md'
+            readme = args.readme or (above if above.is_file() else None)
             if args.config != 'published':
                 readme = None
             report(args.runs, load_paper(), out=args.out, config=args.config,

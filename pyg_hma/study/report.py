@@ -164,6 +164,7 @@ def _summary_lines(main, paper, tables, comps, metric_of) -> List[str]:
     :obj:`comps`) beside the paper's sign; then HMA against ERM per
     dataset (:func:`~.cells.hma_against_erm`)."""
     per_dataset = hma_against_erm(main, comps, metric_of, paper)
+    decided = deciding(comps)
     out = []
     for table in tables:
         if not table:
@@ -183,7 +184,7 @@ def _summary_lines(main, paper, tables, comps, metric_of) -> List[str]:
             paper, table, {(k[1], k[2], k[3]) for k in cells})
         hma = {'better': 0, 'no difference': 0, 'worse': 0}
         paper_better = 0
-        for where, c in deciding(comps).items():
+        for where, c in decided.items():
             if where[0] != table:
                 continue
             hma[significance(c)] += 1
